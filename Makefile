@@ -1,0 +1,48 @@
+# Every target bootstraps itself: a fresh clone needs only python3 (>= 3.11) and make.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+SCENARIO ?= dispatch_checkin
+
+.PHONY: install test lint format schema dev start demo room bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP)
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+schema: $(STAMP)
+	$(PY) -m config.schema scenarios/schema.json
+
+dev: $(STAMP)
+	$(PY) -m workers.multi dev
+
+start: $(STAMP)
+	$(PY) -m workers.multi start
+
+demo: $(STAMP)
+	@echo "make demo: the offline simulation is not built yet (workers.simulate)." >&2; exit 1
+
+room: $(STAMP)
+	@echo "make room: the dispatch command is not built yet (workers.dispatch)." >&2; exit 1
+
+bench: $(STAMP)
+	@echo "make bench: the benchmarks are not built yet (bench/)." >&2; exit 1
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info

@@ -1,0 +1,1 @@
+"""Settings, catalog and scenario models, and logging. Imports neither agents/ nor workers/."""

@@ -1,0 +1,267 @@
+"""The catalog: tenants, personas and campaigns, loaded from JSON and cross-checked."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from config import models, roles
+from config.errors import CatalogError, Problem, problems_from_validation
+
+MAX_CATALOG_BYTES = 4 * 1024 * 1024
+
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+
+
+class Strategy(StrEnum):
+    PRIMARY_FIRST = "primary_first"
+    ROUND_ROBIN = "round_robin"
+    LEAST_LOADED = "least_loaded"
+    RANDOM = "random"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSettings(_Strict):
+    """How a persona thinks and speaks. `realtime`: one speech-to-speech model (the plugin
+    ignores `temperature` there). `pipeline`: VAD + STT + LLM (uses `temperature`) + TTS."""
+
+    mode: Literal["realtime", "pipeline"] = "pipeline"
+    realtime_model: str = "gpt-realtime"
+    llm: str = "gpt-4.1-mini"
+    stt: str = "gpt-4o-mini-transcribe"
+    tts: str = "gpt-4o-mini-tts"
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+
+
+class Persona(_Strict):
+    id: Id
+    name: str = Field(min_length=1, max_length=64)
+    role: str
+    voice: str
+    model: ModelSettings = ModelSettings()
+    instructions: str = Field(min_length=1)
+    tools: tuple[str, ...] = ()
+    max_concurrent: int = Field(default=3, ge=1)
+    active: bool = True
+
+
+class Tenant(_Strict):
+    id: Id
+    name: str
+    tier: str = Field(min_length=1)
+    allowed_tools: tuple[str, ...]
+    default_persona: str | None = None
+
+
+class Assignment(_Strict):
+    persona: str
+    priority: Literal["primary", "backup"] = "backup"
+
+
+class Campaign(_Strict):
+    id: Id
+    name: str
+    tenant: str
+    strategy: Strategy = Strategy.PRIMARY_FIRST
+    assignments: tuple[Assignment, ...] = ()
+    legacy_persona: str | None = None
+
+
+class Catalog(_Strict):
+    tenants: tuple[Tenant, ...]
+    personas: tuple[Persona, ...]
+    campaigns: tuple[Campaign, ...]
+    system_default_persona: str | None = None
+    system_default_serves_any_role: bool = False
+    voicemail_persona: str | None = None
+
+    @cached_property
+    def persona_by_id(self) -> dict[str, Persona]:
+        return {p.id: p for p in self.personas}
+
+    @cached_property
+    def tenant_by_id(self) -> dict[str, Tenant]:
+        return {t.id: t for t in self.tenants}
+
+    @cached_property
+    def campaign_by_id(self) -> dict[str, Campaign]:
+        return {c.id: c for c in self.campaigns}
+
+    def persona(self, persona_id: str) -> Persona:
+        return self.persona_by_id[persona_id]
+
+    def campaign(self, campaign_id: str) -> Campaign:
+        return self.campaign_by_id[campaign_id]
+
+    def tenant_of(self, campaign_id: str) -> Tenant:
+        return self.tenant_by_id[self.campaign(campaign_id).tenant]
+
+    def allowed_tools(self, persona: Persona, campaign_id: str) -> tuple[str, ...]:
+        """The role tools offered to `persona` in `campaign_id`: listed on the persona AND
+        allowed by the campaign tenant's tier. Floor tools (COMMON_TOOLS) are not gated."""
+        allowed = set(self.tenant_of(campaign_id).allowed_tools)
+        return tuple(t for t in persona.tools if t in allowed)
+
+
+def _check_unique(items: tuple, kind: str, problems: list[Problem]) -> None:
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        if item.id in seen:
+            problems.append(
+                Problem(
+                    f"$.{kind}[{i}].id",
+                    f"duplicate id {item.id!r}",
+                    f"also at index {seen[item.id]}",
+                )
+            )
+        seen.setdefault(item.id, i)
+
+
+def _choice(
+    value: str, valid: tuple[str, ...] | frozenset[str], path: str, what: str
+) -> Problem | None:
+    if value in valid:
+        return None
+    return Problem(path, f"unknown {what} {value!r}", f"valid: {', '.join(sorted(valid))}")
+
+
+def cross_check(catalog: Catalog) -> list[Problem]:
+    """Every reference resolves, ids are unique, roles/tools/voices/models are known."""
+    problems: list[Problem] = []
+    for kind in ("tenants", "personas", "campaigns"):
+        _check_unique(getattr(catalog, kind), kind, problems)
+    personas = catalog.persona_by_id
+
+    def ref(value: str | None, path: str) -> None:
+        if value is not None and value not in personas:
+            problems.append(
+                Problem(path, f"unknown persona {value!r}", f"known: {', '.join(sorted(personas))}")
+            )
+
+    for i, p in enumerate(catalog.personas):
+        at = f"$.personas[{i}]"
+        checks = [_choice(p.role, roles.ROLES, f"{at}.role", "role")]
+        if p.model.mode == "realtime":
+            checks.append(_choice(p.voice, models.REALTIME_VOICES, f"{at}.voice", "realtime voice"))
+            checks.append(
+                _choice(
+                    p.model.realtime_model,
+                    models.REALTIME_MODELS,
+                    f"{at}.model.realtime_model",
+                    "realtime model",
+                )
+            )
+        else:
+            checks.append(_choice(p.voice, models.TTS_VOICES, f"{at}.voice", "TTS voice"))
+            checks.append(_choice(p.model.llm, models.LLM_MODELS, f"{at}.model.llm", "LLM"))
+            checks.append(_choice(p.model.stt, models.STT_MODELS, f"{at}.model.stt", "STT model"))
+            checks.append(_choice(p.model.tts, models.TTS_MODELS, f"{at}.model.tts", "TTS model"))
+        role_tools = roles.ROLE_TOOLS.get(p.role, ())
+        for j, tool in enumerate(p.tools):
+            if p.role in roles.ROLES and tool not in role_tools:
+                checks.append(
+                    Problem(
+                        f"{at}.tools[{j}]",
+                        f"tool {tool!r} is not a {p.role} tool",
+                        f"valid: {', '.join(role_tools)}",
+                    )
+                )
+        problems.extend(c for c in checks if c is not None)
+
+    for i, t in enumerate(catalog.tenants):
+        at = f"$.tenants[{i}]"
+        for j, tool in enumerate(t.allowed_tools):
+            c = _choice(tool, roles.ALL_ROLE_TOOLS, f"{at}.allowed_tools[{j}]", "tool")
+            if c:
+                problems.append(c)
+        ref(t.default_persona, f"{at}.default_persona")
+
+    tenants = catalog.tenant_by_id
+    for i, c in enumerate(catalog.campaigns):
+        at = f"$.campaigns[{i}]"
+        if c.tenant not in tenants:
+            problems.append(
+                Problem(
+                    f"{at}.tenant",
+                    f"unknown tenant {c.tenant!r}",
+                    f"known: {', '.join(sorted(tenants))}",
+                )
+            )
+        if not c.assignments and c.legacy_persona is None:
+            problems.append(
+                Problem(
+                    at, "campaign has neither assignments nor legacy_persona", "add at least one"
+                )
+            )
+        seen: set[str] = set()
+        for j, a in enumerate(c.assignments):
+            ref(a.persona, f"{at}.assignments[{j}].persona")
+            if a.persona in seen:
+                problems.append(
+                    Problem(
+                        f"{at}.assignments[{j}].persona",
+                        f"persona {a.persona!r} assigned twice",
+                        "keep one",
+                    )
+                )
+            seen.add(a.persona)
+        ref(c.legacy_persona, f"{at}.legacy_persona")
+
+    ref(catalog.system_default_persona, "$.system_default_persona")
+    ref(catalog.voicemail_persona, "$.voicemail_persona")
+    vm = personas.get(catalog.voicemail_persona or "")
+    if vm is not None and vm.role != "voicemail":
+        problems.append(
+            Problem(
+                "$.voicemail_persona",
+                f"persona {vm.id!r} has role {vm.role!r}",
+                "use a voicemail persona",
+            )
+        )
+    return problems
+
+
+def parse_catalog(text: str | bytes, source: str = "inline") -> Catalog:
+    """Parse and cross-check catalog JSON; raises CatalogError naming `source`."""
+    if len(text) > MAX_CATALOG_BYTES:
+        raise CatalogError(
+            source, [Problem("$", f"catalog is {len(text)} bytes", f"limit is {MAX_CATALOG_BYTES}")]
+        )
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CatalogError(
+            source, [Problem("$", f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}")]
+        ) from None
+    try:
+        catalog = Catalog.model_validate(data)
+    except ValidationError as e:
+        raise CatalogError(source, problems_from_validation(e)) from None
+    problems = cross_check(catalog)
+    if problems:
+        raise CatalogError(source, problems)
+    return catalog
+
+
+def load_catalog(path: str | Path | None = None) -> Catalog:
+    """Load the catalog at `path` (default: the CATALOG_PATH setting)."""
+    if path is None:
+        from config.settings import get_settings
+
+        path = get_settings().catalog_path
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CatalogError(
+            str(path), [Problem("$", f"cannot read the file: {e.strerror}", "check CATALOG_PATH")]
+        ) from None
+    return parse_catalog(data, str(path))

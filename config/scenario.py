@@ -1,0 +1,281 @@
+"""Scenarios: what happens in one room. Loaded from a file, a name in SCENARIOS_DIR, or inline
+JSON (dispatch metadata), then checked against the catalog before any room is joined."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from config import roles
+from config.catalog import Catalog
+from config.errors import Problem, ScenarioError, problems_from_validation
+
+MAX_SCENARIO_BYTES = 256 * 1024
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+TurnPolicy = Literal["alternate", "round_robin", "addressed", "moderated"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CastSlot(_Strict):
+    """One seat in the room. `persona` pins a persona; otherwise the selector chooses."""
+
+    role: str
+    required: bool = True
+    opens: bool = False
+    leads: bool = False
+    persona: str | None = None
+
+
+class Rules(_Strict):
+    turn_policy: TurnPolicy = "alternate"
+    max_turns: int = Field(default=12, ge=1, le=500)
+    max_duration_s: float = Field(default=600.0, gt=0, le=4 * 3600)
+    loop_guard: int = Field(
+        default=2, ge=1, description="end when a persona repeats its previous line this many times"
+    )
+
+
+class ScriptLine(_Strict):
+    """One offline-model turn: call `tool` with `args` (if given), then say `say`.
+
+    `say` may name the cast: `{me}` is the speaker's own name, `{dispatcher}`, `{driver}`,
+    ... the name of the persona cast in that role."""
+
+    say: str = ""
+    tool: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ScriptLine:
+        if not self.say and self.tool is None:
+            raise ValueError("a script line needs `say`, `tool`, or both")
+        return self
+
+
+class Scenario(_Strict):
+    name: str = Field(pattern=NAME_PATTERN.pattern)
+    description: str = ""
+    campaign: str
+    cast: tuple[CastSlot, ...] = Field(min_length=1)
+    context: dict[str, Any] = Field(default_factory=dict)
+    rules: Rules = Rules()
+    on_no_cast: Literal["reject", "voicemail"] = "reject"
+    script: dict[str, tuple[ScriptLine, ...]] = Field(
+        default_factory=dict, description="offline-model lines per role, spoken in order"
+    )
+    human_lines: tuple[str, ...] = Field(
+        default=(),
+        description="what a simulated caller says, in order, each time the floor turns to the "
+        "humans (local stage only; `workers.simulate --human` replaces them)",
+    )
+
+    @model_validator(mode="after")
+    def _cast_shape(self) -> Scenario:
+        roles_seen = [s.role for s in self.cast]
+        dupes = sorted({r for r in roles_seen if roles_seen.count(r) > 1})
+        if dupes:
+            raise ValueError(f"each role may fill one slot; repeated: {', '.join(dupes)}")
+        if sum(s.opens for s in self.cast) > 1:
+            raise ValueError("at most one cast slot may have opens=true")
+        if sum(s.leads for s in self.cast) > 1:
+            raise ValueError("at most one cast slot may have leads=true")
+        opener = self.opener_slot
+        if not opener.required:
+            raise ValueError(f"the opener ({opener.role}) must be a required slot")
+        if self.rules.turn_policy == "alternate" and sum(s.required for s in self.cast) != 2:
+            raise ValueError("turn_policy 'alternate' needs exactly two required slots")
+        unknown = sorted(set(self.script) - set(roles_seen))
+        if unknown:
+            raise ValueError(f"script names roles not in the cast: {', '.join(unknown)}")
+        return self
+
+    @property
+    def opener_slot(self) -> CastSlot:
+        return next((s for s in self.cast if s.opens), self.cast[0])
+
+    @property
+    def lead_slot(self) -> CastSlot:
+        """Who answers humans by default: the `leads` slot, else the opener."""
+        return next((s for s in self.cast if s.leads), self.opener_slot)
+
+
+def parse_scenario(text: str | bytes, source: str = "inline") -> Scenario:
+    """Parse scenario JSON; raises ScenarioError naming `source` and the JSON path."""
+    if len(text) > MAX_SCENARIO_BYTES:
+        raise ScenarioError(
+            source,
+            [
+                Problem(
+                    "$", f"scenario is {len(text)} bytes", f"limit is {MAX_SCENARIO_BYTES} bytes"
+                )
+            ],
+        )
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        detail = (
+            f"{e.msg} at line {e.lineno} column {e.colno}"
+            if isinstance(e, json.JSONDecodeError)
+            else str(e)
+        )
+        raise ScenarioError(source, [Problem("$", f"not valid JSON: {detail}")]) from None
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as e:
+        raise ScenarioError(source, problems_from_validation(e)) from None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def resolve_scenario_path(ref: str, scenarios_dir: Path, *, allow_outside: bool = False) -> Path:
+    """A scenario name (`dispatch_checkin`) or path, resolved safely.
+
+    Names are looked up only inside `scenarios_dir`. Paths must stay inside it too (after
+    following links) unless `allow_outside` (a local user on the command line)."""
+    root = scenarios_dir.resolve()
+    looks_like_path = "/" in ref or "\\" in ref or ref.endswith(".json") or ref.startswith(".")
+    if not looks_like_path:
+        if not NAME_PATTERN.match(ref):
+            raise ScenarioError(
+                ref, [Problem("$", "not a scenario name", "use letters, digits, _ and -")]
+            )
+        candidate = root / f"{ref}.json"
+    else:
+        if ".." in Path(ref).parts and not allow_outside:
+            raise ScenarioError(
+                ref,
+                [
+                    Problem(
+                        "$",
+                        "'..' is not allowed in a scenario reference",
+                        "name a scenario in SCENARIOS_DIR",
+                    )
+                ],
+            )
+        candidate = Path(ref)
+    resolved = candidate.resolve()
+    if not allow_outside and not _inside(resolved, root):
+        raise ScenarioError(
+            ref,
+            [
+                Problem(
+                    "$",
+                    f"resolves outside the scenarios directory {root}",
+                    "name a scenario in SCENARIOS_DIR",
+                )
+            ],
+        )
+    if not resolved.is_file():
+        known = sorted(p.stem for p in root.glob("*.json") if p.stem != "schema")
+        raise ScenarioError(ref, [Problem("$", "no such scenario", f"known: {', '.join(known)}")])
+    return resolved
+
+
+def load_scenario(
+    ref: str | Path,
+    *,
+    scenarios_dir: str | Path | None = None,
+    allow_outside: bool = False,
+) -> Scenario:
+    """Load a scenario from inline JSON text, a name in SCENARIOS_DIR, or a file path.
+
+    Untrusted input (job metadata) must keep `allow_outside=False`: names and paths then
+    cannot leave SCENARIOS_DIR, by `..`, absolute paths or links."""
+    if scenarios_dir is None:
+        from config.settings import get_settings
+
+        scenarios_dir = get_settings().scenarios_dir
+    text = str(ref)
+    if text.lstrip().startswith("{"):
+        return parse_scenario(text, "inline")
+    path = resolve_scenario_path(text, Path(scenarios_dir), allow_outside=allow_outside)
+    data = path.read_bytes()
+    return parse_scenario(data, str(path))
+
+
+def staffable(catalog: Catalog, campaign_id: str, role: str) -> bool:
+    """Whether some persona of the priority chain could ever fill `role` in the campaign."""
+    campaign = catalog.campaign(campaign_id)
+    chain = [a.persona for a in campaign.assignments]
+    chain += [campaign.legacy_persona, catalog.tenant_of(campaign_id).default_persona]
+    if any(pid and catalog.persona(pid).role == role for pid in chain):
+        return True
+    default = catalog.system_default_persona
+    return bool(
+        default
+        and (catalog.system_default_serves_any_role or catalog.persona(default).role == role)
+    )
+
+
+def check_scenario(scenario: Scenario, catalog: Catalog, source: str = "inline") -> None:
+    """Refuse a scenario whose campaign, roles or personas the catalog does not know, or
+    whose required roles the campaign can never staff."""
+    problems: list[Problem] = []
+    if scenario.campaign not in catalog.campaign_by_id:
+        problems.append(
+            Problem(
+                "$.campaign",
+                f"unknown campaign {scenario.campaign!r}",
+                f"known: {', '.join(sorted(catalog.campaign_by_id))}",
+            )
+        )
+        raise ScenarioError(source, problems)
+    for i, slot in enumerate(scenario.cast):
+        at = f"$.cast[{i}]"
+        if slot.role not in roles.ROLES:
+            problems.append(
+                Problem(
+                    f"{at}.role", f"unknown role {slot.role!r}", f"valid: {', '.join(roles.ROLES)}"
+                )
+            )
+            continue
+        if slot.persona is not None:
+            persona = catalog.persona_by_id.get(slot.persona)
+            if persona is None:
+                problems.append(
+                    Problem(
+                        f"{at}.persona",
+                        f"unknown persona {slot.persona!r}",
+                        f"known: {', '.join(sorted(catalog.persona_by_id))}",
+                    )
+                )
+            elif persona.role != slot.role:
+                problems.append(
+                    Problem(
+                        f"{at}.persona",
+                        f"persona {slot.persona!r} has role {persona.role!r}",
+                        f"pin a {slot.role} persona",
+                    )
+                )
+        elif slot.required and not staffable(catalog, scenario.campaign, slot.role):
+            problems.append(
+                Problem(
+                    f"{at}.role",
+                    f"campaign {scenario.campaign!r} has no persona for role {slot.role!r}",
+                    "assign one in the catalog or make the slot optional",
+                )
+            )
+    for role, lines in scenario.script.items():
+        for j, line in enumerate(lines):
+            if line.tool and line.tool not in roles.ROLE_TOOLS.get(
+                role, ()
+            ) + roles.COMMON_TOOLS + (roles.MODERATOR_TOOL,):
+                problems.append(
+                    Problem(
+                        f"$.script.{role}[{j}].tool",
+                        f"{role} has no tool {line.tool!r}",
+                        f"valid: {', '.join(roles.ROLE_TOOLS.get(role, ()) + roles.COMMON_TOOLS)}",
+                    )
+                )
+    if problems:
+        raise ScenarioError(source, problems)

@@ -1,0 +1,184 @@
+"""Scenarios: shipped ones load and fit the catalog; bad input is refused with file + path."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from config.scenario import (
+    MAX_SCENARIO_BYTES,
+    ScenarioError,
+    check_scenario,
+    load_scenario,
+    parse_scenario,
+)
+from config.schema import scenario_schema_text
+
+SHIPPED = ("dispatch_checkin", "inbound_support", "sales_support_handoff", "all_four")
+
+
+def _minimal(**over) -> dict:
+    data = {
+        "name": "t",
+        "campaign": "freight-dispatch",
+        "cast": [{"role": "dispatcher", "opens": True}, {"role": "driver"}],
+    }
+    data.update(over)
+    return data
+
+
+def test_every_shipped_scenario_loads_and_fits_the_catalog(catalog, scenarios_dir):
+    names = sorted(p.stem for p in scenarios_dir.glob("*.json") if p.stem != "schema")
+    assert set(SHIPPED) <= set(names)
+    for name in names:
+        scenario = load_scenario(name, scenarios_dir=scenarios_dir)
+        check_scenario(scenario, catalog, name)
+        assert scenario.name == name
+
+
+def test_dispatch_checkin_is_what_the_demo_needs(scenarios_dir):
+    s = load_scenario("dispatch_checkin", scenarios_dir=scenarios_dir)
+    assert s.opener_slot.role == "dispatcher"
+    assert [slot.role for slot in s.cast] == ["dispatcher", "driver"]
+    assert s.context["load_id"] == "HDX-2478"
+    assert any(line.tool for line in s.script["dispatcher"])
+
+
+def test_inbound_support_has_sales_on_standby(scenarios_dir):
+    s = load_scenario("inbound_support", scenarios_dir=scenarios_dir)
+    assert s.lead_slot.role == "support"
+    sales = next(slot for slot in s.cast if slot.role == "sales")
+    assert sales.required is False
+
+
+def test_checked_in_schema_is_current(scenarios_dir):
+    on_disk = (scenarios_dir / "schema.json").read_text()
+    assert on_disk == scenario_schema_text(), "run `make schema` and commit scenarios/schema.json"
+
+
+def test_inline_json_is_accepted(scenarios_dir):
+    s = load_scenario(json.dumps(_minimal()), scenarios_dir=scenarios_dir)
+    assert s.rules.turn_policy == "alternate" and s.on_no_cast == "reject"
+
+
+def test_file_path_inside_the_directory_is_accepted(scenarios_dir):
+    s = load_scenario(str(scenarios_dir / "all_four.json"), scenarios_dir=scenarios_dir)
+    assert s.name == "all_four"
+
+
+def test_malformed_json_is_refused_naming_inline():
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario('{"name": ')
+    assert str(info.value).startswith("inline: $: not valid JSON")
+
+
+def test_malformed_file_names_the_file(tmp_path):
+    (tmp_path / "broken.json").write_text("{nope")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario("broken", scenarios_dir=tmp_path)
+    assert str(tmp_path / "broken.json") in str(info.value)
+
+
+def test_wrong_type_names_the_json_path():
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(json.dumps(_minimal(rules={"max_turns": "lots"})))
+    assert "$.rules.max_turns" in str(info.value)
+
+
+def test_unknown_field_is_refused():
+    with pytest.raises(ScenarioError, match=r"\$\.cast\[1\]\.mood"):
+        parse_scenario(
+            json.dumps(_minimal(cast=[{"role": "dispatcher"}, {"role": "driver", "mood": "x"}]))
+        )
+
+
+def test_cast_shape_rules():
+    bad = [
+        _minimal(cast=[{"role": "driver"}, {"role": "driver"}]),
+        _minimal(cast=[{"role": "dispatcher", "opens": True}, {"role": "driver", "opens": True}]),
+        _minimal(cast=[{"role": "dispatcher", "leads": True}, {"role": "driver", "leads": True}]),
+        _minimal(
+            cast=[{"role": "dispatcher", "required": False, "opens": True}, {"role": "driver"}]
+        ),
+        _minimal(cast=[{"role": "dispatcher"}]),  # alternate needs two
+        _minimal(script={"sales": [{"say": "hi"}]}),
+        _minimal(script={"driver": [{}]}),
+    ]
+    for data in bad:
+        with pytest.raises(ScenarioError):
+            parse_scenario(json.dumps(data))
+
+
+def test_oversized_scenario_is_refused():
+    big = json.dumps(_minimal(context={"blob": "x" * MAX_SCENARIO_BYTES}))
+    with pytest.raises(ScenarioError, match="limit is 262144 bytes"):
+        parse_scenario(big)
+
+
+@pytest.mark.parametrize(
+    "ref", ["../config/catalog", "../../etc/passwd", "/etc/passwd", "a/../../x.json"]
+)
+def test_traversal_is_refused(ref, scenarios_dir):
+    with pytest.raises(ScenarioError):
+        load_scenario(ref, scenarios_dir=scenarios_dir)
+
+
+def test_link_leaving_the_directory_is_refused(tmp_path):
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps(_minimal()))
+    inner = tmp_path / "scenarios"
+    inner.mkdir()
+    os.symlink(outside, inner / "sneaky.json")
+    with pytest.raises(ScenarioError, match="outside the scenarios directory"):
+        load_scenario("sneaky", scenarios_dir=inner)
+    # a local user on the command line may point anywhere
+    assert load_scenario(str(outside), scenarios_dir=inner, allow_outside=True).name == "t"
+
+
+def test_unknown_name_lists_known_scenarios(scenarios_dir):
+    with pytest.raises(ScenarioError, match=r"known: .*dispatch_checkin"):
+        load_scenario("no_such_thing", scenarios_dir=scenarios_dir)
+
+
+def test_bad_name_characters_are_refused(scenarios_dir):
+    with pytest.raises(ScenarioError, match="not a scenario name"):
+        load_scenario("rm -rf", scenarios_dir=scenarios_dir)
+
+
+def _check(catalog, **over):
+    check_scenario(parse_scenario(json.dumps(_minimal(**over))), catalog, "inline")
+
+
+def test_unknown_campaign_is_refused(catalog):
+    with pytest.raises(ScenarioError, match=r"\$\.campaign: unknown campaign 'nope'"):
+        _check(catalog, campaign="nope")
+
+
+def test_unknown_role_is_refused(catalog):
+    with pytest.raises(ScenarioError, match=r"\$\.cast\[1\]\.role: unknown role 'pilot'"):
+        _check(catalog, cast=[{"role": "dispatcher"}, {"role": "pilot"}])
+
+
+def test_unknown_or_wrong_role_pinned_persona_is_refused(catalog):
+    with pytest.raises(ScenarioError, match="unknown persona 'ghost'"):
+        _check(catalog, cast=[{"role": "dispatcher", "persona": "ghost"}, {"role": "driver"}])
+    with pytest.raises(ScenarioError, match="persona 'chris' has role 'driver'"):
+        _check(catalog, cast=[{"role": "dispatcher", "persona": "chris"}, {"role": "driver"}])
+
+
+def test_required_role_the_campaign_cannot_staff_is_refused(catalog):
+    with pytest.raises(ScenarioError, match="has no persona for role 'sales'"):
+        _check(catalog, cast=[{"role": "dispatcher"}, {"role": "sales"}])
+    # optional slots may be unstaffable
+    _check(
+        catalog,
+        cast=[{"role": "dispatcher"}, {"role": "driver"}, {"role": "sales", "required": False}],
+        rules={"turn_policy": "round_robin"},
+    )
+
+
+def test_script_tool_must_belong_to_the_role(catalog):
+    with pytest.raises(ScenarioError, match=r"\$\.script\.driver\[0\]\.tool"):
+        _check(catalog, script={"driver": [{"tool": "quote_price"}]})
