@@ -1,0 +1,205 @@
+"""Selector benchmark: acquire+release pairs per second and their latency, per strategy.
+
+Run from the project root: `python -m bench.selector` (or `python bench/selector.py`).
+Prints one JSON object. The catalog is synthetic: 1,000 personas across 100 campaigns, with
+loads preset so that some personas are full and the strategies and fallbacks do real work.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from config.catalog import Catalog, Strategy
+from config.scenario import Scenario
+from workers.selector import Selector
+
+PERSONAS = 1_000
+CAMPAIGNS = 100
+TENANTS = 10
+ROLES = ("dispatcher", "driver", "sales", "support")
+VOICE = {"dispatcher": "alloy", "driver": "echo", "sales": "ash", "support": "sage"}
+THROUGHPUT_PAIRS = 200_000
+LATENCY_PAIRS = 100_000
+SEED = 7
+AIM = {"pairs_per_s": 100_000, "p99_us": 50.0}
+
+
+def build_catalog(rng: random.Random) -> Catalog:
+    """Ten personas per campaign (every role), plus two of the next campaign's as backups,
+    so capacity is shared across campaigns. About 5% of personas are inactive."""
+    per = PERSONAS // CAMPAIGNS
+    personas = [
+        {
+            "id": f"p{i}",
+            "name": f"Persona {i}",
+            "role": ROLES[i % per % len(ROLES)],
+            "voice": VOICE[ROLES[i % per % len(ROLES)]],
+            "instructions": "bench persona",
+            "max_concurrent": rng.randint(2, 5),
+            "active": rng.random() > 0.05,
+        }
+        for i in range(PERSONAS)
+    ]
+    campaigns = []
+    for c in range(CAMPAIGNS):
+        own = [
+            {"persona": f"p{c * per + k}", "priority": "primary" if k < 4 else "backup"}
+            for k in range(per)
+        ]
+        nxt = (c + 1) % CAMPAIGNS
+        shared = [{"persona": f"p{nxt * per + k}", "priority": "backup"} for k in (4, 5)]
+        campaigns.append(
+            {
+                "id": f"c{c}",
+                "name": f"Campaign {c}",
+                "tenant": f"t{c % TENANTS}",
+                "assignments": own + shared,
+                "legacy_persona": f"p{c * per + 9}",
+            }
+        )
+    tenants = [
+        {"id": f"t{t}", "name": f"Tenant {t}", "tier": "bench", "allowed_tools": [],
+         "default_persona": f"p{t * per + 1}"}
+        for t in range(TENANTS)
+    ]  # fmt: skip
+    return Catalog.model_validate(
+        {
+            "tenants": tenants,
+            "personas": personas,
+            "campaigns": campaigns,
+            "system_default_persona": "p3",
+            "system_default_serves_any_role": True,
+        }
+    )
+
+
+def preload(selector: Selector, catalog: Catalog, rng: random.Random) -> None:
+    """Fill ~30% of active personas to capacity and give the rest a random partial load."""
+    for p in catalog.personas:
+        if not p.active:
+            continue
+        rooms = p.max_concurrent if rng.random() < 0.3 else rng.randint(0, p.max_concurrent - 1)
+        for _ in range(rooms):
+            selector.acquire_persona(p.id)
+
+
+def requests(rng: random.Random, n: int) -> list[tuple[str, str]]:
+    return [(f"c{rng.randrange(CAMPAIGNS)}", rng.choice(ROLES)) for _ in range(n)]
+
+
+def throughput(selector: Selector, reqs: list[tuple[str, str]], strategy: Strategy) -> float:
+    acquire = selector.acquire
+    start = time.perf_counter()
+    for campaign, role in reqs:
+        acquire(campaign, role, strategy).release()
+    return len(reqs) / (time.perf_counter() - start)
+
+
+def latencies_us(
+    selector: Selector, reqs: list[tuple[str, str]], strategy: Strategy
+) -> list[float]:
+    acquire = selector.acquire
+    clock = time.perf_counter_ns
+    out = [0.0] * len(reqs)
+    for i, (campaign, role) in enumerate(reqs):
+        t0 = clock()
+        acquire(campaign, role, strategy).release()
+        out[i] = (clock() - t0) / 1_000
+    return out
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def threaded(selector: Selector, reqs: list[tuple[str, str]], threads: int) -> float:
+    """Aggregate pairs/s with `threads` threads sharing the selector (lock contention)."""
+    chunk = len(reqs) // threads
+    parts = [reqs[i * chunk : (i + 1) * chunk] for i in range(threads)]
+    barrier = threading.Barrier(threads + 1)
+
+    def run(part: list[tuple[str, str]]) -> None:
+        barrier.wait()
+        for campaign, role in part:
+            selector.acquire(campaign, role).release()
+
+    workers = [threading.Thread(target=run, args=(p,)) for p in parts]
+    for w in workers:
+        w.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for w in workers:
+        w.join()
+    return chunk * threads / (time.perf_counter() - start)
+
+
+def cast_rate(selector: Selector, scenarios: list[Scenario], rounds: int) -> float:
+    start = time.perf_counter()
+    for i in range(rounds):
+        selector.cast(scenarios[i % len(scenarios)]).release()
+    return rounds / (time.perf_counter() - start)
+
+
+def main() -> dict[str, Any]:
+    rng = random.Random(SEED)
+    catalog = build_catalog(rng)
+    selector = Selector(catalog, rng=random.Random(SEED))
+    preload(selector, catalog, rng)
+    before = selector.stats()["summary"]["total_active_rooms"]
+    reqs = requests(rng, max(THROUGHPUT_PAIRS, LATENCY_PAIRS))
+    results: dict[str, Any] = {}
+    for strategy in Strategy:
+        latencies_us(selector, reqs[:5_000], strategy)  # warm up
+        rate = throughput(selector, reqs[:THROUGHPUT_PAIRS], strategy)
+        lat = sorted(latencies_us(selector, reqs[:LATENCY_PAIRS], strategy))
+        results[strategy.value] = {
+            "pairs_per_s": round(rate),
+            "p50_us": round(statistics.median(lat), 2),
+            "p99_us": round(percentile(lat, 0.99), 2),
+            "p999_us": round(percentile(lat, 0.999), 2),
+            "max_us": round(lat[-1], 1),
+        }
+    scenarios = [
+        Scenario.model_validate(
+            {"name": f"s{c}", "campaign": f"c{c}", "rules": {"turn_policy": "round_robin"},
+             "cast": [{"role": r, "required": r != "support"} for r in ROLES]}
+        )
+        for c in range(CAMPAIGNS)
+    ]  # fmt: skip
+    extra = {
+        "threads_2_campaign_strategy_pairs_per_s": round(threaded(selector, reqs, 2)),
+        "cast_4_roles_plus_release_per_s": round(cast_rate(selector, scenarios, 20_000)),
+    }
+    assert selector.stats()["summary"]["total_active_rooms"] == before, "a lease leaked"
+    meets = all(
+        r["pairs_per_s"] >= AIM["pairs_per_s"] and r["p99_us"] < AIM["p99_us"]
+        for r in results.values()
+    )
+    return {
+        "bench": "selector acquire+release pairs",
+        "personas": PERSONAS,
+        "campaigns": CAMPAIGNS,
+        "preloaded_rooms": before,
+        "throughput_pairs": THROUGHPUT_PAIRS,
+        "latency_pairs": LATENCY_PAIRS,
+        "python": platform.python_version(),
+        "strategies": results,
+        **extra,
+        "aim": AIM,
+        "meets_aim": meets,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(), indent=2))

@@ -1,0 +1,1 @@
+"""The worker, the selector and the command-line tools."""
