@@ -1,0 +1,56 @@
+"""Personas: the base agent, one module per role with its tools, the room's data and outcome,
+and model construction (OpenAI plugins, or the offline scripted model).
+
+Importing the package registers every role module, so `build_agent` and `ROLE_BRIEFS` know
+all roles. May import config/ and livekit, never workers/ or tests/.
+"""
+
+from __future__ import annotations
+
+from agents.dispatcher import DispatcherAgent
+from agents.driver import DriverAgent
+from agents.models import SessionModels, build_models, build_text_models
+from agents.offline import OfflineLLM, offline_models
+from agents.outcome import Outcome, OutcomeEntry
+from agents.persona import (
+    ROLE_BRIEFS,
+    EndRequest,
+    FloorRequests,
+    HandOverRequest,
+    NextSpeakerRequest,
+    PersonaAgent,
+    RecordingFloor,
+    build_agent,
+    build_instructions,
+)
+from agents.room_data import ReferenceData, RoomData, load_reference
+from agents.sales import SalesAgent
+from agents.support import SupportAgent
+from agents.voicemail import VoicemailAgent
+
+__all__ = [
+    "ROLE_BRIEFS",
+    "DispatcherAgent",
+    "DriverAgent",
+    "EndRequest",
+    "FloorRequests",
+    "HandOverRequest",
+    "NextSpeakerRequest",
+    "OfflineLLM",
+    "Outcome",
+    "OutcomeEntry",
+    "PersonaAgent",
+    "RecordingFloor",
+    "ReferenceData",
+    "RoomData",
+    "SalesAgent",
+    "SessionModels",
+    "SupportAgent",
+    "VoicemailAgent",
+    "build_agent",
+    "build_instructions",
+    "build_models",
+    "build_text_models",
+    "load_reference",
+    "offline_models",
+]

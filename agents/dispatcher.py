@@ -1,0 +1,66 @@
+"""Dispatcher: knows the loads, keeps their ETAs current, logs delays and incidents."""
+
+from __future__ import annotations
+
+from agents.persona import (
+    PersonaAgent,
+    as_output,
+    enum_arg,
+    one_of,
+    parse_instant,
+    require_text,
+)
+
+BRIEF = """
+You run dispatch for the freight loads in this room. Confirm load numbers against the load
+board before you talk about them, keep each load's ETA current the moment it changes, log
+every delay or incident you hear about, and close each check-in with the next step.
+"""
+
+INCIDENT_KINDS = ("delay", "breakdown", "accident", "weather", "other")
+IncidentKind = enum_arg(INCIDENT_KINDS)
+
+
+class DispatcherAgent(PersonaAgent, role="dispatcher", brief=BRIEF):
+    async def lookup_load(self, load_id: str) -> str:
+        """Look a load up on the load board: route, cargo, driver, ETA, status, incidents.
+
+        Args:
+            load_id: the load number, e.g. HDX-2478
+        """
+        return as_output(self.find_load(load_id))
+
+    async def update_eta(self, load_id: str, eta: str, reason: str = "") -> str:
+        """Change a load's ETA on the load board.
+
+        Args:
+            load_id: the load number
+            eta: the new ETA as an ISO-8601 date-time with a time zone, e.g. 2026-11-21T19:15:00Z
+            reason: why the ETA changed
+        """
+        load = self.find_load(load_id)
+        new_eta = parse_instant("eta", eta)
+        args = {"load_id": load["id"], "eta": new_eta, "reason": reason.strip()}
+        result = {**args, "previous_eta": load.get("eta")}
+        load["eta"] = new_eta
+        return self.record("update_eta", args, result)
+
+    async def report_incident(self, load_id: str, kind: IncidentKind, description: str) -> str:
+        """Log a delay or an incident on a load.
+
+        Args:
+            load_id: the load number
+            kind: what happened
+            description: what happened, where, and its effect on the delivery
+        """
+        load = self.find_load(load_id)
+        args = {
+            "load_id": load["id"],
+            "kind": one_of("kind", kind, INCIDENT_KINDS),
+            "description": require_text("description", description),
+        }
+        incident = {"id": self.room.next_id("INC"), **args}
+        load.setdefault("incidents", []).append(incident)
+        if args["kind"] == "delay":
+            load["status"] = "delayed"
+        return self.record("report_incident", args, {**incident, "status": load.get("status")})

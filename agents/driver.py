@@ -1,0 +1,74 @@
+"""Driver: reports position, ETA and trouble on the road, and asks for help when needed."""
+
+from __future__ import annotations
+
+from agents.persona import (
+    PersonaAgent,
+    enum_arg,
+    one_of,
+    parse_instant,
+    require_text,
+)
+
+BRIEF = """
+You drive the load being discussed. Give your position, your ETA and any trouble plainly, and
+file a status report each time they change so dispatch sees it on the load board. If you need
+help on the road (mechanical, medical, security, routing), request assistance right away.
+"""
+
+ASSISTANCE_KINDS = ("mechanical", "medical", "security", "route", "other")
+AssistanceKind = enum_arg(ASSISTANCE_KINDS)
+# how fast someone must act: people first, then the truck
+PRIORITY = {"medical": "urgent", "security": "urgent", "mechanical": "high"}
+
+
+class DriverAgent(PersonaAgent, role="driver", brief=BRIEF):
+    async def report_status(
+        self, load_id: str, location: str, eta: str = "", issue: str = ""
+    ) -> str:
+        """File a status report for your load: where you are, your ETA, any issue.
+
+        Args:
+            load_id: the load number, e.g. HDX-2478
+            location: where you are now, e.g. "I-10 near El Paso, TX"
+            eta: your new ETA as an ISO-8601 date-time with a time zone; empty if unchanged
+            issue: anything slowing you down; empty if none
+        """
+        load = self.find_load(load_id)
+        args = {
+            "load_id": load["id"],
+            "location": require_text("location", location, max_len=200),
+            "eta": parse_instant("eta", eta) if eta.strip() else "",
+            "issue": issue.strip(),
+        }
+        previous_eta = load.get("eta")
+        load["location"] = args["location"]
+        if args["eta"]:
+            load["eta"] = args["eta"]
+        if args["issue"]:
+            load["issue"] = args["issue"]
+        result = {**args, "eta": load.get("eta"), "previous_eta": previous_eta}
+        return self.record("report_status", args, result)
+
+    async def request_assistance(self, load_id: str, kind: AssistanceKind, details: str) -> str:
+        """Ask for help on the road.
+
+        Args:
+            load_id: the load number
+            kind: what kind of help
+            details: what is wrong and exactly where you are
+        """
+        load = self.find_load(load_id)
+        args = {
+            "load_id": load["id"],
+            "kind": one_of("kind", kind, ASSISTANCE_KINDS),
+            "details": require_text("details", details),
+        }
+        request = {
+            "request_id": self.room.next_id("AST"),
+            **args,
+            "priority": PRIORITY.get(args["kind"], "normal"),
+            "status": "open",
+        }
+        load.setdefault("assistance", []).append(request)
+        return self.record("request_assistance", args, request)

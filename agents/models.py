@@ -1,0 +1,87 @@
+"""What a persona's AgentSession needs, built from its catalog model settings.
+
+Construction only: building these plugin objects opens no connection; using them does.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+# plugins register themselves on import, which livekit allows only on the main thread
+from livekit.agents.llm import LLM, RealtimeModel
+from livekit.agents.stt import STT
+from livekit.agents.tts import TTS
+from livekit.agents.vad import VAD
+from livekit.plugins import openai
+from openai.types.realtime.realtime_audio_input_turn_detection import ServerVad
+
+from config.catalog import Persona
+
+
+@dataclass
+class SessionModels:
+    llm: LLM | RealtimeModel
+    stt: STT | None = None
+    tts: TTS | None = None
+    vad: VAD | None = None
+    offline: bool = False  # the scripted offline model (agents/offline.py), no provider
+
+    def session_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for AgentSession(...)."""
+        return {"llm": self.llm, "stt": self.stt, "tts": self.tts, "vad": self.vad}
+
+
+def _api_key(openai_api_key: str | None) -> str:
+    key = openai_api_key or os.environ.get("OPENAI_API_KEY")
+    if not key:
+        raise ValueError(
+            "OPENAI_API_KEY is not set: the personas' OpenAI models need it. "
+            "Set it, or run offline with agents.offline.offline_models()."
+        )
+    return key
+
+
+def build_models(
+    persona: Persona, *, vad: VAD | None = None, openai_api_key: str | None = None
+) -> SessionModels:
+    """Voice models for `persona`: one realtime model, or VAD + STT + LLM + TTS.
+
+    `vad` is the process's prewarmed silero VAD (load it once in the worker's setup_fnc);
+    a pipeline persona needs it because OpenAI's STT does not detect the end of speech."""
+    key = _api_key(openai_api_key)
+    m = persona.model
+    if m.mode == "realtime":
+        # temperature is not passed: the Realtime plugin deprecates and ignores it.
+        # The server detects the human's turns but never answers on its own: the floor
+        # decides which persona answers (and asks it with generate_reply).
+        realtime = openai.realtime.RealtimeModel(
+            model=m.realtime_model,
+            voice=persona.voice,
+            api_key=key,
+            turn_detection=ServerVad(
+                type="server_vad", create_response=False, interrupt_response=False
+            ),
+        )
+        return SessionModels(llm=realtime)
+    if vad is None:
+        raise ValueError(
+            f"pipeline persona {persona.id!r} needs a VAD: pass the process's silero VAD "
+            "(silero.VAD.load() in the worker's setup_fnc)"
+        )
+    return SessionModels(
+        vad=vad,
+        stt=openai.STT(model=m.stt, api_key=key),
+        llm=openai.LLM(model=m.llm, temperature=m.temperature, api_key=key),
+        tts=openai.TTS(model=m.tts, voice=persona.voice, api_key=key),
+    )
+
+
+def build_text_models(persona: Persona, *, openai_api_key: str | None) -> SessionModels:
+    """Text only (the simulation with a key): the persona's pipeline LLM, also for realtime
+    personas, whose realtime model would need audio."""
+    m = persona.model
+    return SessionModels(
+        llm=openai.LLM(model=m.llm, temperature=m.temperature, api_key=_api_key(openai_api_key))
+    )

@@ -1,0 +1,169 @@
+"""The offline model: a real llm.LLM that speaks a persona's scenario script, in order.
+
+A documented demo and testing model (`workers.simulate` uses it when OPENAI_API_KEY is not
+set). It needs no network and is deterministic: the same script and the same offered tools
+give the same replies, tool calls and call ids every time.
+
+Each generation takes the next script line. A line with a tool makes the model call that tool
+(if it is offered to this persona here); when the framework calls the model again with the
+tool's output, it says the line's `say`. A line with only `say` is said at once. With no lines
+left, it says plainly that it is the offline model with nothing scripted left.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from livekit.agents import llm
+from livekit.agents.types import (
+    DEFAULT_API_CONNECT_OPTIONS,
+    NOT_GIVEN,
+    APIConnectOptions,
+    NotGivenOr,
+)
+
+from agents.models import SessionModels
+from config.catalog import Persona
+from config.scenario import Scenario, ScriptLine
+
+PREFIX = "(offline model)"
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+@dataclass(frozen=True)
+class _Reply:
+    text: str = ""
+    tool_call: llm.FunctionToolCall | None = None
+
+
+@dataclass(frozen=True)
+class _Pending:
+    call_id: str
+    line: ScriptLine
+
+
+def _tool_output(chat_ctx: llm.ChatContext, call_id: str) -> llm.FunctionCallOutput | None:
+    for item in reversed(chat_ctx.items):
+        if item.type == "function_call_output" and item.call_id == call_id:
+            return item
+    return None
+
+
+class OfflineLLM(llm.LLM):
+    def __init__(self, lines: Sequence[ScriptLine], *, me: str, names: Mapping[str, str]) -> None:
+        """`names`: role -> persona name, for the {dispatcher}, {driver}, ... placeholders."""
+        super().__init__()
+        self._lines = tuple(lines)
+        self._me = me
+        self._names = {**names, "me": me}
+        self._slug = re.sub(r"[^a-z0-9]+", "-", me.casefold()).strip("-") or "persona"
+        self._next = 0
+        self._generations = 0
+        self._pending: _Pending | None = None
+
+    @property
+    def model(self) -> str:
+        return "offline-script"
+
+    @property
+    def provider(self) -> str:
+        return "offline"
+
+    @property
+    def lines_left(self) -> int:
+        return len(self._lines) - self._next
+
+    def fill(self, text: str) -> str:
+        """Replace {me}, {dispatcher}, ... with cast names; unknown placeholders stay as is."""
+        return _PLACEHOLDER.sub(lambda m: self._names.get(m.group(1), m.group(0)), text)
+
+    def chat(
+        self,
+        *,
+        chat_ctx: llm.ChatContext,
+        tools: list[llm.Tool] | None = None,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+        parallel_tool_calls: NotGivenOr[bool] = NOT_GIVEN,
+        tool_choice: NotGivenOr[llm.ToolChoice] = NOT_GIVEN,
+        extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
+    ) -> llm.LLMStream:
+        tools = list(tools or [])
+        self._generations += 1
+        # decided now, from this call's context: the reply does not depend on task timing
+        reply = self._respond(chat_ctx, {t.id for t in tools})
+        return _OfflineStream(
+            self,
+            chat_ctx=chat_ctx,
+            tools=tools,
+            conn_options=conn_options,
+            reply=reply,
+            response_id=f"offline-{self._slug}-{self._generations}",
+        )
+
+    def _respond(self, chat_ctx: llm.ChatContext, offered: set[str]) -> _Reply:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            out = _tool_output(chat_ctx, pending.call_id)
+            if out is not None:  # the framework ran our tool call: finish the line
+                if out.is_error:
+                    return _Reply(text=f"{PREFIX} {pending.line.tool} failed: {out.output}")
+                return _Reply(text=self.fill(pending.line.say))
+            # no output (interrupted, or a tool that wants no reply): that line is over
+        if self._next >= len(self._lines):
+            return _Reply(
+                text=f"{PREFIX} This is {self._me}'s offline model, and I have nothing "
+                "scripted left to say."
+            )
+        line = self._lines[self._next]
+        self._next += 1
+        if line.tool is None:
+            return _Reply(text=self.fill(line.say))
+        if line.tool not in offered:
+            return _Reply(text=f"{PREFIX} {line.tool} is not available to me here.")
+        call_id = f"offline-{self._slug}-call-{self._next}"
+        self._pending = _Pending(call_id, line)
+        return _Reply(
+            tool_call=llm.FunctionToolCall(
+                name=line.tool, arguments=json.dumps(line.args, sort_keys=True), call_id=call_id
+            )
+        )
+
+
+class _OfflineStream(llm.LLMStream):
+    def __init__(
+        self,
+        offline: OfflineLLM,
+        *,
+        chat_ctx: llm.ChatContext,
+        tools: list[llm.Tool],
+        conn_options: APIConnectOptions,
+        reply: _Reply,
+        response_id: str,
+    ) -> None:
+        super().__init__(offline, chat_ctx=chat_ctx, tools=tools, conn_options=conn_options)
+        self._reply = reply
+        self._response_id = response_id
+
+    async def _run(self) -> None:
+        rid, reply = self._response_id, self._reply
+        if reply.tool_call is not None:
+            delta = llm.ChoiceDelta(role="assistant", tool_calls=[reply.tool_call])
+            self._event_ch.send_nowait(llm.ChatChunk(id=rid, delta=delta))
+        if reply.text:
+            delta = llm.ChoiceDelta(role="assistant", content=reply.text)
+            self._event_ch.send_nowait(llm.ChatChunk(id=rid, delta=delta))
+        words = len(reply.text.split())
+        usage = llm.CompletionUsage(completion_tokens=words, prompt_tokens=0, total_tokens=words)
+        self._event_ch.send_nowait(llm.ChatChunk(id=rid, usage=usage))
+
+
+def offline_models(
+    persona: Persona, scenario: Scenario, cast_names: Mapping[str, str]
+) -> SessionModels:
+    """The offline model speaking `persona`'s role script; `cast_names`: role -> name."""
+    lines = scenario.script.get(persona.role, ())
+    return SessionModels(llm=OfflineLLM(lines, me=persona.name, names=cast_names), offline=True)

@@ -1,0 +1,203 @@
+"""Model construction per persona mode (no network), and the offline scripted model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+
+import pytest
+from livekit.plugins import openai, silero
+
+from agents import (
+    OfflineLLM,
+    RecordingFloor,
+    RoomData,
+    build_agent,
+    build_models,
+    build_text_models,
+    offline_models,
+)
+from config.scenario import ScriptLine
+from tests.fakes import cast_of, offline_session, scenario_for
+
+KEY = "sk-test-not-a-real-key"
+TIMEOUT_S = 5
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to resolve or connect fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args!r}")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture(scope="module")
+def vad():
+    return silero.VAD.load()  # the model ships inside the wheel: offline
+
+
+# ---- OpenAI plugins, construction only ------------------------------------------------------
+
+
+def test_realtime_persona_gets_one_realtime_model_with_its_voice(catalog, no_network) -> None:
+    tim = catalog.persona("tim")  # realtime, voice alloy, temperature 0.8 (ignored by plugin)
+    models = build_models(tim, openai_api_key=KEY)
+    assert isinstance(models.llm, openai.realtime.RealtimeModel)
+    assert models.llm.model == "gpt-realtime"
+    assert models.llm._opts.voice == "alloy"
+    # the floor, not the server, decides who answers a human
+    td = models.llm._opts.turn_detection
+    assert td.create_response is False and td.interrupt_response is False
+    assert (models.stt, models.tts, models.vad, models.offline) == (None, None, None, False)
+    # vad=None is passed on explicitly: omitted, AgentSession would build its own VAD
+    assert models.session_kwargs() == {"llm": models.llm, "stt": None, "tts": None, "vad": None}
+
+
+def test_pipeline_persona_gets_vad_stt_llm_tts(catalog, vad, no_network) -> None:
+    dana = catalog.persona("dana")  # pipeline, voice coral, gpt-4.1-mini at 0.6
+    models = build_models(dana, vad=vad, openai_api_key=KEY)
+    assert models.vad is vad  # the process's prewarmed VAD, not a new one
+    assert isinstance(models.stt, openai.STT)
+    assert models.stt.model == "gpt-4o-mini-transcribe"
+    assert isinstance(models.llm, openai.LLM)
+    assert models.llm.model == "gpt-4.1-mini"
+    assert models.llm._opts.temperature == 0.6
+    assert isinstance(models.tts, openai.TTS)
+    assert (models.tts.model, models.tts._opts.voice) == ("gpt-4o-mini-tts", "coral")
+    assert models.offline is False
+
+
+def test_every_catalog_persona_builds(catalog, vad, no_network) -> None:
+    for persona in catalog.personas:
+        models = build_models(persona, vad=vad, openai_api_key=KEY)
+        expected = openai.realtime.RealtimeModel if persona.model.mode == "realtime" else openai.LLM
+        assert isinstance(models.llm, expected), persona.id
+        if persona.model.mode == "pipeline":
+            assert models.llm._opts.temperature == persona.model.temperature
+            assert models.tts._opts.voice == persona.voice
+
+
+def test_a_missing_key_or_vad_is_a_clear_error(catalog, monkeypatch, no_network) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ValueError, match="OPENAI_API_KEY is not set"):
+        build_models(catalog.persona("tim"))
+    with pytest.raises(ValueError, match="pipeline persona 'dana' needs a VAD"):
+        build_models(catalog.persona("dana"), openai_api_key=KEY)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)  # the environment is the fallback
+    assert isinstance(build_models(catalog.persona("tim")).llm, openai.realtime.RealtimeModel)
+
+
+def test_text_models_use_the_pipeline_llm_even_for_realtime_personas(catalog, no_network) -> None:
+    jordan = catalog.persona("jordan")  # realtime persona
+    models = build_text_models(jordan, openai_api_key=KEY)
+    assert isinstance(models.llm, openai.LLM)
+    assert models.llm.model == jordan.model.llm
+    assert models.llm._opts.temperature == jordan.model.temperature
+    assert (models.stt, models.tts, models.vad, models.offline) == (None, None, None, False)
+
+
+# ---- the offline model ----------------------------------------------------------------------
+
+DISPATCH_SCRIPT = [
+    {"tool": "lookup_load", "args": {"load_id": "HDX-2478"}, "say": "{driver}, it's {me}."},
+    {"say": "Anything else on the road, {driver}? Ask {customer}."},
+    {"tool": "update_eta", "args": {"load_id": "HDX-2478", "eta": "2026-11-21T19:15:00Z"},
+     "say": "ETA moved to 19:15."},
+    {"tool": "update_eta", "args": {"load_id": "HDX-2478", "eta": "soon"}, "say": "unreachable"},
+]  # fmt: skip
+
+
+def dispatch_room(catalog, script=DISPATCH_SCRIPT, campaign="freight-dispatch"):
+    cast = cast_of(catalog, "tim", "chris")
+    scenario = scenario_for(campaign, *cast, script={"dispatcher": script})
+    return RoomData(scenario, catalog), cast
+
+
+async def play(catalog, turns: int, room=None, cast=None, persona_id="tim"):
+    """The persona's offline model through a real AgentSession; every event of every turn."""
+    if room is None:
+        room, cast = dispatch_room(catalog)
+    persona = catalog.persona(persona_id)
+    models = offline_models(persona, room.scenario, {r: p.name for r, p in cast.items()})
+    agent = build_agent(persona, room=room, cast=cast, floor=RecordingFloor())
+    session = offline_session(models.llm)
+    events = []
+    async with asyncio.timeout(TIMEOUT_S):
+        await session.start(agent)
+        for i in range(turns):
+            result = await session.run(user_input=f"turn {i}")
+            events.append([_describe(e.item) for e in result.events])
+        await session.aclose()
+    return events, room
+
+
+def _describe(item) -> tuple:
+    if item.type == "message":
+        return ("say", item.text_content)
+    if item.type == "function_call":
+        return ("call", item.name, json.loads(item.arguments), item.call_id)
+    if item.type == "function_call_output":
+        return ("output", item.name, item.is_error)
+    return (item.type,)
+
+
+async def test_offline_model_plays_its_script_through_a_session(catalog) -> None:
+    events, room = await play(catalog, turns=5)
+    call_1, out_1, say_1 = events[0]
+    assert call_1[:3] == ("call", "lookup_load", {"load_id": "HDX-2478"})
+    assert out_1 == ("output", "lookup_load", False)
+    assert say_1 == ("say", "Chris, it's Tim.")  # {driver} and {me} filled in
+    assert events[1] == [("say", "Anything else on the road, Chris? Ask {customer}.")]
+    assert events[2][0][:2] == ("call", "update_eta")
+    assert events[2][2] == ("say", "ETA moved to 19:15.")
+    assert [e.tool for e in room.outcome.entries] == ["update_eta"]  # the tool really ran
+    assert room.find_load("HDX-2478")["eta"] == "2026-11-21T19:15:00Z"
+    # a scripted call the tool refuses: the model says so plainly instead of its line
+    assert events[3][1] == ("output", "update_eta", True)
+    assert events[3][2][1].startswith("(offline model) update_eta failed: eta must be")
+    # script exhausted
+    assert events[4] == [
+        ("say", "(offline model) This is Tim's offline model, and I have nothing scripted "
+         "left to say.")
+    ]  # fmt: skip
+
+
+async def test_offline_model_is_deterministic(catalog) -> None:
+    first, _ = await play(catalog, turns=5)
+    second, _ = await play(catalog, turns=5)
+    assert first == second  # texts, tool arguments and call ids
+
+
+async def test_offline_model_does_not_call_a_tool_it_is_not_offered(catalog) -> None:
+    script = [
+        {"tool": "quote_price", "args": {"product": "dispatch-suite", "quantity": 25},
+         "say": "The quote is on its way."},
+        {"say": "Anything else?"},
+    ]  # fmt: skip
+    cast = cast_of(catalog, "alex", "sam")
+    scenario = scenario_for("inbound-support", *cast, script={"sales": script})  # starter tier
+    events, room = await play(catalog, 2, RoomData(scenario, catalog), cast, persona_id="sam")
+    assert events[0] == [("say", "(offline model) quote_price is not available to me here.")]
+    assert events[1] == [("say", "Anything else?")]
+    assert room.quotes == [] and room.outcome.entries == []
+
+
+def test_offline_models_builds_the_offline_llm_only(catalog) -> None:
+    room, _ = dispatch_room(catalog)
+    models = offline_models(catalog.persona("chris"), room.scenario, {"dispatcher": "Tim"})
+    assert isinstance(models.llm, OfflineLLM)
+    assert (models.stt, models.tts, models.vad, models.offline) == (None, None, None, True)
+    assert models.llm.lines_left == 0  # no driver lines in this scenario
+    assert models.llm.model == "offline-script"
+
+
+def test_offline_llm_fills_only_known_placeholders() -> None:
+    lines = [ScriptLine(say="x")]
+    offline = OfflineLLM(lines, me="Sam", names={"support": "Alex"})
+    assert offline.fill("{me} and {support} re {order} {}") == "Sam and Alex re {order} {}"
