@@ -36,7 +36,7 @@ start: $(STAMP)
 	$(PY) -m workers.multi start
 
 demo: $(STAMP)
-	@echo "make demo: the offline simulation is not built yet (workers.simulate)." >&2; exit 1
+	$(PY) -m workers.simulate $(SCENARIO)
 
 room: $(STAMP)
 	@echo "make room: the dispatch command is not built yet (workers.dispatch)." >&2; exit 1

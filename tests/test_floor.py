@@ -1,0 +1,360 @@
+"""The floor on the local stage: real AgentSessions, the product's cast/run/release path, fake
+LLMs (the only fakes). Every room is bounded by a test timeout so nothing can hang."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from agents.models import SessionModels
+from config.scenario import Scenario, load_scenario
+from config.settings import Settings
+from tests.fakes import FakeCall, FakeLLM, GenerationCounter, Step, call, say
+from workers.floor import Floor
+from workers.room import RoomResult
+from workers.selector import Selector
+from workers.simulate import simulate
+from workers.transcript import read_transcript
+
+TIMEOUT = 20
+
+
+def _scenario(name: str, scenarios_dir, **rules) -> Scenario:
+    s = load_scenario(name, scenarios_dir=scenarios_dir)
+    if rules:
+        s = s.model_copy(update={"rules": s.rules.model_copy(update=rules)})
+    return s
+
+
+class Room:
+    """Runs one scenario through workers.simulate.simulate with a fake LLM per persona."""
+
+    def __init__(self, catalog, tmp_path, scenario: Scenario, responders: dict[str, object]):
+        self.catalog, self.scenario = catalog, scenario
+        self.settings = Settings(transcripts_dir=tmp_path / "transcripts", openai_api_key=None)
+        self.selector = Selector(catalog)
+        self.counter = GenerationCounter()
+        self.responders = responders
+        self.fakes: dict[str, FakeLLM] = {}
+        self.order: list[str] = []  # persona ids in the order their models were asked
+        self.floor: Floor | None = None
+        self.fail_start: set[str] = set()
+
+    def models_for(self, persona) -> SessionModels:
+        if persona.id in self.fail_start:
+            raise RuntimeError(f"cannot build models for {persona.id}")
+        script = self.responders.get(persona.role, ())
+        fake = FakeLLM(
+            self._tracking(persona.id, script),
+            counter=self.counter,
+            fail_on=getattr(script, "fail_on", None),
+        )
+        self.fakes[persona.role] = fake
+        return SessionModels(llm=fake)
+
+    def _tracking(self, pid: str, script) -> Callable[[FakeCall], Step]:
+        steps = list(script) if not callable(script) else None
+
+        def respond(c: FakeCall) -> Step:
+            if c.last_item.type != "function_call_output":
+                self.order.append(pid)
+            if steps is None:
+                return script(c)
+            return steps.pop(0) if steps else say(f"{pid} says line {len(self.order)}")
+
+        return respond
+
+    async def run(self, human_lines=None) -> RoomResult:
+        def keep(floor: Floor) -> None:
+            self.floor = floor
+
+        async with asyncio.timeout(TIMEOUT):
+            return await simulate(
+                self.scenario,
+                self.catalog,
+                self.settings,
+                human_lines=human_lines,
+                selector=self.selector,
+                models_for=self.models_for,
+                on_floor=keep,
+            )
+
+    def events(self, result: RoomResult, kind: str | None = None) -> list[dict]:
+        evs = read_transcript(result.transcript_path)
+        return [e for e in evs if kind is None or e["event"] == kind]
+
+    def assert_released(self) -> None:
+        assert self.selector.stats()["summary"]["total_active_rooms"] == 0
+
+
+def _contents(fake: FakeLLM, n: int) -> list[str]:
+    return fake.calls[n].lines()
+
+
+async def test_dispatch_checkin_alternates_relays_and_stops_at_the_turn_limit(
+    catalog, tmp_path, scenarios_dir
+):
+    room = Room(catalog, tmp_path, _scenario("dispatch_checkin", scenarios_dir, max_turns=5), {})
+    result = await room.run()
+    assert result.reason == "max_turns" and result.turns == 5
+    assert room.order == ["tim", "chris", "tim", "chris", "tim"]  # opener first, alternating
+    utterances = room.events(result, "utterance")
+    assert [u["persona"] for u in utterances] == room.order
+    assert utterances[0]["identity"] == "agent_tim_sim-dispatch_checkin"
+    # each line reaches the other persona's context, tagged with name and role
+    chris_first = _contents(room.fakes["driver"], 0)
+    assert "user: Tim (dispatcher): tim says line 1" in chris_first
+    tim_second = _contents(room.fakes["dispatcher"], 1)
+    assert "user: Chris (driver): chris says line 2" in tim_second
+    # a persona's own line stays its own (assistant), never relayed back to it
+    assert not any(line.startswith("user: Tim (dispatcher):") for line in tim_second)
+    assert "assistant: tim says line 1" in tim_second
+    assert room.counter.max_active == 1
+    room.assert_released()
+
+
+async def test_all_four_round_robin_order_and_one_generation_at_a_time(
+    catalog, tmp_path, scenarios_dir
+):
+    room = Room(catalog, tmp_path, _scenario("all_four", scenarios_dir, max_turns=8), {})
+    result = await room.run()
+    personas = [m for m in room.events(result, "room_started")[0]["cast"]]
+    ids = [p["persona"] for p in personas]
+    assert room.order == ids + ids
+    assert room.counter.max_active == 1 and room.counter.total >= 8
+    room.assert_released()
+
+
+async def test_all_four_addressed_the_named_persona_replies(catalog, tmp_path, scenarios_dir):
+    responders = {
+        "dispatcher": [say("Morning all. Sam, how is the FreshFields account?")],
+        "sales": [say("Renewal is next month. Over to you, Alex.")],
+        # a mention is not an address: Tim is named but not spoken to
+        "support": [say("Tim mentioned the delay already, and I logged it.")],
+    }
+    scenario = _scenario("all_four", scenarios_dir, turn_policy="addressed", max_turns=4)
+    room = Room(catalog, tmp_path, scenario, responders)
+    result = await room.run()
+    # tim names sam -> sam; sam names alex -> alex; alex addresses nobody -> back to sam,
+    # whom alex was answering
+    assert room.order == ["tim", "sam", "alex", "sam"]
+    assert result.reason == "max_turns" and result.turns == 4
+    assert "driver" not in room.fakes or not room.fakes["driver"].calls
+    assert room.counter.max_active == 1
+    room.assert_released()
+
+
+async def test_hand_over_from_support_to_standby_sales(catalog, tmp_path, scenarios_dir):
+    summary = "Caller wants 25 more Dispatch Suite seats; upgrades go through sales."
+    responders = {
+        "support": [
+            say("BrightCart support, how can I help?"),
+            call("hand_over", to="sales", summary=summary),
+            say("Sales can do that. I'm passing you over now, goodbye!"),
+        ],
+        "sales": [say("Hi, this is sales. Twenty-five seats, got it.")],
+    }
+    scenario = _scenario("inbound_support", scenarios_dir, max_turns=3)
+    room = Room(catalog, tmp_path, scenario, responders)
+    result = await room.run(human_lines=["Hi, I want 25 more Dispatch Suite seats."])
+    support_id = next(
+        m["persona"]
+        for m in room.events(result, "room_started")[0]["cast"]
+        if m["role"] == "support"
+    )
+    sales_id = next(
+        m["persona"] for m in room.events(result, "room_started")[0]["cast"] if m["role"] == "sales"
+    )
+    assert room.order == [support_id, support_id, sales_id]
+    hand = room.events(result, "hand_over")
+    assert hand == [hand[0]] and hand[0]["to"] == sales_id and hand[0]["summary"] == summary
+    # sales stayed silent until the hand-over; then it had the summary and the recent turns
+    first = _contents(room.fakes["sales"], 0)
+    assert any(summary in line and "[hand-over]" in line for line in first)
+    assert any("I want 25 more Dispatch Suite seats" in line for line in first)
+    assert any("passing you over now" in line for line in first)
+    assert result.reason == "humans_left"  # the floor turned to the caller, who had hung up
+    room.assert_released()
+
+
+async def test_end_conversation_ends_the_room(catalog, tmp_path, scenarios_dir):
+    responders = {
+        "dispatcher": [say("Hi Chris."), call("end_conversation", reason="all done"), say("Bye!")]
+    }
+    room = Room(catalog, tmp_path, _scenario("dispatch_checkin", scenarios_dir), responders)
+    result = await room.run()
+    assert result.reason == "end_conversation" and result.detail == "all done"
+    assert room.order == ["tim", "chris", "tim"]
+    room.assert_released()
+
+
+async def test_loop_guard_ends_a_repeating_room(catalog, tmp_path, scenarios_dir):
+    responders = {"driver": lambda c: say("Copy that.")}
+    scenario = _scenario("dispatch_checkin", scenarios_dir, loop_guard=2, max_turns=50)
+    room = Room(catalog, tmp_path, scenario, responders)
+    result = await room.run()
+    assert result.reason == "loop_guard" and "Chris" in result.detail
+    assert room.order.count("chris") == 3  # said once, then repeated twice
+    room.assert_released()
+
+
+async def test_max_duration_ends_a_stuck_turn(catalog, tmp_path, scenarios_dir):
+    never = asyncio.Event()
+    responders = {"driver": [Step(text="...", wait=never)]}
+    scenario = _scenario("dispatch_checkin", scenarios_dir, max_duration_s=0.5)
+    room = Room(catalog, tmp_path, scenario, responders)
+    result = await room.run()
+    assert result.reason == "max_duration"
+    assert room.events(result)[-1]["event"] == "room_ended"
+    room.assert_released()
+
+
+async def test_humans_left_ends_the_room_when_the_floor_turns_to_nobody(
+    catalog, tmp_path, scenarios_dir
+):
+    scenario = _scenario("inbound_support", scenarios_dir)
+    room = Room(catalog, tmp_path, scenario, {})
+    result = await room.run(human_lines=["Hello?"])
+    assert result.reason == "humans_left"
+    assert [e["event"] for e in room.events(result) if e["event"] in ("utterance", "human")] == [
+        "utterance",
+        "human",
+        "utterance",
+    ]
+    room.assert_released()
+
+
+async def test_a_human_line_is_answered_by_exactly_one_persona(catalog, tmp_path, scenarios_dir):
+    scenario = _scenario("all_four", scenarios_dir, turn_policy="addressed", max_turns=2)
+    responders = {"dispatcher": [say("Morning everyone, the huddle is open.")]}
+    room = Room(catalog, tmp_path, scenario, responders)
+    result = await room.run(human_lines=["Sam, when is the FreshFields renewal?"])
+    cast = {m["role"]: m["persona"] for m in room.events(result, "room_started")[0]["cast"]}
+    assert room.order == [cast["dispatcher"], cast["sales"]]
+    # exactly one answer, and every persona heard the caller, the silent ones included
+    utterances = room.events(result, "utterance")
+    assert [u["persona"] for u in utterances] == [cast["dispatcher"], cast["sales"]]
+    line = "caller (human): Sam, when is the FreshFields renewal?"
+    for pid in cast.values():
+        texts = [i.text_content for i in room.floor.chat_ctx_of(pid).items if i.type == "message"]
+        assert line in texts, pid
+    room.assert_released()
+
+
+async def test_a_persona_whose_model_fails_mid_room_skips_its_turn(
+    catalog, tmp_path, scenarios_dir
+):
+    class Failing(list):
+        fail_on = {2: RuntimeError("model exploded")}
+
+    responders = {"driver": Failing([say("Chris here, on the road."), say("never used")])}
+    room = Room(
+        catalog, tmp_path, _scenario("dispatch_checkin", scenarios_dir, max_turns=4), responders
+    )
+    result = await room.run()
+    errors = room.events(result, "error")
+    assert errors and errors[0]["persona"] == "chris" and "model exploded" in errors[0]["error"]
+    assert result.reason == "max_turns"
+    assert [u["persona"] for u in room.events(result, "utterance")] == [
+        "tim",
+        "chris",
+        "tim",
+        "tim",
+    ]
+    room.assert_released()
+
+
+async def test_a_model_that_keeps_failing_ends_the_room_cleanly(catalog, tmp_path, scenarios_dir):
+    class Failing(list):
+        fail_on = {n: RuntimeError("down") for n in range(1, 10)}
+
+    room = Room(
+        catalog, tmp_path, _scenario("dispatch_checkin", scenarios_dir), {"driver": Failing()}
+    )
+    result = await room.run()
+    assert result.reason == "persona_error" and "Chris" in result.detail
+    assert room.events(result)[-1]["reason"] == "persona_error"
+    room.assert_released()
+
+
+async def test_a_persona_failing_to_start_tears_the_cast_down(catalog, tmp_path, scenarios_dir):
+    room = Room(catalog, tmp_path, _scenario("dispatch_checkin", scenarios_dir), {})
+    room.fail_start.add("chris")
+    result = await room.run()
+    assert result.reason == "start_failed" and "chris" in result.detail
+    assert room.counter.total == 0  # nobody spoke
+    events = room.events(result)
+    assert events[-1]["event"] == "room_ended" and events[-1]["reason"] == "start_failed"
+    room.assert_released()
+
+
+async def test_cancelling_the_room_task_ends_cleanly(catalog, tmp_path, scenarios_dir):
+    started, never = asyncio.Event(), asyncio.Event()
+
+    def stuck(c: FakeCall) -> Step:
+        started.set()
+        return Step(text="...", wait=never)
+
+    room = Room(catalog, tmp_path, _scenario("dispatch_checkin", scenarios_dir), {"driver": stuck})
+    task = asyncio.create_task(room.run())
+    async with asyncio.timeout(TIMEOUT):
+        await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    path = next((tmp_path / "transcripts").glob("*.jsonl"))
+    events = read_transcript(path)
+    assert events[-1]["event"] == "room_ended" and events[-1]["reason"] == "cancelled"
+    assert any(e["event"] == "outcome" for e in events)
+    room.assert_released()
+
+
+async def test_a_human_barging_in_interrupts_the_speaker(catalog, tmp_path, scenarios_dir):
+    started, never = asyncio.Event(), asyncio.Event()
+    calls = {"n": 0}
+
+    def slow_then_quick(c: FakeCall) -> Step:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            started.set()
+            return Step(text="A very long answer", wait=never)
+        return say("Sorry, go ahead.")
+
+    scenario = _scenario("dispatch_checkin", scenarios_dir, max_turns=3)
+    room = Room(catalog, tmp_path, scenario, {"driver": slow_then_quick})
+    task = asyncio.create_task(room.run())
+    async with asyncio.timeout(TIMEOUT):
+        await started.wait()
+    room.floor.human_started_speaking()
+    result = await task
+    interrupted = room.events(result, "interrupted")
+    assert interrupted == [interrupted[0]] and interrupted[0]["persona"] == "chris"
+    assert result.reason == "max_turns"
+    room.assert_released()
+
+
+async def test_transcript_records_who_did_what(catalog, tmp_path, scenarios_dir):
+    responders = {
+        "dispatcher": [
+            call("update_eta", load_id="HDX-2478", eta="2026-11-21T19:15:00Z", reason="traffic"),
+            say("ETA moved, Chris."),
+        ]
+    }
+    room = Room(
+        catalog, tmp_path, _scenario("dispatch_checkin", scenarios_dir, max_turns=2), responders
+    )
+    result = await room.run()
+    events = room.events(result)
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "room_started" and kinds[-1] == "room_ended"
+    cast = events[0]["cast"]
+    assert {c["persona"]: c["reason"] for c in cast} == {"tim": "primary", "chris": "primary"}
+    tool = room.events(result, "tool_call")[0]
+    assert tool["persona"] == "tim" and tool["tool"] == "update_eta" and not tool["is_error"]
+    entry = room.events(result, "outcome_entry")[0]
+    assert entry["persona"] == "tim" and entry["result"]["eta"] == "2026-11-21T19:15:00Z"
+    outcome = room.events(result, "outcome")[0]
+    assert outcome["entries"][0]["tool"] == "update_eta"
+    assert kinds.index("outcome") < kinds.index("room_ended")

@@ -1,0 +1,214 @@
+"""LiveKit stage pieces that can be checked offline: tokens, RoomOptions, join teardown."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from livekit import api, rtc
+
+from config.scenario import CastSlot
+from workers.stage import LiveKitStage, Seat, StageEntry, StageError, is_human, room_options
+from workers.tokens import (
+    check_human_identity,
+    mint_human_token,
+    mint_persona_token,
+    persona_identity,
+)
+
+KEY, SECRET = "devkey", "devsecret-devsecret-devsecret-0123"
+
+
+def test_persona_token_decodes_with_the_right_claims(catalog):
+    tim = catalog.persona("tim")
+    before = time.time()
+    token = mint_persona_token(
+        api_key=KEY, api_secret=SECRET, room="room-7", persona=tim, campaign="freight-dispatch"
+    )
+    claims = api.TokenVerifier(KEY, SECRET).verify(token)
+    assert claims.identity == "agent_tim_room-7"
+    assert claims.name == "Tim"
+    assert claims.kind == "agent"
+    assert claims.attributes == {
+        "role": "dispatcher",
+        "persona": "tim",
+        "campaign": "freight-dispatch",
+    }
+    assert claims.video.room_join is True and claims.video.room == "room-7" and claims.video.agent
+    assert (
+        not claims.video.room_admin and not claims.video.room_create and not claims.video.room_list
+    )
+    raw = api.TokenVerifier(KEY, SECRET).verify(token, verify_signature=True)
+    assert raw is not None
+    import jwt
+
+    exp = jwt.decode(token, SECRET, algorithms=["HS256"], options={"verify_aud": False})["exp"]
+    assert before + 60 < exp <= before + 15 * 60  # bounded TTL
+
+
+def test_persona_identities_are_unique_per_persona_and_room():
+    ids = {persona_identity(p, r) for p in ("tim", "chris") for r in ("a", "b", "a b", "a/b")}
+    assert len(ids) == 8
+    assert all(i.startswith("agent_") and len(i) <= 96 for i in ids)
+    long = persona_identity("tim", "x" * 300)
+    assert len(long) <= 96 and long != persona_identity("tim", "x" * 299)
+
+
+def test_human_tokens_refuse_the_persona_prefix():
+    with pytest.raises(ValueError, match="reserved for personas"):
+        mint_human_token(api_key=KEY, api_secret=SECRET, room="r", identity="agent_mallory")
+    with pytest.raises(ValueError, match="required"):
+        check_human_identity("   ")
+    claims = api.TokenVerifier(KEY, SECRET).verify(
+        mint_human_token(api_key=KEY, api_secret=SECRET, room="r", identity="caller-1")
+    )
+    assert claims.identity == "caller-1" and claims.video.room == "r" and claims.kind != "agent"
+
+
+def test_room_options_for_the_listening_persona_and_the_others(catalog):
+    tim = catalog.persona("tim")
+    lead = room_options(tim, hears_humans=True)
+    assert lead.close_on_disconnect is False
+    assert lead.get_audio_output_options().track_name == "voice_tim"
+    assert lead.get_audio_input_options() is not None
+    assert lead.get_text_input_options() is not None
+    # only humans are linked: personas hear each other through the floor's text relay
+    assert rtc.ParticipantKind.PARTICIPANT_KIND_AGENT not in (lead.participant_kinds or [])
+    other = room_options(catalog.persona("chris"), hears_humans=False)
+    assert other.get_audio_input_options() is None
+    assert other.get_text_input_options() is None
+    assert other.get_audio_output_options().track_name == "voice_chris"
+    assert other.close_on_disconnect is False
+
+
+class FakeRoom:
+    """Stands in for rtc.Room: records connects and disconnects."""
+
+    instances: list[FakeRoom] = []
+
+    def __init__(self) -> None:
+        self.connected = False
+        self.disconnected = False
+        self.name = "room-9"
+        self.remote_participants: dict = {}
+        FakeRoom.instances.append(self)
+
+    def on(self, *_a, **_k):
+        return None
+
+    async def disconnect(self) -> None:
+        self.disconnected = True
+
+
+class FakeCtx:
+    def __init__(self) -> None:
+        self.room = FakeRoom()
+        self.shutdown_callbacks: list = []
+
+    def add_shutdown_callback(self, cb) -> None:
+        self.shutdown_callbacks.append(cb)
+
+    def make_session_report(self, session):
+        raise AssertionError("no session was started")
+
+
+async def test_failed_join_tears_down_every_connection(catalog):
+    FakeRoom.instances.clear()
+    ctx = FakeCtx()
+    connected: list[str] = []
+
+    async def connect(room, url, token):
+        identity = api.TokenVerifier(KEY, SECRET).verify(token).identity
+        if "maria" in identity:
+            raise ConnectionError("server refused the join")
+        await asyncio.sleep(0)
+        room.connected = True
+        connected.append(identity)
+
+    stage = LiveKitStage(
+        ctx,
+        url="ws://x",
+        api_key=KEY,
+        api_secret=SECRET,
+        campaign="mixed-ops",
+        connect=connect,
+        room_factory=FakeRoom,
+    )
+    assert ctx.shutdown_callbacks == [stage.close]  # extra rooms close when the job shuts down
+
+    def entry(pid: str, role: str) -> StageEntry:
+        seat = Seat(
+            catalog.persona(pid), CastSlot(role=role), "test", persona_identity(pid, "room-9")
+        )
+        return StageEntry(seat=seat, agent=None, models=lambda: pytest.fail("no session expected"))
+
+    entries = [entry("tim", "dispatcher"), entry("alex", "support"), entry("maria", "driver")]
+    with pytest.raises(StageError, match="maria"):
+        async with asyncio.timeout(5):
+            await stage.open(entries)
+    extra = FakeRoom.instances[1:]
+    assert len(extra) == 2 and all(r.disconnected for r in extra)
+    assert connected == ["agent_alex_room-9"]
+    assert not ctx.room.disconnected  # the job's own room belongs to the framework
+
+
+def test_is_human_skips_agents_and_persona_identities():
+    class P:
+        def __init__(self, identity, kind):
+            self.identity, self.kind = identity, kind
+
+    std = rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
+    assert is_human(P("caller-1", std))
+    assert not is_human(P("agent_tim_r", std))
+    assert not is_human(P("other-bot", rtc.ParticipantKind.PARTICIPANT_KIND_AGENT))
+
+
+async def test_a_session_without_vad_gets_none_not_the_frameworks_default():
+    from agents.models import SessionModels
+    from tests.fakes import FakeLLM
+    from workers.stage import make_session
+
+    session = make_session(SessionModels(llm=FakeLLM()))
+    assert session.vad is None and session._using_default_vad is False
+
+
+async def test_the_listening_persona_hands_human_turns_to_the_floor(catalog, scenarios_dir):
+    from livekit.agents import llm
+
+    from agents.persona import RecordingFloor, build_agent
+    from agents.room_data import RoomData
+    from config.scenario import load_scenario
+
+    scenario = load_scenario("dispatch_checkin", scenarios_dir=scenarios_dir)
+    cast = {"dispatcher": catalog.persona("tim"), "driver": catalog.persona("chris")}
+    agent = build_agent(
+        cast["dispatcher"], room=RoomData(scenario, catalog), cast=cast, floor=RecordingFloor()
+    )
+    message = llm.ChatMessage(role="user", content=["Tim, is the load on time?"])
+    # without a floor listening, the framework replies as usual
+    assert await agent.on_user_turn_completed(llm.ChatContext(), message) is None
+    heard: list[str] = []
+    agent.on_human_turn = heard.append
+    with pytest.raises(llm.StopResponse):
+        await agent.on_user_turn_completed(llm.ChatContext(), message)
+    assert heard == ["Tim, is the load on time?"]
+
+
+async def test_live_humans_join_speak_and_leave():
+    from workers.floor import LiveHumans
+
+    humans = LiveHumans()
+    assert not humans.present() and not humans.left()  # nobody yet: not "everyone left"
+    humans.joined("caller-1")
+    humans.said("caller-1", "hello")
+    assert humans.present() and humans.pending().text == "hello" and humans.pending() is None
+    waiting = asyncio.ensure_future(humans.listen())
+    await asyncio.sleep(0)
+    humans.said("caller-1", "are you there?")
+    assert (await asyncio.wait_for(waiting, 5)).text == "are you there?"
+    waiting = asyncio.ensure_future(humans.listen())
+    await asyncio.sleep(0)
+    humans.gone("caller-1")
+    assert await asyncio.wait_for(waiting, 5) is None
+    assert humans.left()

@@ -1,0 +1,195 @@
+"""One room from start to end: agents, stage, floor, transcript, and a clean end on every path.
+
+Leases are not handled here: whoever cast the room (the simulation, or the worker's main
+process) releases them when this returns or raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from agents.models import SessionModels
+from agents.persona import build_agent
+from agents.room_data import RoomData
+from config.catalog import Catalog, Persona
+from config.logging import get_logger
+from config.scenario import Scenario
+from workers.floor import Ending, EndReason, Floor, Speaker
+from workers.stage import Seat, Stage, StageEntry, StageError
+from workers.transcript import Listener, Transcript, transcript_path
+
+log = get_logger("workers.room")
+
+ModelsFor = Callable[[Persona], SessionModels]
+
+
+@dataclass(frozen=True)
+class RoomResult:
+    reason: str
+    detail: str
+    turns: int
+    transcript_path: Path
+    outcome: dict
+
+
+def seats_for(
+    cast_members: Sequence, room: str, identity_of: Callable[[str, str], str]
+) -> list[Seat]:
+    """Seats from a selector Cast's members (persona, slot, reason)."""
+    return [
+        Seat(m.persona, m.slot, m.reason, identity_of(m.persona.id, room)) for m in cast_members
+    ]
+
+
+def _ordered(seats: Sequence[Seat], scenario: Scenario) -> tuple[Seat, Seat]:
+    by_role = {s.slot.role: s for s in seats}
+    return by_role[scenario.opener_slot.role], by_role[scenario.lead_slot.role]
+
+
+async def run_room(
+    *,
+    room: str,
+    scenario: Scenario,
+    catalog: Catalog,
+    seats: Sequence[Seat],
+    stage: Stage,
+    models_for: ModelsFor,
+    transcripts_dir: Path,
+    job_id: str = "",
+    listeners: Sequence[Listener] = (),
+    on_floor: Callable[[Floor], None] | None = None,
+) -> RoomResult:
+    """Run the scenario with these seats on this stage until a stop rule fires.
+
+    Whatever ends the room (a stop rule, a persona's model failing, a persona failing to
+    start, cancellation), every session is closed, every extra connection dropped, and the
+    transcript closed with the outcome and an end event."""
+    transcript = Transcript(transcript_path(transcripts_dir, room))
+    for listener in listeners:
+        transcript.subscribe(listener)
+    room_data = RoomData(scenario, catalog)
+    room_data.outcome.subscribe(lambda entry: transcript.write("outcome_entry", **_entry(entry)))
+    floor = Floor(scenario, emit=transcript.write, humans=stage.humans)
+    if on_floor is not None:
+        on_floor(floor)
+    started = time.monotonic()
+    ending = Ending(EndReason.CANCELLED, "not started")
+    transcript.write(
+        "room_started",
+        room=room,
+        job_id=job_id,
+        scenario=scenario.name,
+        campaign=scenario.campaign,
+        turn_policy=scenario.rules.turn_policy,
+        cast=[
+            {
+                "persona": s.persona.id,
+                "name": s.persona.name,
+                "role": s.slot.role,
+                "identity": s.identity,
+                "required": s.slot.required,
+                "reason": s.reason,
+            }
+            for s in seats
+        ],
+    )
+    try:
+        opener, lead = _ordered(seats, scenario)
+        cast_map = {s.slot.role: s.persona for s in seats}
+        moderated = scenario.rules.turn_policy == "moderated"
+        entries = [
+            StageEntry(
+                seat=s,
+                agent=build_agent(
+                    s.persona,
+                    room=room_data,
+                    cast=cast_map,
+                    floor=floor,
+                    moderator=moderated and s is lead,
+                ),
+                models=(lambda p=s.persona: models_for(p)),
+                hears_humans=s is lead,
+            )
+            for s in _first(seats, opener)
+        ]
+        sessions = await stage.open(entries)
+        speakers = [
+            Speaker(
+                e.seat.persona, sess, e.agent, e.seat.identity, standby=not e.seat.slot.required
+            )
+            for e, sess in zip(entries, sessions, strict=True)
+            if sess is not None
+        ]
+        floor.seat(speakers, opener=opener.persona.id, lead=lead.persona.id)
+        if hasattr(stage, "on_human_speaking"):
+            stage.on_human_speaking = floor.human_started_speaking
+        ending = await floor.run()
+    except StageError as e:
+        ending = Ending(EndReason.START_FAILED, str(e))
+        transcript.write("error", error=str(e), stage="start")
+    except asyncio.CancelledError:
+        ending = Ending(EndReason.CANCELLED, "the room task was cancelled")
+        raise
+    except Exception as e:
+        ending = Ending(EndReason.PERSONA_ERROR, repr(e))
+        transcript.write("error", error=repr(e))
+        log.exception("room_failed", room=room)
+    finally:
+        await _finish(stage, transcript, room_data, floor, ending, started)
+    return RoomResult(
+        ending.reason.value,
+        ending.detail,
+        floor.turns,
+        transcript.path,
+        room_data.outcome.to_dict(),
+    )
+
+
+def _first(seats: Sequence[Seat], first: Seat) -> list[Seat]:
+    """The opener goes first: on the LiveKit stage it is the job's own participant."""
+    return [first, *[s for s in seats if s is not first]]
+
+
+def _entry(entry) -> dict:
+    return {
+        "persona": entry.persona,
+        "tool": entry.tool,
+        "args": entry.args,
+        "result": entry.result,
+    }
+
+
+async def _finish(
+    stage: Stage,
+    transcript: Transcript,
+    room_data: RoomData,
+    floor: Floor,
+    ending: Ending,
+    started: float,
+) -> None:
+    """Close everything; survives a second cancellation so the transcript always ends."""
+    close = asyncio.ensure_future(stage.close())
+    try:
+        await asyncio.shield(close)
+    except asyncio.CancelledError:
+        await close
+    except Exception as e:
+        transcript.write("error", error=repr(e), stage="close")
+    reports = getattr(stage, "reports", None)
+    if reports:
+        transcript.write("session_reports", reports=reports)
+    transcript.write("outcome", **room_data.outcome.to_dict())
+    transcript.write(
+        "room_ended",
+        reason=ending.reason.value,
+        detail=ending.detail,
+        persona=ending.persona,
+        turns=floor.turns,
+        duration_s=round(time.monotonic() - started, 3),
+    )
+    transcript.close()
+    log.info("room_ended", reason=ending.reason.value, detail=ending.detail, turns=floor.turns)

@@ -1,0 +1,314 @@
+"""Where a cast's sessions run.
+
+`LocalStage`: every persona's AgentSession in-process with no room (text in, text out): tests
+and `workers.simulate`. `LiveKitStage`: every persona its own participant in a real room: the
+first on the job's `ctx.room`, each other on its own `rtc.Room` joined with a token minted for
+it. Everything above (floor, relay, hand-over, transcript) is the same code for both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from livekit import rtc
+from livekit.agents import AgentSession
+from livekit.agents.llm import RealtimeModel
+from livekit.agents.voice import room_io
+from livekit.agents.voice.turn import TurnHandlingOptions
+
+from agents.models import SessionModels
+from config.catalog import Persona
+from config.logging import get_logger
+from config.scenario import CastSlot
+from workers.floor import Humans, LiveHumans, ScriptedHumans
+from workers.tokens import AGENT_IDENTITY_PREFIX, mint_persona_token
+
+log = get_logger("workers.stage")
+
+
+class StageError(RuntimeError):
+    """A required persona could not start or join; the whole cast was torn down."""
+
+
+@dataclass(frozen=True)
+class Seat:
+    """One persona's place in a room: who, which slot, why it was chosen, its identity."""
+
+    persona: Persona
+    slot: CastSlot
+    reason: str
+    identity: str
+
+
+@dataclass
+class StageEntry:
+    seat: Seat
+    agent: Any  # agents.persona.PersonaAgent
+    models: Callable[[], SessionModels]  # built inside the stage so a failure tears down cleanly
+    hears_humans: bool = False
+
+
+def make_session(models: SessionModels) -> AgentSession:
+    """The AgentSession for one persona. `vad=None` is passed explicitly: left out, the
+    framework would build its own VAD. With no VAD, turn detection is off: the floor decides
+    who speaks, and only the persona that hears humans needs VAD."""
+    kwargs: dict[str, Any] = models.session_kwargs()
+    if models.vad is None:
+        kwargs["turn_handling"] = TurnHandlingOptions(turn_detection=None)
+    return AgentSession(**kwargs)
+
+
+class Stage(ABC):
+    humans: Humans
+
+    @abstractmethod
+    async def open(self, entries: Sequence[StageEntry]) -> list[AgentSession | None]:
+        """Start every persona; all-or-nothing for required seats (optional ones that fail
+        come back as None). On a required failure everything started is closed and
+        StageError raised."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close every session and connection. Idempotent."""
+
+
+async def _close_sessions(sessions: Sequence[AgentSession]) -> None:
+    results = await asyncio.gather(*(s.aclose() for s in sessions), return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            log.warning("session_close_failed", error=repr(r))
+
+
+def _raise_if_required_failed(entries: Sequence[StageEntry], results: Sequence[Any]) -> None:
+    for entry, result in zip(entries, results, strict=True):
+        if isinstance(result, BaseException):
+            log.error(
+                "persona_start_failed",
+                persona=entry.seat.persona.id,
+                required=entry.seat.slot.required,
+                error=repr(result),
+            )
+    failed = [
+        (e, r)
+        for e, r in zip(entries, results, strict=True)
+        if isinstance(r, BaseException) and e.seat.slot.required
+    ]
+    if failed:
+        entry, error = failed[0]
+        raise StageError(
+            f"{entry.seat.persona.id} ({entry.seat.slot.role}) failed to start: {error!r}"
+        )
+
+
+class LocalStage(Stage):
+    """Sessions with no room and no network: text in, text out."""
+
+    def __init__(self, human_lines: Sequence[str] = (), *, human_identity: str = "caller") -> None:
+        self.humans = ScriptedHumans(human_lines, human_identity)
+        self._sessions: list[AgentSession] = []
+
+    async def open(self, entries: Sequence[StageEntry]) -> list[AgentSession | None]:
+        async def start(entry: StageEntry) -> AgentSession:
+            session = make_session(entry.models())
+            self._sessions.append(session)
+            await session.start(entry.agent)
+            return session
+
+        results = await asyncio.gather(*(start(e) for e in entries), return_exceptions=True)
+        try:
+            _raise_if_required_failed(entries, results)
+        except StageError:
+            await self.close()
+            raise
+        return [None if isinstance(r, BaseException) else r for r in results]
+
+    async def close(self) -> None:
+        sessions, self._sessions = self._sessions, []
+        await _close_sessions(sessions)
+
+
+Connect = Callable[[rtc.Room, str, str], Awaitable[None]]
+
+
+async def _connect(room: rtc.Room, url: str, token: str) -> None:
+    await room.connect(url, token)
+
+
+def room_options(
+    persona: Persona, *, hears_humans: bool, text_input_cb: Any = None
+) -> room_io.RoomOptions:
+    """RoomIO for one persona's participant.
+
+    - Each persona publishes its voice on its own named track, so listeners can tell them apart.
+    - Only the persona that hears the humans takes audio/text input, and only from humans
+      (standard, SIP, connector participants): personas hear each other through the floor's
+      exact text relay, so listening to each other's audio would only add STT cost and echo.
+    - The linked human leaving must not close the session: the floor ends the room when every
+      human has left, and closes all personas together.
+    """
+    text_input: Any = False
+    if hears_humans:
+        text_input = (
+            room_io.TextInputOptions(text_input_cb=text_input_cb) if text_input_cb else True
+        )
+    return room_io.RoomOptions(
+        audio_input=hears_humans,
+        text_input=text_input,
+        audio_output=room_io.AudioOutputOptions(track_name=f"voice_{persona.id}"),
+        text_output=True,
+        close_on_disconnect=False,
+    )
+
+
+def is_human(participant: rtc.RemoteParticipant) -> bool:
+    return participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT and not (
+        participant.identity.startswith(AGENT_IDENTITY_PREFIX)
+    )
+
+
+class LiveKitStage(Stage):
+    """Every persona its own participant in a real LiveKit room."""
+
+    def __init__(
+        self,
+        ctx: Any,  # livekit.agents.JobContext
+        *,
+        url: str,
+        api_key: str,
+        api_secret: str,
+        campaign: str,
+        connect: Connect = _connect,
+        room_factory: Callable[[], rtc.Room] = rtc.Room,
+    ) -> None:
+        self._ctx = ctx
+        self._url, self._key, self._secret = url, api_key, api_secret
+        self._campaign = campaign
+        self._connect = connect
+        self._room_factory = room_factory
+        self.humans = LiveHumans()
+        self._rooms: list[rtc.Room] = []
+        self._sessions: list[AgentSession] = []
+        self._reported = False
+        self.reports: dict[str, dict] = {}
+        self.on_human_speaking: Callable[[], None] | None = None
+        ctx.add_shutdown_callback(self.close)
+
+    async def _join(self, entry: StageEntry) -> rtc.Room:
+        """A persona's own connection to the room, with a token minted for it alone."""
+        room = self._room_factory()
+        self._rooms.append(room)  # recorded first, so a half-made join is still disconnected
+        token = mint_persona_token(
+            api_key=self._key,
+            api_secret=self._secret,
+            room=self._ctx.room.name,
+            persona=entry.seat.persona,
+            campaign=self._campaign,
+        )
+        await self._connect(room, self._url, token)
+        return room
+
+    def _watch_humans(self) -> None:
+        room: rtc.Room = self._ctx.room
+        for p in room.remote_participants.values():
+            if is_human(p):
+                self.humans.joined(p.identity)
+        room.on("participant_connected", lambda p: is_human(p) and self.humans.joined(p.identity))
+        room.on("participant_disconnected", lambda p: is_human(p) and self.humans.gone(p.identity))
+
+    async def open(self, entries: Sequence[StageEntry]) -> list[AgentSession | None]:
+        first, rest = entries[0], list(entries[1:])
+        try:
+            joined = await asyncio.gather(*(self._join(e) for e in rest), return_exceptions=True)
+            _raise_if_required_failed(rest, joined)
+            rooms: list[rtc.Room | None] = [self._ctx.room] + [
+                None if isinstance(r, BaseException) else r for r in joined
+            ]
+            self._watch_humans()
+
+            async def start(entry: StageEntry, room: rtc.Room | None) -> AgentSession:
+                if room is None:
+                    raise StageError(f"{entry.seat.persona.id} did not join")
+                session = make_session(entry.models())
+                self._sessions.append(session)
+                if entry.hears_humans:
+                    self._listen(session, entry)
+                await session.start(
+                    entry.agent,
+                    room=room,
+                    room_options=room_options(
+                        entry.seat.persona,
+                        hears_humans=entry.hears_humans,
+                        text_input_cb=self._text_input if entry.hears_humans else None,
+                    ),
+                )
+                return session
+
+            started = await asyncio.gather(
+                *(start(e, r) for e, r in zip([first, *rest], rooms, strict=True)),
+                return_exceptions=True,
+            )
+            _raise_if_required_failed([first, *rest], started)
+        except BaseException:
+            await self.close()
+            raise
+        return [None if isinstance(r, BaseException) else r for r in started]
+
+    def _listen(self, session: AgentSession, entry: StageEntry) -> None:
+        """The persona that hears humans passes each finished human turn to the floor (its
+        agent stops the framework's own reply) and reports barge-ins so the floor can
+        interrupt whichever persona is speaking."""
+
+        def heard(text: str) -> None:
+            self.humans.said(self._linked_human(session), text)
+
+        entry.agent.on_human_turn = heard  # pipeline: the agent's on_user_turn_completed
+        if isinstance(session.llm, RealtimeModel):
+            # a realtime model transcribes the human itself and never calls that hook
+            session.on(
+                "user_input_transcribed",
+                lambda ev: ev.is_final and ev.transcript.strip() and heard(ev.transcript.strip()),
+            )
+
+        def on_user_state(ev: Any) -> None:
+            if ev.new_state == "speaking" and self.on_human_speaking is not None:
+                self.on_human_speaking()
+
+        session.on("user_state_changed", on_user_state)
+
+    @staticmethod
+    def _linked_human(session: AgentSession) -> str:
+        room_io_ = getattr(session, "room_io", None)
+        participant = getattr(room_io_, "linked_participant", None) if room_io_ else None
+        return getattr(participant, "identity", None) or "human"
+
+    async def _text_input(self, session: AgentSession, ev: Any) -> None:
+        """Typed chat (lk.chat) from a human goes through the floor like speech."""
+        identity = getattr(getattr(ev, "participant", None), "identity", None) or "human"
+        self.humans.said(identity, ev.text)
+
+    def _report(self) -> None:
+        """A session report for every persona, not only the job's primary session."""
+        if self._reported:
+            return
+        self._reported = True
+        for session in self._sessions:
+            try:
+                report = self._ctx.make_session_report(session)
+                self.reports[str(id(session))] = report.to_dict()
+            except Exception as e:  # a report must never block teardown
+                log.warning("session_report_failed", error=repr(e))
+
+    async def close(self, *_: Any) -> None:
+        self._report()
+        sessions, self._sessions = self._sessions, []
+        await _close_sessions(sessions)
+        rooms, self._rooms = self._rooms, []
+        for room in rooms:
+            try:
+                await room.disconnect()
+            except Exception as e:
+                log.warning("room_disconnect_failed", error=repr(e))

@@ -1,0 +1,100 @@
+"""Participant identities and access tokens for personas and humans."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import timedelta
+
+from livekit import api
+
+from config.catalog import Persona
+
+# Identities starting with this prefix belong to personas; humans may not use it.
+AGENT_IDENTITY_PREFIX = "agent_"
+PERSONA_TOKEN_TTL = timedelta(minutes=10)  # only used to join; the server refreshes live sessions
+HUMAN_TOKEN_TTL = timedelta(hours=1)
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def persona_identity(persona_id: str, room: str) -> str:
+    """`agent_<persona>_<room>`: unique per persona and room, readable, at most 96 chars.
+
+    A long or oddly spelled room name is shortened and given a hash suffix so two rooms
+    never collide."""
+    clean_room = _UNSAFE.sub("-", room).strip("-") or "room"
+    if len(clean_room) > 48 or clean_room != room:
+        digest = hashlib.sha256(room.encode()).hexdigest()[:8]
+        clean_room = f"{clean_room[:39]}-{digest}"
+    return f"{AGENT_IDENTITY_PREFIX}{persona_id}_{clean_room}"
+
+
+def persona_attributes(persona: Persona, campaign: str) -> dict[str, str]:
+    return {"role": persona.role, "persona": persona.id, "campaign": campaign}
+
+
+def mint_persona_token(
+    *,
+    api_key: str,
+    api_secret: str,
+    room: str,
+    persona: Persona,
+    campaign: str,
+    ttl: timedelta = PERSONA_TOKEN_TTL,
+) -> str:
+    """A token that lets one persona join one room, as an agent participant."""
+    return (
+        api.AccessToken(api_key, api_secret)
+        .with_identity(persona_identity(persona.id, room))
+        .with_name(persona.name)
+        .with_kind("agent")
+        .with_attributes(persona_attributes(persona, campaign))
+        .with_grants(
+            api.VideoGrants(
+                room_join=True,
+                room=room,
+                agent=True,
+                can_publish=True,
+                can_subscribe=True,
+                can_publish_data=True,
+            )
+        )
+        .with_ttl(ttl)
+        .to_jwt()
+    )
+
+
+def check_human_identity(identity: str) -> str:
+    """Refuse an empty identity or one using the persona prefix; return it stripped."""
+    identity = identity.strip()
+    if not identity:
+        raise ValueError("a human identity is required (e.g. --identity caller-jamie)")
+    if identity.startswith(AGENT_IDENTITY_PREFIX):
+        raise ValueError(
+            f"human identity {identity!r} may not start with {AGENT_IDENTITY_PREFIX!r}: "
+            "that prefix is reserved for personas"
+        )
+    return identity
+
+
+def mint_human_token(
+    *,
+    api_key: str,
+    api_secret: str,
+    room: str,
+    identity: str,
+    name: str | None = None,
+    ttl: timedelta = HUMAN_TOKEN_TTL,
+) -> str:
+    """A token for a person joining `room` (standard participant)."""
+    identity = check_human_identity(identity)
+    return (
+        api.AccessToken(api_key, api_secret)
+        .with_identity(identity)
+        .with_name(name or identity)
+        .with_grants(
+            api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True)
+        )
+        .with_ttl(ttl)
+        .to_jwt()
+    )
