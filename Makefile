@@ -38,8 +38,8 @@ start: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m workers.simulate $(SCENARIO)
 
-room: $(STAMP)
-	@echo "make room: the dispatch command is not built yet (workers.dispatch)." >&2; exit 1
+room: $(STAMP)  # make room SCENARIO=dispatch_checkin IDENTITY=caller-jamie [ROOM=name]
+	$(PY) -m workers.dispatch $(SCENARIO) $(if $(IDENTITY),--identity $(IDENTITY)) $(if $(ROOM),--room $(ROOM))
 
 bench: $(STAMP)
 	@echo "make bench: the benchmarks are not built yet (bench/)." >&2; exit 1

@@ -30,6 +30,13 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "console"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     load_threshold: float = Field(default=0.9, gt=0.0, le=1.0)
+    # Operators' load stats (GET /stats, /healthz) from the worker; 0 picks a free port.
+    stats_host: str = "127.0.0.1"
+    stats_port: int = Field(default=8082, ge=0, le=65535)
+    stats_log_interval_s: float = Field(default=60.0, ge=0.0)  # 0: no periodic stats log
+    # livekit-agents' own health server; None keeps its default (8081 for `start`, free for
+    # `dev`). Give each worker its own when several run on one host.
+    worker_http_port: int | None = Field(default=None, ge=0, le=65535)
 
     def livekit_missing(self) -> list[str]:
         """Names of the LiveKit settings that are not set (empty when all are)."""

@@ -1,0 +1,191 @@
+"""`python -m workers.dispatch SCENARIO --identity HUMAN [--room NAME] [--name NAME] [--json]`
+
+Checks the scenario against the catalog, then (through livekit-api) creates the room, its
+metadata naming the scenario, and an explicit dispatch of AGENT_NAME carrying the scenario, and
+prints the room, the server URL and a one-hour join token for the human.
+Exit 0 done, 2 bad input or missing settings (before any network call), 1 server/API error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from livekit import api
+from pydantic import ValidationError
+
+from config.catalog import load_catalog
+from config.errors import ConfigError
+from config.scenario import Scenario, check_scenario, load_scenario, resolve_scenario_path
+from config.settings import Settings, get_settings
+from workers.job_plan import MAX_METADATA_BYTES
+from workers.tokens import HUMAN_TOKEN_TTL, check_human_identity, mint_human_token
+
+EXIT_OK, EXIT_API, EXIT_BAD_INPUT = 0, 1, 2
+PROG = "workers.dispatch"
+MAX_ROOM_NAME = 128
+API_TIMEOUT_S = 10.0
+
+
+class BadInput(Exception):
+    """Input or settings the command cannot use; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Request:
+    scenario: Scenario
+    metadata: str  # the dispatch's: {"scenario": NAME}, or the inline scenario
+    room: str
+    identity: str
+    name: str
+    url: str
+    api_key: str
+    api_secret: str
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {PROG}",
+        description="Create a room for SCENARIO, dispatch the multi-persona agent to it, and "
+        "print a join token for a human.",
+        epilog="Exit status: 0 done, 2 bad input or settings, 1 LiveKit server/API error.",
+    )
+    parser.add_argument("scenario", help="a scenario name in SCENARIOS_DIR, or a file path")
+    parser.add_argument("--identity", help="the human's participant identity (required)")
+    parser.add_argument("--name", help="the human's display name (default: the identity)")
+    parser.add_argument("--room", help="room name (default: <scenario>-<random>)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def dispatch_metadata(ref: str, scenario: Scenario, scenarios_dir: Path) -> str:
+    """A scenario from SCENARIOS_DIR travels by name (the worker resolves names there); any
+    other file travels inline, since the worker cannot read it."""
+    if not ref.lstrip().startswith("{"):
+        path = resolve_scenario_path(ref, scenarios_dir, allow_outside=True)
+        if path.parent == scenarios_dir.resolve() and path.stem == scenario.name:
+            return json.dumps({"scenario": scenario.name})
+    text = scenario.model_dump_json(exclude_defaults=True)
+    if len(text.encode()) > MAX_METADATA_BYTES:
+        raise BadInput(
+            f"scenario {scenario.name!r} is {len(text.encode())} bytes inline, over the "
+            f"{MAX_METADATA_BYTES}-byte dispatch limit: put it in SCENARIOS_DIR and use its name"
+        )
+    return text
+
+
+def prepare(args: argparse.Namespace, settings: Settings) -> Request:
+    """Everything local, in order: scenario, identity, room, settings. Raises BadInput or
+    ConfigError; no network."""
+    catalog = load_catalog(settings.catalog_path)
+    scenario = load_scenario(
+        args.scenario, scenarios_dir=settings.scenarios_dir, allow_outside=True
+    )
+    check_scenario(scenario, catalog, args.scenario)
+    metadata = dispatch_metadata(args.scenario, scenario, settings.scenarios_dir)
+    try:
+        identity = check_human_identity(args.identity or "")
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+    room = (args.room or f"{scenario.name}-{secrets.token_hex(3)}").strip()
+    if not room or len(room) > MAX_ROOM_NAME:
+        raise BadInput(f"--room must be 1 to {MAX_ROOM_NAME} characters")
+    missing = settings.livekit_missing()
+    if missing:
+        raise BadInput(f"set {', '.join(missing)} (in the environment or .env) to dispatch")
+    assert settings.livekit_url and settings.livekit_api_key and settings.livekit_api_secret
+    return Request(
+        scenario=scenario,
+        metadata=metadata,
+        room=room,
+        identity=identity,
+        name=(args.name or identity).strip() or identity,
+        url=settings.livekit_url,
+        api_key=settings.livekit_api_key,
+        api_secret=settings.livekit_api_secret.get_secret_value(),
+    )
+
+
+async def create(req: Request, agent_name: str) -> str:
+    """Create the room and the dispatch; returns the dispatch id."""
+    timeout = aiohttp.ClientTimeout(total=API_TIMEOUT_S)
+    async with api.LiveKitAPI(req.url, req.api_key, req.api_secret, timeout=timeout) as lk:
+        await lk.room.create_room(
+            api.CreateRoomRequest(
+                name=req.room, metadata=json.dumps({"scenario": req.scenario.name})
+            )
+        )
+        dispatch = await lk.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(
+                agent_name=agent_name, room=req.room, metadata=req.metadata
+            )
+        )
+    return dispatch.id
+
+
+def _print(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"room:      {result['room']}")
+    print(f"server:    {result['url']}")
+    print(f"agent:     {result['agent_name']} (dispatch {result['dispatch_id']})")
+    print(f"scenario:  {result['scenario']}")
+    print(f"identity:  {result['identity']} (token valid until {result['expires_at']})")
+    print(f"token:     {result['token']}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+        req = prepare(args, settings)
+    except (ConfigError, BadInput) as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ValidationError as e:  # the settings themselves (environment, .env)
+        print(f"{PROG}: bad settings: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        dispatch_id = asyncio.run(create(req, settings.agent_name))
+    except api.ServerError as e:
+        print(f"{PROG}: the LiveKit server refused: {e.code}: {e.message}", file=sys.stderr)
+        return EXIT_API
+    except (aiohttp.ClientError, TimeoutError, OSError) as e:
+        print(f"{PROG}: cannot reach the LiveKit server at {req.url}: {e!r}", file=sys.stderr)
+        return EXIT_API
+    token = mint_human_token(
+        api_key=req.api_key,
+        api_secret=req.api_secret,
+        room=req.room,
+        identity=req.identity,
+        name=req.name,
+    )
+    expires = datetime.now(UTC) + HUMAN_TOKEN_TTL
+    _print(
+        {
+            "room": req.room,
+            "url": req.url,
+            "agent_name": settings.agent_name,
+            "dispatch_id": dispatch_id,
+            "scenario": req.scenario.name,
+            "identity": req.identity,
+            "token": token,
+            "expires_at": expires.isoformat(timespec="seconds"),
+        },
+        args.json,
+    )
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

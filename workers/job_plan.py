@@ -1,0 +1,291 @@
+"""Job metadata, in and out. In: the dispatch's metadata (untrusted), read as a scenario that
+is checked against the catalog. Out: what the main process decided for the room, carried to
+the job's process as a `JobPlan`.
+
+The main process casts the room (that is where the selector and its load live), then hands the
+job a `JobPlan` through accept's `metadata` string: accept's attributes do not reach the job
+process, its identity, name and metadata do. The plan carries the scenario itself, so the job
+never resolves a name again and runs exactly what was cast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from pydantic import ValidationError
+
+from config.catalog import Catalog, Persona
+from config.errors import ConfigError, ScenarioError
+from config.scenario import (
+    NAME_PATTERN,
+    CastSlot,
+    Scenario,
+    check_scenario,
+    load_scenario,
+    parse_scenario,
+)
+from workers.tokens import persona_identity
+
+if TYPE_CHECKING:
+    from workers.selector import Cast
+    from workers.stage import Seat
+
+NAME_FORM_FIELDS = ("scenario", "campaign", "inbound")
+PLAN_VERSION = 1
+# Job metadata (dispatch) and the plan (participant metadata) stay under LiveKit's default
+# metadata limit; shipped scenarios are a few KB.
+MAX_METADATA_BYTES = 64 * 1024
+VOICEMAIL_ROLE = "voicemail"
+
+
+# -- dispatch metadata -> scenario (main process, untrusted input) ---------------------------
+
+
+class BadMetadata(ValueError):
+    """Job metadata this worker cannot run. `problem` is a short code for logs and tests."""
+
+    def __init__(self, problem: str, detail: str) -> None:
+        super().__init__(f"{problem}: {detail}")
+        self.problem = problem
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class RoomRequest:
+    scenario: Scenario
+    source: str
+    inbound: bool = False
+
+
+def parse_job_metadata(text: str, *, catalog: Catalog, scenarios_dir: Path) -> RoomRequest:
+    """An inline scenario (a JSON object with "cast") or `{"scenario": NAME, "campaign": ...,
+    "inbound": true}`. Names resolve only inside `scenarios_dir`. The scenario is checked
+    against the catalog. Raises BadMetadata."""
+    if not text.strip():
+        raise BadMetadata(
+            "empty", 'no scenario: dispatch with metadata {"scenario": NAME} or an inline scenario'
+        )
+    size = len(text.encode())
+    if size > MAX_METADATA_BYTES:
+        raise BadMetadata("too_large", f"{size} bytes (limit {MAX_METADATA_BYTES})")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BadMetadata("not_json", f"{e.msg} at line {e.lineno} column {e.colno}") from None
+    if not isinstance(data, dict):
+        raise BadMetadata("not_object", f"expected a JSON object, got {type(data).__name__}")
+    if "cast" in data:
+        request = _inline(text)
+    elif "scenario" in data:
+        request = _named(data, scenarios_dir)
+    else:
+        raise BadMetadata(
+            "no_scenario", 'expected an inline scenario (with "cast") or {"scenario": NAME}'
+        )
+    try:
+        check_scenario(request.scenario, catalog, request.source)
+    except ScenarioError as e:
+        raise BadMetadata("scenario_not_in_catalog", str(e)) from None
+    return request
+
+
+def _inline(text: str) -> RoomRequest:
+    try:
+        return RoomRequest(parse_scenario(text, "job metadata"), "inline scenario")
+    except ScenarioError as e:
+        raise BadMetadata("invalid_scenario", str(e)) from None
+
+
+def _named(data: dict[str, Any], scenarios_dir: Path) -> RoomRequest:
+    unknown = sorted(set(data) - set(NAME_FORM_FIELDS))
+    if unknown:
+        raise BadMetadata(
+            "unknown_field", f"{', '.join(unknown)} (allowed: {', '.join(NAME_FORM_FIELDS)})"
+        )
+    name = data["scenario"]
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        # Only bare names: no paths, so nothing can leave SCENARIOS_DIR.
+        raise BadMetadata("bad_scenario_name", f"{name!r} is not a scenario name in SCENARIOS_DIR")
+    try:
+        scenario = load_scenario(name, scenarios_dir=scenarios_dir, allow_outside=False)
+    except ScenarioError as e:
+        no_such = any(p.message == "no such scenario" for p in e.problems)
+        raise BadMetadata("unknown_scenario" if no_such else "invalid_scenario", str(e)) from None
+    campaign = data.get("campaign")
+    if campaign is not None:
+        if not isinstance(campaign, str) or not campaign:
+            raise BadMetadata("bad_campaign", f"campaign must be a campaign id, got {campaign!r}")
+        scenario = scenario.model_copy(update={"campaign": campaign})
+    inbound = data.get("inbound", False)
+    if not isinstance(inbound, bool):
+        raise BadMetadata("bad_inbound", f"inbound must be true or false, got {inbound!r}")
+    return RoomRequest(scenario, f"scenario {name}", inbound)
+
+
+# -- the plan (main process -> job process) -------------------------------------------------
+
+
+class PlanError(ValueError):
+    """The plan in the job's metadata cannot be run; the message says what and why."""
+
+
+class PlanMember(NamedTuple):
+    role: str
+    persona_id: str
+    reason: str
+    required: bool
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """The scenario and its cast. The first member is the opener: on the LiveKit stage it is
+    the job's own participant (accept's identity), the others join with their own tokens."""
+
+    scenario: Scenario
+    members: tuple[PlanMember, ...]
+    voicemail: bool = False
+    personas: Mapping[str, Persona] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def first(self) -> PlanMember:
+        return self.members[0]
+
+    @property
+    def first_persona(self) -> Persona:
+        return self.personas[self.first.persona_id]
+
+    @classmethod
+    def from_cast(cls, scenario: Scenario, cast: Cast, *, voicemail: bool = False) -> JobPlan:
+        opener = scenario.opener_slot.role
+        ordered = sorted(cast.members, key=lambda m: m.slot.role != opener)  # stable
+        return cls(
+            scenario=scenario,
+            members=tuple(
+                PlanMember(m.slot.role, m.persona.id, m.reason, m.slot.required) for m in ordered
+            ),
+            voicemail=voicemail,
+            personas={m.persona.id: m.persona for m in ordered},
+        )
+
+    def to_metadata(self) -> str:
+        data = {
+            "v": PLAN_VERSION,
+            "scenario": self.scenario.model_dump(mode="json", exclude_defaults=True),
+            "members": [list(m) for m in self.members],
+            "voicemail": self.voicemail,
+        }
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_metadata(cls, text: str, catalog: Catalog) -> JobPlan:
+        """Parse and check a plan; PlanError says what is wrong (e.g. a persona the job's
+        catalog does not know: the worker and the job read different catalogs)."""
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, TypeError) as e:
+            raise PlanError(
+                f"job plan is not JSON ({e}); was the job accepted by this worker?"
+            ) from None
+        if not isinstance(data, dict) or data.get("v") != PLAN_VERSION:
+            raise PlanError(f"job plan is not a version {PLAN_VERSION} plan object")
+        try:
+            scenario = Scenario.model_validate(data.get("scenario"))
+            check_scenario(scenario, catalog, "job plan")
+        except ValidationError as e:
+            raise PlanError(f"job plan scenario is invalid: {e}") from None
+        except ConfigError as e:
+            raise PlanError(str(e)) from None
+        slots = {s.role: s for s in scenario.cast}
+        members: list[PlanMember] = []
+        for i, raw in enumerate(data.get("members") or ()):
+            if not (isinstance(raw, list) and len(raw) == 4):
+                raise PlanError(f"job plan member {i} is not [role, persona, reason, required]")
+            member = PlanMember(str(raw[0]), str(raw[1]), str(raw[2]), bool(raw[3]))
+            slot = slots.get(member.role)
+            if slot is None:
+                raise PlanError(f"job plan member {i}: role {member.role!r} is not in the cast")
+            if member.persona_id not in catalog.persona_by_id:
+                raise PlanError(
+                    f"job plan member {i}: unknown persona {member.persona_id!r} "
+                    "(the worker and the job read different catalogs?)"
+                )
+            if slot.persona is not None and slot.persona != member.persona_id:
+                raise PlanError(
+                    f"job plan member {i}: {member.persona_id!r} in a slot pinned to "
+                    f"{slot.persona!r}"
+                )
+            members.append(member)
+        if not members:
+            raise PlanError("job plan has no members")
+        roles = [m.role for m in members]
+        if len(set(roles)) != len(roles):
+            raise PlanError("job plan fills a role twice")
+        missing = [s.role for s in scenario.cast if s.required and s.role not in roles]
+        if missing:
+            raise PlanError(f"job plan leaves required roles empty: {', '.join(missing)}")
+        if roles[0] != scenario.opener_slot.role:
+            raise PlanError("job plan's first member is not the opener")
+        return cls(
+            scenario=scenario,
+            members=tuple(members),
+            voicemail=bool(data.get("voicemail")),
+            personas={m.persona_id: catalog.persona(m.persona_id) for m in members},
+        )
+
+    def seats(self, room: str, *, job_identity: str | None = None) -> list[Seat]:
+        """One seat per member. The first member is the job participant: its identity is
+        `job_identity` when given (what the job actually joined as), else the same
+        `persona_identity` accept used."""
+        # The main process never builds seats; importing the stage only here keeps it light.
+        from workers.stage import Seat
+
+        slots = {s.role: s for s in self.scenario.cast}
+        seats = []
+        for i, m in enumerate(self.members):
+            identity = persona_identity(m.persona_id, room)
+            if i == 0 and job_identity:
+                identity = job_identity
+            seats.append(Seat(self.personas[m.persona_id], slots[m.role], m.reason, identity))
+        return seats
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario.name,
+            "campaign": self.scenario.campaign,
+            "voicemail": self.voicemail,
+            "cast": {m.role: m.persona_id for m in self.members},
+        }
+
+
+def voicemail_scenario(scenario: Scenario, catalog: Catalog) -> Scenario:
+    """The scenario as a one-persona voicemail room: the catalog's voicemail persona, pinned,
+    opens and leads; the context and rules stay (turns answer whoever addresses it)."""
+    persona_id = catalog.voicemail_persona
+    if persona_id is None:
+        raise PlanError("the catalog has no voicemail_persona")
+    slot = CastSlot(role=VOICEMAIL_ROLE, required=True, opens=True, leads=True, persona=persona_id)
+    data = scenario.model_dump(mode="json")
+    data.update(
+        cast=[slot.model_dump(mode="json")],
+        rules={**data["rules"], "turn_policy": "addressed"},
+        script={k: v for k, v in data["script"].items() if k == VOICEMAIL_ROLE},
+        on_no_cast="reject",
+        description=f"voicemail: no cast was free for {scenario.name}",
+    )
+    return Scenario.model_validate(data)
+
+
+def voicemail_plan(scenario: Scenario, catalog: Catalog, *, reason: str = "voicemail") -> JobPlan:
+    """A plan for the voicemail room (the caller leaves a message)."""
+    vm = voicemail_scenario(scenario, catalog)
+    persona = catalog.persona(vm.cast[0].persona or "")
+    return JobPlan(
+        scenario=vm,
+        members=(PlanMember(VOICEMAIL_ROLE, persona.id, reason, True),),
+        voicemail=True,
+        personas={persona.id: persona},
+    )
