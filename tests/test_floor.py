@@ -358,3 +358,56 @@ async def test_transcript_records_who_did_what(catalog, tmp_path, scenarios_dir)
     outcome = room.events(result, "outcome")[0]
     assert outcome["entries"][0]["tool"] == "update_eta"
     assert kinds.index("outcome") < kinds.index("room_ended")
+
+
+async def test_voicemail_room_greets_takes_a_message_and_ends(catalog, tmp_path, scenarios_dir):
+    from workers.job_plan import voicemail_scenario
+
+    scenario = voicemail_scenario(
+        load_scenario("inbound_support", scenarios_dir=scenarios_dir), catalog
+    )
+    responders = {
+        "voicemail": [
+            say("Hi, you've reached BrightCart. Everyone is busy; may I take a message?"),
+            call(
+                "take_message",
+                caller_name="Jamie Rivera",
+                callback_number="+1 555 010 2233",
+                message="Blender arrived cracked, order 88123.",
+            ),
+            call("end_conversation", reason="message taken"),
+            say("Thanks Jamie, we'll call you back today. Goodbye!"),
+        ]
+    }
+    room = Room(catalog, tmp_path, scenario, responders)
+    result = await room.run(
+        human_lines=["It's Jamie Rivera, +1 555 010 2233: my blender arrived cracked."]
+    )
+    assert result.reason == "end_conversation"
+    assert room.order == ["vera", "vera"]
+    entry = room.events(result, "outcome_entry")[0]
+    assert entry["persona"] == "vera" and entry["tool"] == "take_message"
+    assert entry["result"]["message"] == "Blender arrived cracked, order 88123."
+    room.assert_released()
+
+
+async def test_moderated_the_lead_picks_who_speaks_next(catalog, tmp_path, scenarios_dir):
+    responders = {
+        "dispatcher": [
+            call("next_speaker", to="support"),
+            say("Let's start with support."),
+            call("next_speaker", to="Chris"),
+            say("Now the road."),
+        ],
+    }
+    scenario = _scenario("all_four", scenarios_dir, turn_policy="moderated", max_turns=4)
+    room = Room(catalog, tmp_path, scenario, responders)
+    result = await room.run()
+    cast = {m["role"]: m["persona"] for m in room.events(result, "room_started")[0]["cast"]}
+    # lead -> its pick -> back to the lead -> its next pick; sales is never picked
+    assert room.order == [cast["dispatcher"], cast["support"], cast["dispatcher"], cast["driver"]]
+    assert "next_speaker" in room.fakes["dispatcher"].calls[0].tool_names
+    assert "next_speaker" not in room.fakes["support"].calls[0].tool_names
+    floors = [f for f in room.events(result, "floor") if f["reason"] == "chosen by the moderator"]
+    assert [f["to"] for f in floors] == [cast["support"], cast["driver"]]
+    room.assert_released()
