@@ -411,3 +411,45 @@ async def test_moderated_the_lead_picks_who_speaks_next(catalog, tmp_path, scena
     floors = [f for f in room.events(result, "floor") if f["reason"] == "chosen by the moderator"]
     assert [f["to"] for f in floors] == [cast["support"], cast["driver"]]
     room.assert_released()
+
+
+async def test_closing_the_stage_from_outside_ends_the_room_as_shutdown(
+    catalog, tmp_path, scenarios_dir
+):
+    """A job draining closes the stage while a persona speaks: the room ends as shutdown."""
+    from workers.room import run_room, seats_for
+    from workers.stage import LocalStage
+    from workers.tokens import persona_identity
+
+    started, never = asyncio.Event(), asyncio.Event()
+
+    def stuck(c: FakeCall) -> Step:
+        started.set()
+        return Step(text="...", wait=never)
+
+    scenario = _scenario("dispatch_checkin", scenarios_dir)
+    selector = Selector(catalog)
+    cast = selector.cast(scenario)
+    fakes = {"tim": FakeLLM([say("Chris, status?")]), "chris": FakeLLM(stuck)}
+    stage = LocalStage()
+    try:
+        task = asyncio.create_task(
+            run_room(
+                room="r1",
+                scenario=scenario,
+                catalog=catalog,
+                seats=seats_for(cast.members, "r1", persona_identity),
+                stage=stage,
+                models_for=lambda p: SessionModels(llm=fakes[p.id]),
+                transcripts_dir=tmp_path,
+            )
+        )
+        async with asyncio.timeout(TIMEOUT):
+            await started.wait()
+            await stage.close()
+            result = await task
+    finally:
+        cast.release()
+    assert result.reason == "shutdown"
+    events = read_transcript(result.transcript_path)
+    assert events[-1]["event"] == "room_ended" and events[-1]["reason"] == "shutdown"

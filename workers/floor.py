@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -106,7 +105,13 @@ class LiveHumans:
         self._lines: asyncio.Queue[HumanLine] = asyncio.Queue()
         self._here: set[str] = set()
         self._seen_any = False
+        self._closed = False
         self._changed = asyncio.Event()
+
+    def close(self) -> None:
+        """The room is closing: nobody will speak again; wake the floor if it is listening."""
+        self._closed = True
+        self._changed.set()
 
     def joined(self, identity: str) -> None:
         self._here.add(identity)
@@ -131,7 +136,7 @@ class LiveHumans:
         while True:
             if not self._lines.empty():
                 return self._lines.get_nowait()
-            if not self._here:
+            if not self._here or self._closed:
                 return None
             self._changed.clear()
             await self._changed.wait()
@@ -198,14 +203,12 @@ class Floor:
         *,
         emit: Emit,
         humans: Humans,
-        clock: Callable[[], float] = time.monotonic,
         max_failures: int = 2,
     ) -> None:
         self.scenario = scenario
         self.rules = scenario.rules
         self._emit = emit
         self.humans = humans
-        self._clock = clock
         self._max_failures = max_failures
         self.speakers: list[Speaker] = []
         self.turns = 0
@@ -279,8 +282,11 @@ class Floor:
         return self.ending
 
     def request_end(self, reason: EndReason, detail: str = "") -> None:
-        """End from outside (shutdown): the floor stops at the next turn boundary."""
+        """End from outside (the job shutting down): whoever speaks is cut off and the floor
+        stops at once."""
         self._end(reason, detail)
+        if self._current is not None:
+            self._current.session.interrupt()
 
     def _end(self, reason: EndReason, detail: str = "", persona: str | None = None) -> None:
         if self.ending is None:

@@ -64,6 +64,14 @@ def make_session(models: SessionModels) -> AgentSession:
 
 class Stage(ABC):
     humans: Humans
+    # Set by the room runner: called once when the stage starts closing, so a shutdown from
+    # outside (the job draining) ends the floor as "shutdown" before the sessions go away.
+    on_close: Callable[[], None] | None = None
+
+    def _closing(self) -> None:
+        callback, self.on_close = self.on_close, None
+        if callback is not None:
+            callback()
 
     @abstractmethod
     async def open(self, entries: Sequence[StageEntry]) -> list[AgentSession | None]:
@@ -127,6 +135,7 @@ class LocalStage(Stage):
         return [None if isinstance(r, BaseException) else r for r in results]
 
     async def close(self) -> None:
+        self._closing()
         sessions, self._sessions = self._sessions, []
         await _close_sessions(sessions)
 
@@ -303,6 +312,8 @@ class LiveKitStage(Stage):
                 log.warning("session_report_failed", error=repr(e))
 
     async def close(self, *_: Any) -> None:
+        self._closing()
+        self.humans.close()
         self._report()
         sessions, self._sessions = self._sessions, []
         await _close_sessions(sessions)
