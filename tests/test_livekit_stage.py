@@ -212,3 +212,12 @@ async def test_live_humans_join_speak_and_leave():
     humans.gone("caller-1")
     assert await asyncio.wait_for(waiting, 5) is None
     assert humans.left()
+
+
+async def test_the_linked_human_falls_back_when_there_is_no_room():
+    from agents.models import SessionModels
+    from tests.fakes import FakeLLM
+    from workers.stage import make_session
+
+    session = make_session(SessionModels(llm=FakeLLM()))
+    assert LiveKitStage._linked_human(session) == "human"

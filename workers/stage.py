@@ -290,9 +290,12 @@ class LiveKitStage(Stage):
 
     @staticmethod
     def _linked_human(session: AgentSession) -> str:
-        room_io_ = getattr(session, "room_io", None)
-        participant = getattr(room_io_, "linked_participant", None) if room_io_ else None
-        return getattr(participant, "identity", None) or "human"
+        """The identity of the human the listening session is linked to."""
+        try:
+            participant = session.room_io.linked_participant
+        except RuntimeError:  # not started with a room
+            participant = None
+        return participant.identity if participant is not None else "human"
 
     async def _text_input(self, session: AgentSession, ev: Any) -> None:
         """Typed chat (lk.chat) from a human goes through the floor like speech."""
