@@ -41,8 +41,11 @@ demo: $(STAMP)
 room: $(STAMP)  # make room SCENARIO=dispatch_checkin IDENTITY=caller-jamie [ROOM=name]
 	$(PY) -m workers.dispatch $(SCENARIO) $(if $(IDENTITY),--identity $(IDENTITY)) $(if $(ROOM),--room $(ROOM))
 
+# Every bench/*.py script except the private modules (bench/_*.py); each prints one JSON object.
+BENCH_SCRIPTS := $(sort $(filter-out bench/_%,$(wildcard bench/*.py)))
+
 bench: $(STAMP)
-	@echo "make bench: the benchmarks are not built yet (bench/)." >&2; exit 1
+	@for f in $(BENCH_SCRIPTS); do echo "== $$f" >&2; $(PY) $$f || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info
