@@ -7,6 +7,7 @@ Nothing here imports `tests/`.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import math
@@ -16,7 +17,7 @@ import resource
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,21 @@ def machine() -> dict[str, Any]:
 def emit(result: dict[str, Any]) -> None:
     print(json.dumps(result, default=str))
     sys.stdout.flush()
+
+
+def run_async_bench(
+    parse: Callable[[list[str] | None], Any],
+    run: Callable[[Any], Awaitable[dict[str, Any]]],
+    argv: list[str] | None,
+) -> int:
+    """The `main()` of an asyncio benchmark: parse, run quietly, print its one JSON object."""
+    args = parse(argv)
+    quiet()
+    started = time.perf_counter()
+    result = asyncio.run(run(args))
+    result["elapsed_s"] = rounded(time.perf_counter() - started, 1)
+    emit(result)
+    return 0
 
 
 def rounded(value: float, digits: int = 3) -> float:

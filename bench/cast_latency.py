@@ -16,7 +16,6 @@ The LiveKit stage adds one room connection per extra persona (network, not measu
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import tempfile
 import time
@@ -31,10 +30,8 @@ from bench._common import (
     ObservedStage,
     bench_catalog,
     bench_scenario,
-    emit,
     machine,
-    quiet,
-    rounded,
+    run_async_bench,
     summary_ms,
 )
 
@@ -122,13 +119,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
-    quiet()
-    started = time.perf_counter()
-    result = asyncio.run(_run(args))
-    result["elapsed_s"] = rounded(time.perf_counter() - started, 1)
-    emit(result)
-    return 0
+    return run_async_bench(_parse, _run, argv)
 
 
 if __name__ == "__main__":

@@ -46,10 +46,9 @@ from bench._common import (
     bench_catalog,
     bench_scenario,
     cpu_s,
-    emit,
     machine,
-    quiet,
     rounded,
+    run_async_bench,
 )
 
 SAMPLE_RATE = 16_000
@@ -330,13 +329,7 @@ async def _speech_share(vad: Any, frames: list[Any]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
-    quiet()
-    started = time.perf_counter()
-    result = asyncio.run(_run(args))
-    result["elapsed_s"] = rounded(time.perf_counter() - started, 1)
-    emit(result)
-    return 0
+    return run_async_bench(_parse, _run, argv)
 
 
 if __name__ == "__main__":
