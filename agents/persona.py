@@ -160,15 +160,22 @@ def build_instructions(
         duties.append("You answer the humans unless they address someone else by name.")
     rules = [
         f"You are {me}. Speak only as yourself: never write, narrate or summarise lines for "
-        "anyone else, and never start your reply with a name or a role.",
+        "anyone else, and never label your reply with your own name or role.",
         "Keep every turn short and spoken: one to three sentences, plain words, no lists, "
         "no formatting.",
         "Address the others by name.",
-        'Lines from the others in the room reach you as "Name (role): text".',
+        'Lines from the others in the room reach you as "Name (role): text", and a human\'s '
+        'as "identity (human): text".',
         "Use your tools for facts such as loads, prices and tickets; never invent them.",
         "When someone else in the room should take over, call hand_over with a short summary. "
         "When the conversation has reached its goal, call end_conversation.",
     ]
+    if scenario.rules.turn_policy == "addressed":
+        rules.append(
+            'Whoever you speak to by name ("Chris, where are you?") answers next; merely '
+            "mentioning someone does not pass the turn. If you address nobody, a human in the "
+            "room answers if there is one."
+        )
     if moderator:
         rules.append(
             "You moderate this room: after each of your turns, call next_speaker to say "

@@ -156,3 +156,16 @@ def test_tool_schemas_describe_every_argument_and_list_choices(catalog, huddle) 
         "high",
         "urgent",
     ]
+
+
+def test_addressed_rooms_explain_how_the_turn_passes(catalog, huddle) -> None:
+    scenario, cast = huddle
+    tim = catalog.persona("tim")
+    rule = "Whoever you speak to by name"
+    assert rule not in build_instructions(tim, scenario, cast)
+    addressed = scenario.model_copy(
+        update={"rules": scenario.rules.model_copy(update={"turn_policy": "addressed"})}
+    )
+    text = build_instructions(tim, addressed, cast)
+    assert rule in text and "merely mentioning someone does not pass the turn" in text
+    assert '"identity (human): text"' in text
