@@ -41,13 +41,14 @@ class DriverAgent(PersonaAgent, role="driver", brief=BRIEF):
             "eta": parse_instant("eta", eta) if eta.strip() else "",
             "issue": issue.strip(),
         }
-        previous_eta = load.get("eta")
+        # The board's `eta` belongs to dispatch (update_eta); the driver's estimate sits
+        # beside it, so dispatch sees both and decides.
         load["location"] = args["location"]
         if args["eta"]:
-            load["eta"] = args["eta"]
+            load["driver_eta"] = args["eta"]
         if args["issue"]:
             load["issue"] = args["issue"]
-        result = {**args, "eta": load.get("eta"), "previous_eta": previous_eta}
+        result = {**args, "board_eta": load.get("eta")}
         return self.record("report_status", args, result)
 
     async def request_assistance(self, load_id: str, kind: AssistanceKind, details: str) -> str:

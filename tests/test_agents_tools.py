@@ -105,7 +105,12 @@ TOOL_CASES = [
         "chris",
         "report_status",
         {"load_id": "HDX-2478", "location": "I-10 near El Paso", "eta": "2026-11-21T19:15:00Z"},
-        {"location": "I-10 near El Paso", "eta": "2026-11-21T19:15:00Z", "issue": ""},
+        {
+            "location": "I-10 near El Paso",
+            "eta": "2026-11-21T19:15:00Z",
+            "issue": "",
+            "board_eta": "2026-11-21T18:30:00Z",  # unchanged: dispatch owns the board's ETA
+        },
         True,
     ),
     (
@@ -209,7 +214,8 @@ async def test_lookup_load_sees_changes_from_other_personas(catalog, mixed) -> N
     fake = await one_turn(dispatcher, [call("lookup_load", load_id="HDX-2478"), say("Seen.")])
     load = json.loads(tool_output(fake).output)
     assert load["location"] == "Las Cruces, NM"
-    assert load["eta"] == "2026-11-21T20:00:00Z"
+    assert load["driver_eta"] == "2026-11-21T20:00:00Z"
+    assert load["eta"] == "2026-11-21T18:30:00Z"  # the board's ETA is dispatch's to change
     assert load["issue"] == "flat tyre fixed"
 
 
