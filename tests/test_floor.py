@@ -453,3 +453,12 @@ async def test_closing_the_stage_from_outside_ends_the_room_as_shutdown(
     assert result.reason == "shutdown"
     events = read_transcript(result.transcript_path)
     assert events[-1]["event"] == "room_ended" and events[-1]["reason"] == "shutdown"
+
+
+async def test_a_lone_persona_turns_to_the_humans_not_to_itself(catalog, tmp_path, scenarios_dir):
+    # support leads, sales stands by: with no caller at all, support greets once and the room
+    # ends, instead of support answering itself until a limit
+    room = Room(catalog, tmp_path, _scenario("inbound_support", scenarios_dir), {})
+    result = await room.run(human_lines=[])
+    assert result.reason == "humans_left" and result.turns == 1
+    room.assert_released()

@@ -221,3 +221,20 @@ async def test_the_linked_human_falls_back_when_there_is_no_room():
 
     session = make_session(SessionModels(llm=FakeLLM()))
     assert LiveKitStage._linked_human(session) == "human"
+
+
+async def test_live_humans_wait_for_a_caller_who_has_not_joined_yet():
+    from workers.floor import LiveHumans
+
+    humans = LiveHumans()
+    waiting = asyncio.ensure_future(humans.listen())
+    await asyncio.sleep(0)
+    assert not waiting.done()  # nobody has come yet: that is not "everyone left"
+    humans.joined("caller-7")
+    humans.said("caller-7", "hi, anyone there?")
+    assert (await asyncio.wait_for(waiting, 5)).identity == "caller-7"
+    # closing the room wakes a waiting floor
+    waiting = asyncio.ensure_future(humans.listen())
+    await asyncio.sleep(0)
+    humans.close()
+    assert await asyncio.wait_for(waiting, 5) is None

@@ -136,7 +136,9 @@ class LiveHumans:
         while True:
             if not self._lines.empty():
                 return self._lines.get_nowait()
-            if not self._here or self._closed:
+            # None once everyone who came has left; before anyone came, wait for them
+            # (the room's time limit bounds the wait)
+            if self._closed or self.left():
                 return None
             self._changed.clear()
             await self._changed.wait()
@@ -483,8 +485,8 @@ class Floor:
     def _next_by_policy(self, speaker: Speaker, text: str) -> Any:
         active = self.active
         others = [s for s in active if s is not speaker]
-        if not others:
-            return _HUMANS if self.humans.present() else speaker
+        if not others:  # nobody else on the floor: whoever speaks next is human
+            return _HUMANS
         policy = self.rules.turn_policy
         if policy in ("alternate", "round_robin"):
             if speaker not in active:
