@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 
 import pytest
 from livekit import api, rtc
@@ -104,6 +105,7 @@ class FakeRoom:
 class FakeCtx:
     def __init__(self) -> None:
         self.room = FakeRoom()
+        self.job = SimpleNamespace(room=SimpleNamespace(name="room-9"))
         self.shutdown_callbacks: list = []
 
     def add_shutdown_callback(self, cb) -> None:
@@ -238,3 +240,55 @@ async def test_live_humans_wait_for_a_caller_who_has_not_joined_yet():
     await asyncio.sleep(0)
     humans.close()
     assert await asyncio.wait_for(waiting, 5) is None
+
+
+async def test_open_starts_each_persona_on_its_own_connection_and_reports_each(
+    catalog, scenarios_dir
+):
+    """The LiveKit stage as far as it goes offline: real sessions started on unconnected
+    rtc.Rooms inside livekit's fake job context (the network join is injected)."""
+    from livekit.agents.testing import fake_job_context
+
+    from agents.models import SessionModels
+    from agents.persona import RecordingFloor, build_agent
+    from agents.room_data import RoomData
+    from config.scenario import load_scenario
+    from tests.fakes import FakeLLM
+
+    scenario = load_scenario("dispatch_checkin", scenarios_dir=scenarios_dir)
+    cast = {"dispatcher": catalog.persona("tim"), "driver": catalog.persona("chris")}
+    room_data = RoomData(scenario, catalog)
+    joined: list[tuple[rtc.Room, str]] = []
+
+    async def connect(room, url, token):
+        joined.append((room, api.TokenVerifier(KEY, SECRET).verify(token).identity))
+
+    with fake_job_context(room=rtc.Room()) as ctx:
+        stage = LiveKitStage(
+            ctx,
+            url="ws://x",
+            api_key=KEY,
+            api_secret=SECRET,
+            campaign=scenario.campaign,
+            connect=connect,
+        )
+        entries = [
+            StageEntry(
+                Seat(p, next(s for s in scenario.cast if s.role == role), "t", f"agent_{p.id}_r"),
+                build_agent(p, room=room_data, cast=cast, floor=RecordingFloor()),
+                lambda: SessionModels(llm=FakeLLM()),
+                hears_humans=role == "dispatcher",
+            )
+            for role, p in cast.items()
+        ]
+        async with asyncio.timeout(20):
+            sessions = await stage.open(entries)
+            assert all(s is not None for s in sessions)
+            # the first persona uses the job's own room; the other joined with its own token
+            assert [identity for _, identity in joined] == [
+                persona_identity("chris", ctx.job.room.name)
+            ]
+            assert joined[0][0] is not ctx.room
+            await stage.close()
+    assert sorted(stage.reports) == ["chris", "tim"]  # a report for every persona
+    assert stage.reports["tim"] and stage.reports["chris"]

@@ -200,11 +200,16 @@ class LiveKitStage(Stage):
         self._room_factory = room_factory
         self.humans = LiveHumans()
         self._rooms: list[rtc.Room] = []
-        self._sessions: list[AgentSession] = []
+        self._sessions: dict[str, AgentSession] = {}  # persona id -> session
         self._reported = False
-        self.reports: dict[str, dict] = {}
+        self.reports: dict[str, dict] = {}  # persona id -> livekit SessionReport.to_dict()
         self.on_human_speaking: Callable[[], None] | None = None
         ctx.add_shutdown_callback(self.close)
+
+    @property
+    def room_name(self) -> str:
+        """The server's name for the room (set on the job before any connection exists)."""
+        return self._ctx.job.room.name or self._ctx.room.name
 
     async def _join(self, entry: StageEntry) -> rtc.Room:
         """A persona's own connection to the room, with a token minted for it alone."""
@@ -213,7 +218,7 @@ class LiveKitStage(Stage):
         token = mint_persona_token(
             api_key=self._key,
             api_secret=self._secret,
-            room=self._ctx.room.name,
+            room=self.room_name,
             persona=entry.seat.persona,
             campaign=self._campaign,
         )
@@ -242,7 +247,7 @@ class LiveKitStage(Stage):
                 if room is None:
                     raise StageError(f"{entry.seat.persona.id} did not join")
                 session = make_session(entry.models())
-                self._sessions.append(session)
+                self._sessions[entry.seat.persona.id] = session
                 if entry.hears_humans:
                     self._listen(session, entry)
                 await session.start(
@@ -307,10 +312,9 @@ class LiveKitStage(Stage):
         if self._reported:
             return
         self._reported = True
-        for session in self._sessions:
+        for persona_id, session in self._sessions.items():
             try:
-                report = self._ctx.make_session_report(session)
-                self.reports[str(id(session))] = report.to_dict()
+                self.reports[persona_id] = self._ctx.make_session_report(session).to_dict()
             except Exception as e:  # a report must never block teardown
                 log.warning("session_report_failed", error=repr(e))
 
@@ -318,7 +322,7 @@ class LiveKitStage(Stage):
         self._closing()
         self.humans.close()
         self._report()
-        sessions, self._sessions = self._sessions, []
+        sessions, self._sessions = list(self._sessions.values()), {}
         await _close_sessions(sessions)
         rooms, self._rooms = self._rooms, []
         for room in rooms:
