@@ -224,7 +224,8 @@ def bench_scenario(
 
     Each role's script starts with its lines from the shipped `all_four` scenario (tool calls
     included, when `tools`), then distinct filler lines, so the loop guard never fires and
-    every turn is a real generation."""
+    every turn is a real generation. A lone persona talks with a scripted caller (a persona
+    with nobody else on the floor turns to the humans), one caller line per turn."""
     if not 1 <= personas <= len(ROLES4):
         raise ValueError(f"personas must be 1..{len(ROLES4)}")
     base = _all_four()
@@ -252,6 +253,9 @@ def bench_scenario(
             "loop_guard": loop_guard,
         },
         "script": script,
+        "human_lines": [f"Caller here, question {k}?" for k in range(1, turns + 1)]
+        if personas == 1
+        else [],
     }
     return parse_scenario(json.dumps(data), "bench scenario")
 

@@ -59,7 +59,7 @@ async def _once(selector: Any, catalog: Any, scenario: Any, tmp: Path, i: int) -
     cast = selector.cast(scenario)
     accepted = time.perf_counter()
     names = {m.slot.role: m.persona.name for m in cast.members}
-    stage = ObservedStage()
+    stage = ObservedStage(scenario.human_lines)
     room = f"bench-cast-{i}"
     try:
         result = await run_room(

@@ -128,7 +128,7 @@ async def _room(index: int, personas: int, turns: int, tmp: Path) -> dict[str, A
             scenario=scenario,
             catalog=catalog,
             seats=seats_for(cast.members, room, persona_identity),
-            stage=ObservedStage(on_open=on_open),
+            stage=ObservedStage(scenario.human_lines, on_open=on_open),
             models_for=models_for,
             transcripts_dir=tmp,
             listeners=[on_event],
