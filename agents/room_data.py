@@ -85,7 +85,6 @@ class RoomData:
         ref = reference or load_reference()
         self.scenario = scenario
         self.catalog = catalog
-        self.reference = ref
         self.tenant: Tenant = catalog.tenant_of(scenario.campaign)
         self.price_list: dict[str, Any] = copy.deepcopy(ref.price_list)
         self.knowledge_base: tuple[dict[str, Any], ...] = ref.knowledge_base
@@ -97,9 +96,6 @@ class RoomData:
             key = load["id"].upper()
             self.loads[key] = {**self.loads.get(key, {}), **copy.deepcopy(load)}
         self.tickets: dict[str, dict[str, Any]] = {}
-        self.leads: list[dict[str, Any]] = []
-        self.quotes: list[dict[str, Any]] = []
-        self.messages: list[dict[str, Any]] = []  # voicemail
         self.outcome = Outcome()
         self._counters: dict[str, Iterator[int]] = {}
 
@@ -107,6 +103,19 @@ class RoomData:
         """Deterministic per-room ids: next_id("TKT") -> "TKT-0001", then "TKT-0002"."""
         counter = self._counters.setdefault(prefix, itertools.count(1))
         return f"{prefix}-{next(counter):04d}"
+
+    # Leads, quotes and voicemail messages live only in the outcome, which records them all.
+    @property
+    def leads(self) -> list[dict[str, Any]]:
+        return [e.result for e in self.outcome.by_tool("qualify_lead")]
+
+    @property
+    def quotes(self) -> list[dict[str, Any]]:
+        return [e.result for e in self.outcome.by_tool("quote_price")]
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return [e.result for e in self.outcome.by_tool("take_message")]
 
     def find_load(self, load_id: str) -> dict[str, Any] | None:
         return self.loads.get(load_id.strip().upper())

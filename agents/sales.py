@@ -105,7 +105,6 @@ class SalesAgent(PersonaAgent, role="sales", brief=BRIEF):
             "grade": grade,
             "next_step": next_step,
         }
-        self.room.leads.append(lead)
         return self.record("qualify_lead", args, lead)
 
     async def quote_price(self, product: str, quantity: int) -> str:
@@ -149,5 +148,4 @@ class SalesAgent(PersonaAgent, role="sales", brief=BRIEF):
             "tier_discount": tier_discount,
             "total_per_month": float(total),
         }
-        self.room.quotes.append(quote)
         return self.record("quote_price", args, quote)

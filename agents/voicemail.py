@@ -43,5 +43,4 @@ class VoicemailAgent(PersonaAgent, role="voicemail", brief=BRIEF):
             "message": require_text("message", message),
         }
         saved = {"message_id": self.room.next_id("MSG"), **args, "status": "saved"}
-        self.room.messages.append(saved)
         return self.record("take_message", args, saved)
