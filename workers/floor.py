@@ -219,7 +219,6 @@ class Floor:
         self._holder: Speaker | None = None
         self._previous: Speaker | None = None
         self._requests: list[HandOverRequest | EndRequest | NextSpeakerRequest] = []
-        self._generating = 0
 
     # -- set-up ---------------------------------------------------------------------------
     def seat(self, speakers: Sequence[Speaker], *, opener: str, lead: str) -> None:
@@ -333,7 +332,6 @@ class Floor:
         """Ask one persona to speak; relay what it said. None when its model failed."""
         self._current = speaker
         errors_before = len(speaker.errors)
-        self._generating += 1
         try:
             handle = speaker.session.generate_reply(instructions=instructions or None)
             await handle
@@ -341,7 +339,6 @@ class Floor:
         except RuntimeError as e:  # the session is closing
             handle, failure = None, e
         finally:
-            self._generating -= 1
             self._current = None
         items = list(handle.chat_items) if handle is not None else []
         self._record_tools(speaker, items)
@@ -505,11 +502,6 @@ class Floor:
         if self._previous is not None and self._previous in others:
             return self._previous
         return self._lead if self._lead in others else others[0]
-
-    @property
-    def generating(self) -> int:
-        """How many personas are generating right now (never more than one)."""
-        return self._generating
 
     def chat_ctx_of(self, persona_id: str) -> llm.ChatContext:
         return self._by_id[persona_id].agent.chat_ctx

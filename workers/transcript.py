@@ -47,10 +47,6 @@ class Transcript:
             listener(record)
         return record
 
-    @property
-    def closed(self) -> bool:
-        return self._file is None
-
     def close(self) -> None:
         with self._lock:
             if self._file is not None:
