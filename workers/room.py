@@ -126,8 +126,7 @@ async def run_room(
         ]
         floor.seat(speakers, opener=opener.persona.id, lead=lead.persona.id)
         stage.on_close = lambda: floor.request_end(EndReason.SHUTDOWN, "the stage was closed")
-        if hasattr(stage, "on_human_speaking"):
-            stage.on_human_speaking = floor.human_started_speaking
+        stage.on_human_speaking = floor.human_started_speaking
         ending = await floor.run()
     except StageError as e:
         ending = Ending(EndReason.START_FAILED, str(e))

@@ -67,6 +67,9 @@ class Stage(ABC):
     # Set by the room runner: called once when the stage starts closing, so a shutdown from
     # outside (the job draining) ends the floor as "shutdown" before the sessions go away.
     on_close: Callable[[], None] | None = None
+    # Set by the room runner: a human started speaking (the LiveKit stage's listener calls it;
+    # on the local stage humans only speak between turns).
+    on_human_speaking: Callable[[], None] | None = None
 
     def _closing(self) -> None:
         callback, self.on_close = self.on_close, None
@@ -203,7 +206,6 @@ class LiveKitStage(Stage):
         self._sessions: dict[str, AgentSession] = {}  # persona id -> session
         self._reported = False
         self.reports: dict[str, dict] = {}  # persona id -> livekit SessionReport.to_dict()
-        self.on_human_speaking: Callable[[], None] | None = None
         ctx.add_shutdown_callback(self.close)
 
     @property
