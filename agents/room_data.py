@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,8 +16,9 @@ from importlib import resources
 from typing import Any
 
 from agents.outcome import Outcome
+from config import jsonio
 from config.catalog import Catalog, Tenant
-from config.errors import ConfigError, Problem, ScenarioError
+from config.errors import ConfigError, Problem
 from config.scenario import Scenario
 
 
@@ -34,9 +34,11 @@ class ReferenceData:
 def _read(name: str) -> dict[str, Any]:
     path = resources.files("config") / "reference" / name
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
+        data = jsonio.loads(path.read_bytes())
+    except OSError as e:
         raise ConfigError(str(path), [Problem("$", f"cannot read reference data: {e}")]) from None
+    except jsonio.JsonInputError as e:
+        raise ConfigError(str(path), [e.problem]) from None
     if not isinstance(data, dict):
         raise ConfigError(str(path), [Problem("$", "expected a JSON object")])
     return data
@@ -50,30 +52,6 @@ def load_reference() -> ReferenceData:
         price_list=_read("price_list.json"),
         knowledge_base=tuple(_read("knowledge_base.json")["articles"]),
     )
-
-
-def _scenario_loads(scenario: Scenario) -> list[dict[str, Any]]:
-    """`context.loads`: a list of load objects with an `id`, or a mapping id -> fields."""
-    raw = scenario.context.get("loads")
-    if raw is None:
-        return []
-    if isinstance(raw, dict):
-        raw = [{**fields, "id": load_id} for load_id, fields in raw.items()]
-    problems: list[Problem] = []
-    if not isinstance(raw, list):
-        problems.append(Problem("$.context.loads", "expected a list of loads or an id mapping"))
-        raw = []
-    loads = []
-    for i, item in enumerate(raw):
-        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
-            problems.append(
-                Problem(f"$.context.loads[{i}]", "a load needs a non-empty string `id`")
-            )
-            continue
-        loads.append(item)
-    if problems:
-        raise ScenarioError(scenario.name, problems)
-    return loads
 
 
 class RoomData:
@@ -92,7 +70,8 @@ class RoomData:
         self.loads: dict[str, dict[str, Any]] = {
             load["id"].upper(): copy.deepcopy(load) for load in ref.loads
         }
-        for load in _scenario_loads(scenario):
+        # context.loads was checked with the scenario (config.scenario.ScenarioContext)
+        for load in scenario.loads:
             key = load["id"].upper()
             self.loads[key] = {**self.loads.get(key, {}), **copy.deepcopy(load)}
         self.tickets: dict[str, dict[str, Any]] = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from config import models, roles
+from config import jsonio, models, roles
 from config.errors import CatalogError, Problem, problems_from_validation
 
 MAX_CATALOG_BYTES = 4 * 1024 * 1024
@@ -236,11 +235,9 @@ def parse_catalog(text: str | bytes, source: str = "inline") -> Catalog:
             source, [Problem("$", f"catalog is {len(text)} bytes", f"limit is {MAX_CATALOG_BYTES}")]
         )
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CatalogError(
-            source, [Problem("$", f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}")]
-        ) from None
+        data = jsonio.loads(text)
+    except jsonio.JsonInputError as e:
+        raise CatalogError(source, [e.problem]) from None
     try:
         catalog = Catalog.model_validate(data)
     except ValidationError as e:

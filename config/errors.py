@@ -21,13 +21,19 @@ class Problem:
         return f"{text} ({self.hint})" if self.hint else text
 
 
+def printable(text: str) -> str:
+    """`text` with any lone surrogate escaped, so printing an error can never fail."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class ConfigError(ValueError):
     """Bad catalog or scenario input. `source` is a file path or "inline"."""
 
     def __init__(self, source: str, problems: Sequence[Problem]) -> None:
-        self.source = source
+        # a path from the command line may hold undecodable bytes (surrogate escapes)
+        self.source = printable(source)
         self.problems = list(problems)
-        lines = [f"{source}: {p.render()}" for p in self.problems]
+        lines = [printable(f"{self.source}: {p.render()}") for p in self.problems]
         super().__init__("\n".join(lines))
 
 

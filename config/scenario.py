@@ -3,19 +3,37 @@ JSON (dispatch metadata), then checked against the catalog before any room is jo
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+    with_config,
+)
+from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict
 
-from config import roles
+from config import jsonio, roles
 from config.catalog import Catalog
 from config.errors import Problem, ScenarioError, problems_from_validation
 
 MAX_SCENARIO_BYTES = 256 * 1024
+# Use only with `fullmatch` (see is_scenario_name): Python's `$` also matches before a final
+# "\n". pydantic's `pattern=` runs it in Rust's regex engine, where `$` is the end of the text.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def is_scenario_name(text: str) -> bool:
+    """Whether `text` is a bare scenario name (no path, no trailing newline)."""
+    return NAME_PATTERN.fullmatch(text) is not None
+
 
 TurnPolicy = Literal["alternate", "round_robin", "addressed", "moderated"]
 
@@ -60,12 +78,52 @@ class ScriptLine(_Strict):
         return self
 
 
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+@with_config(ConfigDict(extra="allow"))
+class Load(TypedDict):
+    """One load the dispatch tools can look up: an `id` plus any fields (origin, eta, ...)."""
+
+    id: NonEmpty
+
+
+LoadFields = dict[str, Any]
+_LOAD_LIST = TypeAdapter(list[Load])
+_LOAD_MAPPING = TypeAdapter(dict[NonEmpty, LoadFields])
+LoadsInput = list[Load] | dict[str, LoadFields] | None
+
+
+def _valid_loads(raw: Any) -> Any:
+    """Checks either form and keeps it as written (the personas see the context verbatim).
+    Dispatching by hand keeps union tags out of the error paths."""
+    if raw is None:
+        return None
+    if isinstance(raw, list):
+        _LOAD_LIST.validate_python(raw)
+        return raw
+    if isinstance(raw, dict):
+        _LOAD_MAPPING.validate_python(raw)
+        return raw
+    raise PydanticCustomError(
+        "loads_shape", "expected a list of loads (each with an `id`) or a mapping id -> fields"
+    )
+
+
+@with_config(ConfigDict(extra="allow"))
+class ScenarioContext(TypedDict, total=False):
+    """Data for the personas: free-form JSON (they read it all), except the keys the tools
+    read, which are checked: `loads`, a list of loads with an `id` or a mapping id -> fields."""
+
+    loads: Annotated[LoadsInput, PlainValidator(_valid_loads, json_schema_input_type=LoadsInput)]
+
+
 class Scenario(_Strict):
     name: str = Field(pattern=NAME_PATTERN.pattern)
     description: str = ""
     campaign: str
     cast: tuple[CastSlot, ...] = Field(min_length=1)
-    context: dict[str, Any] = Field(default_factory=dict)
+    context: ScenarioContext = Field(default_factory=lambda: ScenarioContext())
     rules: Rules = Rules()
     on_no_cast: Literal["reject", "voicemail"] = "reject"
     script: dict[str, tuple[ScriptLine, ...]] = Field(
@@ -106,6 +164,23 @@ class Scenario(_Strict):
         """Who answers humans by default: the `leads` slot, else the opener."""
         return next((s for s in self.cast if s.leads), self.opener_slot)
 
+    @property
+    def loads(self) -> tuple[dict[str, Any], ...]:
+        """`context.loads` (validated with the scenario), each load with its `id`, whichever
+        form the scenario used."""
+        raw = self.context.get("loads")
+        if isinstance(raw, dict):
+            return tuple({**fields, "id": load_id} for load_id, fields in raw.items())
+        return tuple(raw or ())
+
+
+def scenario_from_data(data: Any, source: str = "inline") -> Scenario:
+    """Validate already parsed JSON as a scenario; raises ScenarioError naming `source`."""
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as e:
+        raise ScenarioError(source, problems_from_validation(e)) from None
+
 
 def parse_scenario(text: str | bytes, source: str = "inline") -> Scenario:
     """Parse scenario JSON; raises ScenarioError naming `source` and the JSON path."""
@@ -119,18 +194,10 @@ def parse_scenario(text: str | bytes, source: str = "inline") -> Scenario:
             ],
         )
     try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        detail = (
-            f"{e.msg} at line {e.lineno} column {e.colno}"
-            if isinstance(e, json.JSONDecodeError)
-            else str(e)
-        )
-        raise ScenarioError(source, [Problem("$", f"not valid JSON: {detail}")]) from None
-    try:
-        return Scenario.model_validate(data)
-    except ValidationError as e:
-        raise ScenarioError(source, problems_from_validation(e)) from None
+        data = jsonio.loads(text)
+    except jsonio.JsonInputError as e:
+        raise ScenarioError(source, [e.problem]) from None
+    return scenario_from_data(data, source)
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -145,7 +212,7 @@ def resolve_scenario_path(ref: str, scenarios_dir: Path, *, allow_outside: bool 
     root = scenarios_dir.resolve()
     looks_like_path = "/" in ref or "\\" in ref or ref.endswith(".json") or ref.startswith(".")
     if not looks_like_path:
-        if not NAME_PATTERN.match(ref):
+        if not is_scenario_name(ref):
             raise ScenarioError(
                 ref, [Problem("$", "not a scenario name", "use letters, digits, _ and -")]
             )
@@ -163,7 +230,12 @@ def resolve_scenario_path(ref: str, scenarios_dir: Path, *, allow_outside: bool 
                 ],
             )
         candidate = Path(ref)
-    resolved = candidate.resolve()
+    try:
+        resolved = candidate.resolve()
+    except (OSError, RuntimeError, ValueError) as e:  # a link loop, a NUL byte
+        raise ScenarioError(
+            ref, [Problem("$", f"cannot resolve the path: {e}", "name an existing scenario file")]
+        ) from None
     if not allow_outside and not _inside(resolved, root):
         raise ScenarioError(
             ref,
@@ -199,7 +271,13 @@ def load_scenario(
     if text.lstrip().startswith("{"):
         return parse_scenario(text, "inline")
     path = resolve_scenario_path(text, Path(scenarios_dir), allow_outside=allow_outside)
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ScenarioError(
+            str(path),
+            [Problem("$", f"cannot read the file: {e.strerror}", "check its permissions")],
+        ) from None
     return parse_scenario(data, str(path))
 
 

@@ -11,10 +11,15 @@ from config.scenario import (
     MAX_SCENARIO_BYTES,
     ScenarioError,
     check_scenario,
+    is_scenario_name,
     load_scenario,
     parse_scenario,
 )
 from config.schema import scenario_schema_text
+from config.settings import get_settings
+from tests.conftest import CATALOG_PATH, SCENARIOS_DIR
+from workers import plan as plan_cli
+from workers.job_plan import BadMetadata, JobPlan, PlanError, parse_job_metadata, voicemail_plan
 
 SHIPPED = ("dispatch_checkin", "inbound_support", "sales_support_handoff", "all_four")
 
@@ -182,3 +187,101 @@ def test_required_role_the_campaign_cannot_staff_is_refused(catalog):
 def test_script_tool_must_belong_to_the_role(catalog):
     with pytest.raises(ScenarioError, match=r"\$\.script\.driver\[0\]\.tool"):
         _check(catalog, script={"driver": [{"tool": "quote_price"}]})
+
+
+# -- context: the keys the tools read are checked with the scenario --------------------------
+
+BAD_LOADS = [
+    ([{"origin": "Reno, NV"}], r"\$\.context\.loads\[0\]\.id: Field required \(add it\)"),
+    ([{"id": "A-1"}, {"id": ""}], r"\$\.context\.loads\[1\]\.id: String should have at least 1"),
+    ([{"id": 7}], r"\$\.context\.loads\[0\]\.id: Input should be a valid string"),
+    (["HDX-2478"], r"\$\.context\.loads\[0\]: Input should be a valid dictionary"),
+    ({"MAP-9": "Boise"}, r"\$\.context\.loads\.MAP-9: Input should be a valid dictionary"),
+    (
+        "HDX-2478",
+        r"\$\.context\.loads: expected a list of loads \(each with an `id`\) or a mapping",
+    ),
+]
+
+
+@pytest.mark.parametrize(("loads", "expected"), BAD_LOADS)
+def test_context_loads_are_checked_with_the_scenario(loads, expected):
+    with pytest.raises(ScenarioError, match=expected):
+        parse_scenario(json.dumps(_minimal(context={"loads": loads, "note": "free-form"})))
+
+
+def test_context_loads_forms_are_accepted_and_the_context_kept_as_written():
+    listed = {"loads": [{"id": "NEW-1", "origin": "Reno, NV"}], "note": {"any": ["json", 1]}}
+    s = parse_scenario(json.dumps(_minimal(context=listed)))
+    assert s.context == listed  # the personas see the context verbatim
+    assert s.loads == ({"id": "NEW-1", "origin": "Reno, NV"},)
+    mapping = parse_scenario(json.dumps(_minimal(context={"loads": {"MAP-9": {"eta": "x"}}})))
+    assert mapping.loads == ({"eta": "x", "id": "MAP-9"},)
+    assert parse_scenario(json.dumps(_minimal(context={"loads": None}))).loads == ()
+    assert parse_scenario(json.dumps(_minimal())).loads == ()
+
+
+@pytest.fixture
+def bad_loads_dir(tmp_path):
+    """A scenarios directory whose one scenario has a load without an id."""
+    data = json.loads((SCENARIOS_DIR / "dispatch_checkin.json").read_text(encoding="utf-8"))
+    data["name"] = "bad_loads"
+    data["context"]["loads"] = [{"origin": "Dallas, TX"}]
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    (folder / "bad_loads.json").write_text(json.dumps(data), encoding="utf-8")
+    return folder
+
+
+def test_malformed_context_loads_is_refused_by_load_and_job_metadata(catalog, bad_loads_dir):
+    path = r"\$\.context\.loads\[0\]\.id: Field required"
+    with pytest.raises(ScenarioError, match=path):
+        load_scenario("bad_loads", scenarios_dir=bad_loads_dir)
+    inline = (bad_loads_dir / "bad_loads.json").read_text(encoding="utf-8")
+    for metadata in (json.dumps({"scenario": "bad_loads"}), inline):
+        with pytest.raises(BadMetadata, match=path) as info:
+            parse_job_metadata(metadata, catalog=catalog, scenarios_dir=bad_loads_dir)
+        assert info.value.problem == "invalid_scenario"
+    # a plan carrying such a scenario is refused by the job too
+    good = load_scenario("dispatch_checkin", scenarios_dir=SCENARIOS_DIR)
+    plan = json.loads(voicemail_plan(good, catalog).to_metadata())
+    plan["scenario"]["context"] = {"loads": [{"origin": "Dallas, TX"}]}
+    with pytest.raises(PlanError, match=path):
+        JobPlan.from_metadata(json.dumps(plan), catalog)
+
+
+def test_plan_cli_exits_2_on_malformed_context_loads(bad_loads_dir, monkeypatch, capsys):
+    monkeypatch.chdir(bad_loads_dir)  # no developer .env
+    monkeypatch.setenv("SCENARIOS_DIR", str(bad_loads_dir))
+    monkeypatch.setenv("CATALOG_PATH", str(CATALOG_PATH))
+    get_settings.cache_clear()
+    try:
+        code = plan_cli.main(["bad_loads"])
+    finally:
+        get_settings.cache_clear()
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "bad_loads.json: $.context.loads[0].id: Field required (add it)" in err
+    assert "Traceback" not in err
+
+
+# -- names: a trailing newline is not part of a name -----------------------------------------
+
+
+def test_scenario_name_field_refuses_a_trailing_newline():
+    # pydantic runs `pattern=` in Rust's regex engine, where `$` is the end of the text
+    with pytest.raises(ScenarioError, match=r"\$\.name: String should match pattern"):
+        parse_scenario(json.dumps(_minimal(name="dispatch_checkin\n")))
+
+
+@pytest.mark.parametrize("name", ["dispatch_checkin\n", "dispatch_checkin\r\n", "\ndispatch"])
+def test_scenario_names_refuse_a_trailing_newline(catalog, scenarios_dir, name):
+    assert not is_scenario_name(name)
+    with pytest.raises(ScenarioError, match="not a scenario name"):
+        load_scenario(name, scenarios_dir=scenarios_dir)
+    with pytest.raises(BadMetadata) as info:
+        parse_job_metadata(
+            json.dumps({"scenario": name}), catalog=catalog, scenarios_dir=scenarios_dir
+        )
+    assert info.value.problem == "bad_scenario_name"
+    assert is_scenario_name("dispatch_checkin")

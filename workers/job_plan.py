@@ -16,17 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pydantic import ValidationError
-
+from config import jsonio
 from config.catalog import Catalog, Persona
-from config.errors import ConfigError, ScenarioError
+from config.errors import ConfigError, ScenarioError, printable
 from config.scenario import (
-    NAME_PATTERN,
     CastSlot,
     Scenario,
     check_scenario,
+    is_scenario_name,
     load_scenario,
-    parse_scenario,
+    scenario_from_data,
 )
 from workers.tokens import persona_identity
 
@@ -49,9 +48,16 @@ class BadMetadata(ValueError):
     """Job metadata this worker cannot run. `problem` is a short code for logs and tests."""
 
     def __init__(self, problem: str, detail: str) -> None:
+        detail = printable(detail)  # logged: must never fail to encode
         super().__init__(f"{problem}: {detail}")
         self.problem = problem
         self.detail = detail
+
+
+def _short(value: object, limit: int = 80) -> str:
+    """A value for an error message: repr, cut so a huge input is not echoed in full."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -69,17 +75,18 @@ def parse_job_metadata(text: str, *, catalog: Catalog, scenarios_dir: Path) -> R
         raise BadMetadata(
             "empty", 'no scenario: dispatch with metadata {"scenario": NAME} or an inline scenario'
         )
-    size = len(text.encode())
+    # surrogatepass: a lone surrogate must reach the loader's clear error, not crash here
+    size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_METADATA_BYTES:
         raise BadMetadata("too_large", f"{size} bytes (limit {MAX_METADATA_BYTES})")
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise BadMetadata("not_json", f"{e.msg} at line {e.lineno} column {e.colno}") from None
+        data = jsonio.loads(text)
+    except jsonio.JsonInputError as e:
+        raise BadMetadata("not_json", f"job metadata: {e.problem.render()}") from None
     if not isinstance(data, dict):
         raise BadMetadata("not_object", f"expected a JSON object, got {type(data).__name__}")
     if "cast" in data:
-        request = _inline(text)
+        request = _inline(data)
     elif "scenario" in data:
         request = _named(data, scenarios_dir)
     else:
@@ -93,9 +100,9 @@ def parse_job_metadata(text: str, *, catalog: Catalog, scenarios_dir: Path) -> R
     return request
 
 
-def _inline(text: str) -> RoomRequest:
+def _inline(data: dict[str, Any]) -> RoomRequest:
     try:
-        return RoomRequest(parse_scenario(text, "job metadata"), "inline scenario")
+        return RoomRequest(scenario_from_data(data, "job metadata"), "inline scenario")
     except ScenarioError as e:
         raise BadMetadata("invalid_scenario", str(e)) from None
 
@@ -107,9 +114,13 @@ def _named(data: dict[str, Any], scenarios_dir: Path) -> RoomRequest:
             "unknown_field", f"{', '.join(unknown)} (allowed: {', '.join(NAME_FORM_FIELDS)})"
         )
     name = data["scenario"]
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not is_scenario_name(name):
         # Only bare names: no paths, so nothing can leave SCENARIOS_DIR.
-        raise BadMetadata("bad_scenario_name", f"{name!r} is not a scenario name in SCENARIOS_DIR")
+        raise BadMetadata(
+            "bad_scenario_name",
+            f"{_short(name)} is not a scenario name in SCENARIOS_DIR "
+            "(letters, digits, _ and -, at most 64)",
+        )
     try:
         scenario = load_scenario(name, scenarios_dir=scenarios_dir, allow_outside=False)
     except ScenarioError as e:
@@ -118,11 +129,13 @@ def _named(data: dict[str, Any], scenarios_dir: Path) -> RoomRequest:
     campaign = data.get("campaign")
     if campaign is not None:
         if not isinstance(campaign, str) or not campaign:
-            raise BadMetadata("bad_campaign", f"campaign must be a campaign id, got {campaign!r}")
+            raise BadMetadata(
+                "bad_campaign", f"campaign must be a campaign id, got {_short(campaign)}"
+            )
         scenario = scenario.model_copy(update={"campaign": campaign})
     inbound = data.get("inbound", False)
     if not isinstance(inbound, bool):
-        raise BadMetadata("bad_inbound", f"inbound must be true or false, got {inbound!r}")
+        raise BadMetadata("bad_inbound", f"inbound must be true or false, got {_short(inbound)}")
     return RoomRequest(scenario, f"scenario {name}", inbound)
 
 
@@ -185,32 +198,38 @@ class JobPlan:
         """Parse and check a plan; PlanError says what is wrong (e.g. a persona the job's
         catalog does not know: the worker and the job read different catalogs)."""
         try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, TypeError) as e:
+            data = jsonio.loads(text)
+        except jsonio.JsonInputError as e:
             raise PlanError(
-                f"job plan is not JSON ({e}); was the job accepted by this worker?"
+                f"job plan is not JSON a worker wrote ({e.problem.render()}); "
+                "was the job accepted by this worker?"
             ) from None
         if not isinstance(data, dict) or data.get("v") != PLAN_VERSION:
             raise PlanError(f"job plan is not a version {PLAN_VERSION} plan object")
         try:
-            scenario = Scenario.model_validate(data.get("scenario"))
+            scenario = scenario_from_data(data.get("scenario"), "job plan")
             check_scenario(scenario, catalog, "job plan")
-        except ValidationError as e:
-            raise PlanError(f"job plan scenario is invalid: {e}") from None
         except ConfigError as e:
             raise PlanError(str(e)) from None
         slots = {s.role: s for s in scenario.cast}
         members: list[PlanMember] = []
-        for i, raw in enumerate(data.get("members") or ()):
+        raw_members = data.get("members") or []
+        if not isinstance(raw_members, list):
+            raise PlanError(
+                "job plan: $.members is not a list of [role, persona, reason, required]"
+            )
+        for i, raw in enumerate(raw_members):
             if not (isinstance(raw, list) and len(raw) == 4):
                 raise PlanError(f"job plan member {i} is not [role, persona, reason, required]")
             member = PlanMember(str(raw[0]), str(raw[1]), str(raw[2]), bool(raw[3]))
             slot = slots.get(member.role)
             if slot is None:
-                raise PlanError(f"job plan member {i}: role {member.role!r} is not in the cast")
+                raise PlanError(
+                    f"job plan member {i}: role {_short(member.role)} is not in the cast"
+                )
             if member.persona_id not in catalog.persona_by_id:
                 raise PlanError(
-                    f"job plan member {i}: unknown persona {member.persona_id!r} "
+                    f"job plan member {i}: unknown persona {_short(member.persona_id)} "
                     "(the worker and the job read different catalogs?)"
                 )
             if slot.persona is not None and slot.persona != member.persona_id:
