@@ -5,7 +5,6 @@ Construction only: building these plugin objects opens no connection; using them
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,8 +15,13 @@ from livekit.agents.tts import TTS
 from livekit.agents.vad import VAD
 from livekit.plugins import openai
 from openai.types.realtime.realtime_audio_input_turn_detection import ServerVad
+from pydantic import SecretStr
 
 from config.catalog import Persona
+from config.settings import Settings
+
+# A key as callers hold it: wrapped (from Settings) or plain; "" and None mean "not given".
+ApiKey = SecretStr | str | None
 
 
 @dataclass
@@ -33,9 +37,16 @@ class SessionModels:
         return {"llm": self.llm, "stt": self.stt, "tts": self.tts, "vad": self.vad}
 
 
-def _api_key(openai_api_key: str | None) -> str:
-    key = openai_api_key or os.environ.get("OPENAI_API_KEY")
-    if not key:
+def _plain(key: ApiKey) -> str | None:
+    text = key.get_secret_value() if isinstance(key, SecretStr) else key
+    return text if text and text.strip() else None
+
+
+def _api_key(openai_api_key: ApiKey) -> str:
+    """The key handed to the OpenAI plugins, unwrapped only here: the caller's, else the one
+    Settings reads (environment or .env; read afresh, so a key exported later counts)."""
+    key = _plain(openai_api_key) or _plain(Settings().openai_key())
+    if key is None:
         raise ValueError(
             "OPENAI_API_KEY is not set: the personas' OpenAI models need it. "
             "Set it, or run offline with agents.offline.offline_models()."
@@ -44,7 +55,7 @@ def _api_key(openai_api_key: str | None) -> str:
 
 
 def build_models(
-    persona: Persona, *, vad: VAD | None = None, openai_api_key: str | None = None
+    persona: Persona, *, vad: VAD | None = None, openai_api_key: ApiKey = None
 ) -> SessionModels:
     """Voice models for `persona`: one realtime model, or VAD + STT + LLM + TTS.
 
@@ -78,7 +89,7 @@ def build_models(
     )
 
 
-def build_text_models(persona: Persona, *, openai_api_key: str | None) -> SessionModels:
+def build_text_models(persona: Persona, *, openai_api_key: ApiKey) -> SessionModels:
     """Text only (the simulation with a key): the persona's pipeline LLM, also for realtime
     personas, whose realtime model would need audio."""
     m = persona.model

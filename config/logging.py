@@ -2,6 +2,9 @@
 
 `bind_context(room=..., job_id=..., persona=...)` binds fields once per task; every event
 logged afterwards in that task (ours or livekit's) carries them.
+
+Tracebacks never show local variables, in either format: a frame's locals may hold a secret
+(an API key handed to a client), and a log is read by more people than the process.
 """
 
 from __future__ import annotations
@@ -29,9 +32,12 @@ def configure_logging(fmt: LogFormat = "console", level: str = "INFO", stream: A
     renderer: Any
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
-        exc = structlog.processors.format_exc_info
+        exc = structlog.processors.format_exc_info  # stdlib's text traceback: no locals
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
+        # The console default is rich's traceback WITH locals: the plain one has none.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback
+        )
         exc = None
 
     structlog.configure(

@@ -1,21 +1,39 @@
-"""Process settings from the environment and an optional `.env` file."""
+"""Process settings from the environment and an optional `.env` file.
+
+An empty (or blank) value is no value: `OPENAI_API_KEY=` as `.env.example` ships it means "not
+set", whichever source it comes from. Secrets stay `SecretStr` until handed to a client, and
+`describe_settings_error` explains a bad setting without ever echoing its value.
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENV_FILE = ".env"
+
+# What reading the settings can raise: a bad value, or a .env that is not UTF-8 or unreadable.
+SETTINGS_ERRORS: tuple[type[Exception], ...] = (ValidationError, UnicodeDecodeError, OSError)
+_FIX = "in the environment or .env, or unset {0} for the default; .env.example lists every setting"
+
+
+def _blank(value: Any) -> bool:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return isinstance(value, str) and not value.strip()
 
 
 class Settings(BaseSettings):
     """Every knob the worker and the command-line tools read. See `.env.example`."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_file=ENV_FILE, env_file_encoding="utf-8", env_ignore_empty=True, extra="ignore"
+    )
 
     livekit_url: str | None = None
     livekit_api_key: str | None = None
@@ -38,6 +56,19 @@ class Settings(BaseSettings):
     # `dev`). Give each worker its own when several run on one host.
     worker_http_port: int | None = Field(default=None, ge=0, le=65535)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_blank_values(cls, data: Any) -> Any:
+        # env_ignore_empty covers "" from the environment and .env; this also covers blanks
+        # ("  ") and constructor arguments, so every source means the same by "empty".
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not _blank(v)}
+        return data
+
+    def openai_key(self) -> SecretStr | None:
+        """The OpenAI key, or None when it is not set: the one test every caller uses."""
+        return self.openai_api_key
+
     def livekit_missing(self) -> list[str]:
         """Names of the LiveKit settings that are not set (empty when all are)."""
         values = {
@@ -51,3 +82,35 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def _without_value(message: str, value: Any) -> str:
+    # pydantic's messages do not quote the input today; a validator's own message might.
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    if isinstance(text, str) and len(text) >= 3 and text in message:
+        return message.replace(text, "<the value>")
+    return message
+
+
+def _describe_validation(e: ValidationError) -> str:
+    problems = []
+    for err in e.errors(include_url=False):
+        name = "_".join(str(p) for p in err["loc"]).upper() or "SETTINGS"
+        msg = _without_value(err["msg"], err.get("input"))
+        problems.append(f"{name}: {msg[:1].lower()}{msg[1:]}")
+    which = "it" if len(problems) == 1 else "them"
+    return f"{'; '.join(problems)} (fix {which} {_FIX.format(which)})"
+
+
+def describe_settings_error(e: Exception) -> str:
+    """One line naming each bad setting, what is wrong and the fix; never a value."""
+    if isinstance(e, ValidationError):
+        return _describe_validation(e)
+    if isinstance(e, UnicodeDecodeError):
+        return (
+            f"{ENV_FILE}: not UTF-8 text (undecodable byte at offset {e.start}): save it as UTF-8"
+        )
+    if isinstance(e, OSError):
+        where = e.filename or ENV_FILE
+        return f"{where}: cannot be read ({e.strerror or type(e).__name__}): fix or remove it"
+    return f"{type(e).__name__} while reading the settings: check the environment and {ENV_FILE}"

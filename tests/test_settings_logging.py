@@ -11,22 +11,10 @@ import structlog
 from pydantic import ValidationError
 
 from config.logging import bind_context, clear_context, configure_logging, get_logger
-from config.settings import Settings
+from config.settings import Settings, describe_settings_error
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch, tmp_path):
-    for name in (
-        "LIVEKIT_URL",
-        "LIVEKIT_API_KEY",
-        "LIVEKIT_API_SECRET",
-        "OPENAI_API_KEY",
-        "AGENT_NAME",
-        "LOAD_THRESHOLD",
-        "LOG_FORMAT",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)  # no stray .env
+# tests/conftest.py removes every setting from the environment and runs each test in its
+# own empty directory, so Settings() sees no stray .env.
 
 
 def test_defaults():
@@ -61,6 +49,41 @@ def test_bad_values_are_refused(monkeypatch):
     monkeypatch.setenv("LOG_FORMAT", "xml")
     with pytest.raises(ValidationError, match="log_format"):
         Settings()
+
+
+def test_an_empty_value_is_no_value_from_every_source(monkeypatch, tmp_path):
+    env = tmp_path / ".env"
+    env.write_text(
+        "OPENAI_API_KEY=\nLIVEKIT_API_SECRET=  \nAGENT_NAME=\nLOAD_THRESHOLD=\n"
+        "WORKER_HTTP_PORT=\nCATALOG_PATH=\n"
+    )
+    monkeypatch.setenv("LIVEKIT_API_KEY", "")
+    s = Settings(_env_file=env)
+    assert s.openai_key() is None and s.openai_api_key is None
+    assert s.livekit_missing() == ["LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"]
+    assert s.agent_name == "multi-persona" and s.load_threshold == 0.9
+    assert s.worker_http_port is None and s.catalog_path.name == "catalog.json"
+    monkeypatch.setenv("OPENAI_API_KEY", " ")
+    assert Settings(_env_file=env).openai_key() is None
+    assert Settings(_env_file=None, openai_api_key="").openai_key() is None
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-set")  # a value still counts
+    assert Settings(_env_file=env).openai_key().get_secret_value() == "sk-set"
+
+
+def test_a_settings_error_names_each_variable_and_the_fix_never_the_value(monkeypatch):
+    monkeypatch.setenv("LOAD_THRESHOLD", "sk-pasted-here-0001")
+    monkeypatch.setenv("STATS_PORT", "9" * 5000)  # too long for an int
+    with pytest.raises(ValidationError) as info:
+        Settings(_env_file=None)
+    assert "sk-pasted-here-0001" in str(info.value)  # pydantic's own message echoes it
+    text = describe_settings_error(info.value)
+    assert "\n" not in text and "sk-pasted-here-0001" not in text and "9999" not in text
+    assert text.startswith("LOAD_THRESHOLD: input should be a valid number")
+    assert "; STATS_PORT: " in text
+    assert text.endswith(
+        "(fix them in the environment or .env, or unset them for the default; "
+        ".env.example lists every setting)"
+    )
 
 
 def _json_lines(buf: io.StringIO) -> list[dict]:

@@ -21,12 +21,11 @@ from typing import Any
 
 import aiohttp
 from livekit import api
-from pydantic import ValidationError
 
 from config.catalog import load_catalog
 from config.errors import ConfigError
 from config.scenario import Scenario, check_scenario, load_scenario, resolve_scenario_path
-from config.settings import Settings, get_settings
+from config.settings import SETTINGS_ERRORS, Settings, describe_settings_error, get_settings
 from workers.job_plan import MAX_METADATA_BYTES
 from workers.tokens import HUMAN_TOKEN_TTL, check_human_identity, mint_human_token
 
@@ -148,12 +147,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = get_settings()
+    except SETTINGS_ERRORS as e:  # the environment or .env; the message shows no value
+        print(f"{PROG}: bad settings: {describe_settings_error(e)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
         req = prepare(args, settings)
     except (ConfigError, BadInput) as e:
         print(f"{PROG}: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except ValidationError as e:  # the settings themselves (environment, .env)
-        print(f"{PROG}: bad settings: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
         dispatch_id = asyncio.run(create(req, settings.agent_name))

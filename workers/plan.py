@@ -13,12 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from pydantic import ValidationError
-
 from config.catalog import Catalog, Strategy, load_catalog
 from config.errors import ConfigError
 from config.scenario import Scenario, check_scenario, load_scenario
-from config.settings import get_settings
+from config.settings import SETTINGS_ERRORS, Settings, describe_settings_error, get_settings
 from workers.selector import Cast, NoCapacity, Selector
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_NO_CAST = 0, 2, 3
@@ -110,9 +108,8 @@ def _loads(pairs: list[tuple[str, int]], catalog: Catalog) -> dict[str, int]:
     return loads
 
 
-def _prepare(args: argparse.Namespace) -> tuple[Selector, Plan]:
+def _prepare(args: argparse.Namespace, settings: Settings) -> tuple[Selector, Plan]:
     """Load and check everything; raises ConfigError or BadInput."""
-    settings = get_settings()
     catalog = load_catalog(settings.catalog_path)
     scenario = load_scenario(
         args.scenario, scenarios_dir=settings.scenarios_dir, allow_outside=True
@@ -160,12 +157,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(json_errors="--json" in argv).parse_args(argv)
     try:
-        selector, plan = _prepare(args)
+        settings = get_settings()
+    except SETTINGS_ERRORS as exc:  # the environment or .env; the message shows no value
+        _emit_error(f"bad settings: {describe_settings_error(exc)}", args.json)
+        return EXIT_BAD_INPUT
+    try:
+        selector, plan = _prepare(args, settings)
     except (ConfigError, BadInput, NoCapacity) as exc:
         _emit_error(str(exc), args.json)
-        return EXIT_BAD_INPUT
-    except ValidationError as exc:  # the settings themselves (environment, .env)
-        _emit_error(f"bad settings: {exc}", args.json)
         return EXIT_BAD_INPUT
     try:
         cast = selector.cast(plan.scenario, plan.strategy)
