@@ -13,22 +13,21 @@ import asyncio
 import contextlib
 import os
 import sys
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from livekit.agents import AgentServer, JobContext, JobProcess, JobRequest, cli, utils
-from livekit.agents.utils.hw import get_cpu_monitor
+from livekit.agents import AgentServer, JobContext, JobProcess, JobRequest, cli
 from livekit.plugins import silero
-from pydantic import ValidationError
+from pydantic import SecretStr
 
 from agents.models import build_models
 from config.catalog import Catalog, load_catalog
 from config.errors import ConfigError
 from config.logging import bind_context, configure_logging, get_logger
 from config.scenario import Scenario
-from config.settings import Settings, get_settings
+from config.settings import SETTINGS_ERRORS, Settings, describe_settings_error, get_settings
+from workers.cpu_load import CpuLoad
 from workers.job_plan import (
     MAX_METADATA_BYTES,
     BadMetadata,
@@ -184,31 +183,6 @@ class RequestHandler:
 # -- load, leases and stats (main process) ---------------------------------------------------
 
 
-class CpuLoad:
-    """CPU use 0..1 averaged over ~2.5 s, sampled by a daemon thread with livekit's own
-    cgroup-aware monitor (what LiveKit reports by default). The thread starts on first use."""
-
-    def __init__(self, samples: int = 5, interval_s: float = 0.5) -> None:
-        self._avg = utils.MovingAverage(samples)
-        self._interval_s = interval_s
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def _run(self) -> None:
-        monitor = get_cpu_monitor()
-        while True:
-            sample = monitor.cpu_percent(interval=self._interval_s)  # blocks for the interval
-            with self._lock:
-                self._avg.add_sample(sample)
-
-    def __call__(self) -> float:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="cpu_load", daemon=True)
-                self._thread.start()
-            return float(self._avg.get_avg())
-
-
 class Worker:
     """The main process's state: the one selector, the leases by job, the load it reports."""
 
@@ -276,7 +250,7 @@ class Worker:
             pool.on("process_closed", self.on_process_closed)
         else:
             log.warning("job_end_hook_unavailable", fallback="reconcile with active_jobs")
-        if self.settings.openai_api_key is None and not os.environ.get("OPENAI_API_KEY"):
+        if self.settings.openai_key() is None:
             log.warning("openai_key_missing", hint="set OPENAI_API_KEY: personas cannot start")
         task = asyncio.get_running_loop().create_task(self.start_stats())
         self._tasks.add(task)
@@ -395,13 +369,13 @@ def accept_metadata(ctx: JobContext) -> str:
         return ""
 
 
-def _livekit_credentials(settings: Settings) -> tuple[str, str, str]:
-    # The worker exports its url/key/secret to the environment for its jobs (JobContext.api).
-    secret = settings.livekit_api_secret.get_secret_value() if settings.livekit_api_secret else ""
+def _livekit_credentials(settings: Settings) -> tuple[str, str, SecretStr]:
+    """The job's url, key and secret. The worker exports them (CLI flags included) to the
+    environment its job processes inherit, and Settings reads the environment first."""
     return (
-        os.environ.get("LIVEKIT_URL") or settings.livekit_url or "",
-        os.environ.get("LIVEKIT_API_KEY") or settings.livekit_api_key or "",
-        os.environ.get("LIVEKIT_API_SECRET") or secret,
+        settings.livekit_url or "",
+        settings.livekit_api_key or "",
+        settings.livekit_api_secret or SecretStr(""),
     )
 
 
@@ -424,11 +398,16 @@ async def entrypoint(ctx: JobContext) -> None:
     try:
         await ctx.connect()
         url, key, secret = _livekit_credentials(settings)
+        # Secrets stay wrapped in this frame: unwrapped only as they are handed over.
         stage = LiveKitStage(
-            ctx, url=url, api_key=key, api_secret=secret, campaign=plan.scenario.campaign
+            ctx,
+            url=url,
+            api_key=key,
+            api_secret=secret.get_secret_value(),
+            campaign=plan.scenario.campaign,
         )
         vad = ctx.proc.userdata.get("vad")
-        openai_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        openai_key = settings.openai_key()  # unwrapped inside build_models
         result = await run_room(
             room=room,
             scenario=plan.scenario,
@@ -464,28 +443,23 @@ def missing_livekit(argv: Sequence[str], settings: Settings) -> list[str]:
 
 def export_livekit_env(settings: Settings) -> None:
     """The livekit CLI reads LIVEKIT_* from the environment only: pass on the .env values."""
-    secret = settings.livekit_api_secret.get_secret_value() if settings.livekit_api_secret else None
-    for name, value in (
+    values: tuple[tuple[str, str | SecretStr | None], ...] = (
         ("LIVEKIT_URL", settings.livekit_url),
         ("LIVEKIT_API_KEY", settings.livekit_api_key),
-        ("LIVEKIT_API_SECRET", secret),
-    ):
-        if value and not os.environ.get(name):
-            os.environ[name] = value
-
-
-def _settings_problem(e: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in e.errors()
+        ("LIVEKIT_API_SECRET", settings.livekit_api_secret),
     )
+    for name, value in values:
+        if value and not os.environ.get(name):
+            # the secret is unwrapped only as it is handed to the livekit CLI
+            os.environ[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         settings = get_settings()
-    except ValidationError as e:
-        print(f"workers.multi: bad settings: {_settings_problem(e)}", file=sys.stderr)
+    except SETTINGS_ERRORS as e:
+        print(f"workers.multi: bad settings: {describe_settings_error(e)}", file=sys.stderr)
         return EXIT_BAD_SETUP
     command = next((a for a in argv if not a.startswith("-")), None)
     if command in COMMANDS_NEEDING_LIVEKIT:
