@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from agents.persona import (
+    MAX_SHORT_CHARS,
+    MAX_TEXT_CHARS,
     PersonaAgent,
     as_output,
     enum_arg,
     one_of,
+    optional_text,
     parse_instant,
     require_text,
 )
@@ -40,7 +43,8 @@ class DispatcherAgent(PersonaAgent, role="dispatcher", brief=BRIEF):
         """
         load = self.find_load(load_id)
         new_eta = parse_instant("eta", eta)
-        args = {"load_id": load["id"], "eta": new_eta, "reason": reason.strip()}
+        why = optional_text("reason", reason, max_len=MAX_SHORT_CHARS)
+        args = {"load_id": load["id"], "eta": new_eta, "reason": why}
         result = {**args, "previous_eta": load.get("eta")}
         load["eta"] = new_eta
         return self.record("update_eta", args, result)
@@ -57,7 +61,7 @@ class DispatcherAgent(PersonaAgent, role="dispatcher", brief=BRIEF):
         args = {
             "load_id": load["id"],
             "kind": one_of("kind", kind, INCIDENT_KINDS),
-            "description": require_text("description", description),
+            "description": require_text("description", description, max_len=MAX_TEXT_CHARS),
         }
         incident = {"id": self.room.next_id("INC"), **args}
         load.setdefault("incidents", []).append(incident)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from agents.persona import (
+    MAX_SHORT_CHARS,
+    MAX_TEXT_CHARS,
     PersonaAgent,
     enum_arg,
     one_of,
+    optional_text,
     parse_instant,
     require_text,
 )
+
+MAX_LOCATION_CHARS = 200  # a road, a town and a state, with room to spare
 
 BRIEF = """
 You drive the load being discussed. Give your position, your ETA and any trouble plainly, and
@@ -37,9 +42,9 @@ class DriverAgent(PersonaAgent, role="driver", brief=BRIEF):
         load = self.find_load(load_id)
         args = {
             "load_id": load["id"],
-            "location": require_text("location", location, max_len=200),
+            "location": require_text("location", location, max_len=MAX_LOCATION_CHARS),
             "eta": parse_instant("eta", eta) if eta.strip() else "",
-            "issue": issue.strip(),
+            "issue": optional_text("issue", issue, max_len=MAX_SHORT_CHARS),
         }
         # The board's `eta` belongs to dispatch (update_eta); the driver's estimate sits
         # beside it, so dispatch sees both and decides.
@@ -63,7 +68,7 @@ class DriverAgent(PersonaAgent, role="driver", brief=BRIEF):
         args = {
             "load_id": load["id"],
             "kind": one_of("kind", kind, ASSISTANCE_KINDS),
-            "details": require_text("details", details),
+            "details": require_text("details", details, max_len=MAX_TEXT_CHARS),
         }
         request = {
             "request_id": self.room.next_id("AST"),

@@ -8,7 +8,14 @@ from typing import Any
 
 from livekit.agents.llm import ToolError
 
-from agents.persona import PersonaAgent, enum_arg, one_of, require_text
+from agents.persona import (
+    MAX_NAME_CHARS,
+    MAX_SHORT_CHARS,
+    PersonaAgent,
+    enum_arg,
+    one_of,
+    require_text,
+)
 
 BRIEF = """
 You handle sales. Find out what the customer needs, their budget, who signs off and when they
@@ -81,8 +88,8 @@ class SalesAgent(PersonaAgent, role="sales", brief=BRIEF):
         if not math.isfinite(budget_per_month) or budget_per_month < 0:
             raise ToolError(f"budget_per_month must be a number >= 0 (got {budget_per_month!r})")
         args = {
-            "company": require_text("company", company, max_len=200),
-            "need": require_text("need", need, max_len=500),
+            "company": require_text("company", company, max_len=MAX_NAME_CHARS),
+            "need": require_text("need", need, max_len=MAX_SHORT_CHARS),
             "budget_per_month": float(budget_per_month),
             "authority": one_of("authority", authority, AUTHORITIES),
             "timeline": one_of("timeline", timeline, TIMELINES),
@@ -114,7 +121,7 @@ class SalesAgent(PersonaAgent, role="sales", brief=BRIEF):
             product: the product's sku or name, e.g. "dispatch-suite" or "Dispatch Suite"
             quantity: how many units (seats, vehicles, agents), at least 1
         """
-        item = self._product_in(require_text("product", product, max_len=100))
+        item = self._product_in(require_text("product", product, max_len=MAX_NAME_CHARS))
         if item is None:
             known = ", ".join(f"{p['sku']} ({p['name']})" for p in self._products())
             raise ToolError(f"no product {product.strip()!r} on the price list; known: {known}")

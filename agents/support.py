@@ -7,7 +7,16 @@ from typing import Any
 
 from livekit.agents.llm import ToolError
 
-from agents.persona import PersonaAgent, as_output, enum_arg, one_of, require_text
+from agents.persona import (
+    MAX_ID_CHARS,
+    MAX_NAME_CHARS,
+    PersonaAgent,
+    as_output,
+    enum_arg,
+    one_of,
+    optional_text,
+    require_text,
+)
 
 BRIEF = """
 You handle customer support. Search the knowledge base before you answer a question, answer
@@ -18,6 +27,8 @@ numbers back to the caller. Upgrades and new purchases belong to sales.
 SEVERITIES = ("low", "normal", "high", "urgent")
 Severity = enum_arg(SEVERITIES)
 MAX_RESULTS = 10
+MAX_QUERY_CHARS = 300  # a few keywords, not a pasted document
+MAX_SUMMARY_CHARS = 1000  # one or two sentences with the numbers that matter
 # where a query word is found: a tag says more than a title, a title more than the body
 TAG_POINTS, TITLE_POINTS, BODY_POINTS = 3, 2, 1
 STOP_WORDS = frozenset(
@@ -52,7 +63,7 @@ class SupportAgent(PersonaAgent, role="support", brief=BRIEF):
             query: a few keywords describing the problem, e.g. "damaged item replacement"
             limit: how many articles to return, 1 to 10
         """
-        text = require_text("query", query, max_len=300)
+        text = require_text("query", query, max_len=MAX_QUERY_CHARS)
         if not 1 <= limit <= MAX_RESULTS:
             raise ToolError(f"limit must be between 1 and {MAX_RESULTS} (got {limit})")
         terms = _terms(text)
@@ -78,9 +89,9 @@ class SupportAgent(PersonaAgent, role="support", brief=BRIEF):
             customer: the customer's name or account, if known
         """
         args = {
-            "summary": require_text("summary", summary, max_len=1000),
+            "summary": require_text("summary", summary, max_len=MAX_SUMMARY_CHARS),
             "severity": one_of("severity", severity, SEVERITIES),
-            "customer": customer.strip(),
+            "customer": optional_text("customer", customer, max_len=MAX_NAME_CHARS),
         }
         ticket = {
             "ticket_id": self.room.next_id("TKT"),
@@ -97,7 +108,7 @@ class SupportAgent(PersonaAgent, role="support", brief=BRIEF):
         Args:
             ticket_id: the ticket id, e.g. TKT-0001
         """
-        ticket = self.room.find_ticket(require_text("ticket_id", ticket_id, max_len=32))
+        ticket = self.room.find_ticket(require_text("ticket_id", ticket_id, max_len=MAX_ID_CHARS))
         if ticket is None:
             known = ", ".join(self.room.tickets) or "none opened yet in this call"
             raise ToolError(f"no ticket {ticket_id.strip()!r}; tickets: {known}")

@@ -168,4 +168,4 @@ def test_addressed_rooms_explain_how_the_turn_passes(catalog, huddle) -> None:
     )
     text = build_instructions(tim, addressed, cast)
     assert rule in text and "merely mentioning someone does not pass the turn" in text
-    assert '"identity (human): text"' in text
+    assert '[human IDENTITY said] "their words"' in text

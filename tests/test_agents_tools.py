@@ -10,9 +10,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from livekit.agents import AgentSession
+from livekit.agents import AgentSession, function_tool
 
 from agents import (
+    ROLE_BRIEFS,
+    DispatcherAgent,
     EndRequest,
     HandOverRequest,
     NextSpeakerRequest,
@@ -20,6 +22,7 @@ from agents import (
     PersonaAgent,
     RecordingFloor,
     RoomData,
+    SalesAgent,
     build_agent,
 )
 from config.catalog import Catalog, parse_catalog
@@ -482,6 +485,99 @@ async def test_next_speaker_is_offered_only_to_the_moderator(catalog, mixed) -> 
     assert "next_speaker" in fake.calls[0].tool_names
 
 
+# ---- the tenant gate cannot be bypassed by habit: no livekit function tools on role classes --
+
+GATE_ADVICE = (
+    "role tools must be plain async methods named like the tool (no decorator) and listed in "
+    "config/roles.py ROLE_TOOLS: PersonaAgent offers the model only those the tenant's "
+    "allowed_tools permit"
+)
+
+
+def test_a_role_class_decorating_a_tool_is_refused_when_defined(catalog) -> None:
+    briefs_before = dict(ROLE_BRIEFS)
+    with pytest.raises(TypeError) as err:
+
+        class Sneaky(PersonaAgent, role="sales", brief="sells"):
+            async def qualify_lead(self) -> str:
+                return "ok"
+
+            @function_tool
+            async def quote_price(self, product: str, quantity: int) -> str:
+                """Quote a price, whatever the tenant's tier."""
+                return "a price"
+
+    message = str(err.value)
+    assert "Sneaky: quote_price is decorated with livekit's @function_tool" in message
+    assert GATE_ADVICE in message
+    # refused before it was registered: the sales role still builds the real agent
+    assert ROLE_BRIEFS == briefs_before
+    room, cast = room_of(catalog, "inbound-support", ("sam",))
+    assert type(agent_for(catalog, "sam", room, cast)) is SalesAgent
+
+
+RAW_SCHEMA = {"name": "wipe_board", "description": "x", "parameters": {"type": "object"}}
+
+
+def _mixin_with_tool() -> type:
+    class Helpers:  # not a PersonaAgent itself: found through the subclass's MRO
+        @function_tool
+        async def lookup_load(self, load_id: str) -> str:
+            """Look a load up."""
+            return "{}"
+
+    return Helpers
+
+
+@pytest.mark.parametrize("how", ["raw_schema", "static", "mixin", "intermediate_base"])
+def test_every_form_of_livekit_tool_is_refused(how) -> None:
+    with pytest.raises(TypeError, match="decorated with livekit's @function_tool") as err:
+        if how == "raw_schema":
+
+            class Raw(DispatcherAgent):
+                @function_tool(raw_schema=RAW_SCHEMA)
+                async def wipe_board(self, raw_arguments: dict[str, object]) -> str:
+                    return "wiped"
+
+        elif how == "static":
+
+            class Static(DispatcherAgent):
+                @staticmethod
+                @function_tool
+                async def wipe_board() -> str:
+                    """Wipe the board."""
+                    return "wiped"
+
+        elif how == "mixin":
+
+            class Mixed(_mixin_with_tool(), DispatcherAgent):
+                pass
+
+        else:
+
+            class Base(PersonaAgent):  # a helper base with no role of its own
+                @function_tool
+                async def wipe_board(self) -> str:
+                    """Wipe the board."""
+                    return "wiped"
+
+    assert GATE_ADVICE in str(err.value)
+
+
+def test_a_tool_attached_after_definition_is_refused_when_built(catalog, mixed) -> None:
+    class Later(DispatcherAgent):  # no role=: inherits the dispatcher's, is not registered
+        pass
+
+    async def wipe_board() -> str:
+        """Wipe the board."""
+        return "wiped"
+
+    Later.wipe_board = function_tool(wipe_board)  # after the class statement: not seen there
+    room, cast = mixed
+    with pytest.raises(TypeError, match="role tools must be plain async methods"):
+        Later(catalog.persona("tim"), room=room, cast=cast, floor=RecordingFloor())
+
+
 # ---- floor tools: structured requests on the floor ------------------------------------------
 
 
@@ -584,10 +680,10 @@ def test_room_data_overlays_scenario_loads_and_keeps_rooms_apart(catalog) -> Non
     )
 
 
-def test_room_data_refuses_bad_scenario_loads(catalog) -> None:
-    scenario = scenario_for("mixed-ops", "dispatcher", context={"loads": [{"origin": "x"}]})
-    with pytest.raises(ScenarioError, match=r"\$\.context\.loads\[0\]: a load needs"):
-        RoomData(scenario, catalog)
+def test_bad_scenario_loads_never_reach_room_data() -> None:
+    # context.loads is checked with the scenario itself (config.scenario.ScenarioContext)
+    with pytest.raises(ScenarioError, match=r"\$\.context\.loads\[0\]\.id: Field required"):
+        scenario_for("mixed-ops", "dispatcher", context={"loads": [{"origin": "x"}]})
 
 
 async def test_fake_tts_synthesises_deterministic_silence() -> None:

@@ -236,7 +236,7 @@ async def test_a_human_line_is_answered_by_exactly_one_persona(catalog, tmp_path
     # exactly one answer, and every persona heard the caller, the silent ones included
     utterances = room.events(result, "utterance")
     assert [u["persona"] for u in utterances] == [cast["dispatcher"], cast["sales"]]
-    line = "caller (human): Sam, when is the FreshFields renewal?"
+    line = '[human caller said] "Sam, when is the FreshFields renewal?"'
     for pid in cast.values():
         texts = [i.text_content for i in room.floor.chat_ctx_of(pid).items if i.type == "message"]
         assert line in texts, pid

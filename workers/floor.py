@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -18,7 +19,13 @@ from typing import Any, Protocol
 
 from livekit.agents import AgentSession, llm
 
-from agents.persona import EndRequest, HandOverRequest, NextSpeakerRequest
+from agents.persona import (
+    HUMAN_CUT_MARKER,
+    EndRequest,
+    HandOverRequest,
+    NextSpeakerRequest,
+    format_human_line,
+)
 from config.catalog import Persona
 from config.logging import get_logger
 from config.scenario import Scenario
@@ -47,10 +54,61 @@ class Ending:
     persona: str | None = None
 
 
+MAX_HUMAN_CHARS = 1000  # one spoken or typed turn; longer is cut, visibly
+MAX_IDENTITY_CHARS = 64
+_SCAN_FACTOR = 8  # never scan more than 8x the bound of a huge line: its end is cut anyway
+# control, format (bidi overrides, zero-width), lone surrogates, line and paragraph separators
+_DROPPED = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_IDENTITY_UNSAFE = re.compile(r"[^\w.@:+-]")
+
+
+def _one_line(text: str, limit: int) -> tuple[str, bool]:
+    """`text` on one line: whitespace (line breaks included) collapsed to single spaces,
+    control and format characters dropped; and whether it was longer than `limit`."""
+    raw = text[: limit * _SCAN_FACTOR]
+    kept = "".join(
+        " " if ch.isspace() else ch
+        for ch in raw
+        if ch.isspace() or unicodedata.category(ch) not in _DROPPED
+    )
+    clean = " ".join(kept.split())
+    return clean, len(clean) > limit or len(raw) < len(text)
+
+
+def normalise_human_text(text: str) -> str:
+    """What a human said, as the floor relays and records it: one line, no control or format
+    characters, at most MAX_HUMAN_CHARS with a visible marker where it was cut."""
+    clean, too_long = _one_line(text, MAX_HUMAN_CHARS)
+    if not too_long:
+        return clean
+    keep = MAX_HUMAN_CHARS - len(HUMAN_CUT_MARKER) - 1
+    return f"{clean[:keep].rstrip()} {HUMAN_CUT_MARKER}"
+
+
+def normalise_identity(identity: str) -> str:
+    """A human's identity as the floor shows it: one token of letters, digits and ._@:+-
+    (anything else becomes "_"), so it cannot close the "[human ... said]" tag."""
+    clean, _ = _one_line(identity, MAX_IDENTITY_CHARS)
+    return _IDENTITY_UNSAFE.sub("_", clean[:MAX_IDENTITY_CHARS]) or "human"
+
+
 @dataclass(frozen=True)
 class HumanLine:
+    """One thing a human said. Every source (speech, typed chat, a scripted caller) builds
+    one, so the text and identity are normalised here, once, whatever they came from."""
+
     identity: str
     text: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "identity", normalise_identity(self.identity))
+        object.__setattr__(self, "text", normalise_human_text(self.text))
+
+    @classmethod
+    def of(cls, identity: str, text: str) -> HumanLine | None:
+        """The normalised line, or None when nothing is left to say (it is dropped)."""
+        line = cls(identity, text)
+        return line if line.text else None
 
 
 class Humans(Protocol):
@@ -76,7 +134,7 @@ class ScriptedHumans:
     """The local stage's caller: says its lines, in order, when the floor turns to it."""
 
     def __init__(self, lines: Sequence[str], identity: str = "caller") -> None:
-        self._lines = [HumanLine(identity, text) for text in lines]
+        self._lines = [h for h in (HumanLine.of(identity, text) for text in lines) if h]
         self._here = bool(self._lines)  # a caller with nothing left to say hangs up
 
     def pending(self) -> HumanLine | None:
@@ -123,7 +181,11 @@ class LiveHumans:
         self._changed.set()
 
     def said(self, identity: str, text: str) -> None:
-        self._lines.put_nowait(HumanLine(identity, text))
+        """A human's finished turn, spoken or typed (an empty one is dropped)."""
+        line = HumanLine.of(identity, text)
+        if line is None:
+            return
+        self._lines.put_nowait(line)
         self._changed.set()
 
     def pending(self) -> HumanLine | None:
@@ -415,7 +477,7 @@ class Floor:
     async def _hear(self, line: HumanLine) -> Speaker:
         """A human spoke: every persona hears it; exactly one answers."""
         self._emit("human", identity=line.identity, text=line.text)
-        await self._relay(f"{line.identity} (human): {line.text}", exclude=None)
+        await self._relay(format_human_line(line.identity, line.text), exclude=None)
         responder = (
             self._named_in(line.text, self.active)
             or (self._holder if self._holder and not self._holder.standby else None)
