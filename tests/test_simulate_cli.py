@@ -1,14 +1,23 @@
-"""`python -m workers.simulate` end to end in a subprocess, with no API key and no network."""
+"""`python -m workers.simulate` end to end in a subprocess, with no API key and no network;
+and the pieces of it that main() relies on (overrides, `simulate()`'s leases) in-process."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from config.settings import PROJECT_ROOT
+import pytest
+
+from agents.offline import offline_models
+from config.errors import ConfigError
+from config.scenario import load_scenario
+from config.settings import PROJECT_ROOT, Settings
+from workers.selector import Selector
+from workers.simulate import _with_overrides, simulate
 from workers.transcript import read_transcript
 
 
@@ -72,3 +81,57 @@ def test_no_cast_exits_3(tmp_path):
     proc = _run(tmp_path, json.dumps(pinned))
     assert proc.returncode == 3, proc.stderr
     assert "no cast" in proc.stderr
+
+
+def test_max_turns_cannot_exceed_the_schemas_cap(scenarios_dir):
+    scenario = load_scenario("dispatch_checkin", scenarios_dir=scenarios_dir)
+    assert _with_overrides(scenario, 7).rules.max_turns == 7
+    assert _with_overrides(scenario, 500).rules.max_turns == 500
+    assert _with_overrides(scenario, None) is scenario
+    with pytest.raises(ConfigError) as err:
+        _with_overrides(scenario, 100_000)
+    message = str(err.value)
+    assert "\n" not in message  # one line for main() to print
+    assert message.startswith("--max-turns: $.rules.max_turns:") and "500" in message
+    with pytest.raises(ConfigError, match="--max-turns"):
+        _with_overrides(scenario, 0)
+
+
+async def test_an_optional_persona_that_fails_to_start_gives_its_lease_back_at_once(
+    catalog, scenarios_dir, tmp_path
+):
+    """inbound_support: sales stands by (optional). Its start fails; its lease must be free
+    while the room still runs, not only when the room ends."""
+    scenario = load_scenario("inbound_support", scenarios_dir=scenarios_dir)
+    selector = Selector(catalog)
+    names: dict[str, str] = {}
+
+    def models_for(persona):
+        if persona.role == "sales":
+            raise RuntimeError("sales model unavailable")
+        return offline_models(persona, scenario, names)
+
+    busy_while_running: list[dict[str, int]] = []
+
+    def during(ev: dict) -> None:
+        if ev["event"] == "utterance":
+            busy_while_running.append(
+                {p["role"]: p["active"] for p in selector.stats()["personas"] if p["active"]}
+            )
+
+    settings = Settings(_env_file=None, transcripts_dir=tmp_path, openai_api_key=None)
+    async with asyncio.timeout(30):
+        result = await simulate(
+            scenario,
+            catalog,
+            settings,
+            human_lines=[],
+            selector=selector,
+            models_for=models_for,
+            listeners=[during],
+        )
+    assert result.reason == "humans_left"  # support greeted; the room went on without sales
+    assert busy_while_running and busy_while_running[0] == {"support": 1}
+    errors = [e for e in read_transcript(result.transcript_path) if e["event"] == "error"]
+    assert [(e["role"], e["stage"]) for e in errors] == [("sales", "start")]
+    assert selector.stats()["summary"]["total_active_rooms"] == 0

@@ -1,7 +1,8 @@
 """One room from start to end: agents, stage, floor, transcript, and a clean end on every path.
 
 Leases are not handled here: whoever cast the room (the simulation, or the worker's main
-process) releases them when this returns or raises.
+process) releases them when this returns or raises, and may release an optional persona's
+lease as soon as that persona fails to start (`on_seat_failed`).
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from config.logging import get_logger
 from config.scenario import Scenario
 from workers.floor import Ending, EndReason, Floor, Speaker
 from workers.stage import Seat, Stage, StageEntry, StageError
-from workers.transcript import Listener, Transcript, transcript_path
+from workers.transcript import Listener, Transcript
 
 log = get_logger("workers.room")
 
 ModelsFor = Callable[[Persona], SessionModels]
+SeatFailed = Callable[[Seat], None]
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class RoomResult:
     turns: int
     transcript_path: Path
     outcome: dict
+    # why the transcript file is incomplete or missing (disk full, unwritable folder), if it is
+    transcript_error: str | None = None
 
 
 def seats_for(
@@ -62,13 +66,16 @@ async def run_room(
     job_id: str = "",
     listeners: Sequence[Listener] = (),
     on_floor: Callable[[Floor], None] | None = None,
+    on_seat_failed: SeatFailed | None = None,
 ) -> RoomResult:
     """Run the scenario with these seats on this stage until a stop rule fires.
 
     Whatever ends the room (a stop rule, a persona's model failing, a persona failing to
     start, cancellation), every session is closed, every extra connection dropped, and the
-    transcript closed with the outcome and an end event."""
-    transcript = Transcript(transcript_path(transcripts_dir, room))
+    transcript closed with the outcome and an end event. An optional seat that fails to start
+    is passed to `on_seat_failed` at once (to give its lease back) and the room goes on.
+    A transcript that cannot be written (disk full) is logged once and never ends the room."""
+    transcript = Transcript.create(transcripts_dir, room)
     for listener in listeners:
         transcript.subscribe(listener)
     room_data = RoomData(scenario, catalog)
@@ -117,6 +124,7 @@ async def run_room(
             for s in _first(seats, opener)
         ]
         sessions = await stage.open(entries)
+        _report_failed_seats(entries, sessions, transcript, on_seat_failed)
         speakers = [
             Speaker(
                 e.seat.persona, sess, e.agent, e.seat.identity, standby=not e.seat.slot.required
@@ -146,7 +154,35 @@ async def run_room(
         floor.turns,
         transcript.path,
         room_data.outcome.to_dict(),
+        transcript.error,
     )
+
+
+def _report_failed_seats(
+    entries: Sequence[StageEntry],
+    sessions: Sequence[object | None],
+    transcript: Transcript,
+    on_seat_failed: SeatFailed | None,
+) -> None:
+    """Optional seats the stage could not start: noted, and handed back at once."""
+    for entry, session in zip(entries, sessions, strict=True):
+        if session is not None:
+            continue
+        seat = entry.seat
+        transcript.write(
+            "error",
+            persona=seat.persona.id,
+            role=seat.slot.role,
+            stage="start",
+            error=f"{seat.persona.id} ({seat.slot.role}) failed to start; the room goes on "
+            "without it",
+        )
+        if on_seat_failed is None:
+            continue
+        try:
+            on_seat_failed(seat)
+        except Exception as e:  # a release hook must not end the room
+            log.error("seat_failed_hook_failed", persona=seat.persona.id, error=repr(e))
 
 
 def _first(seats: Sequence[Seat], first: Seat) -> list[Seat]:

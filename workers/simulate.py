@@ -11,17 +11,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import ValidationError
+
 from agents.models import build_text_models
 from agents.offline import offline_models
 from config.catalog import Catalog, load_catalog
-from config.errors import ConfigError
+from config.errors import ConfigError, ScenarioError, problems_from_validation
 from config.logging import configure_logging
 from config.scenario import Scenario, check_scenario, load_scenario
-from config.settings import Settings, get_settings
+from config.settings import SETTINGS_ERRORS, Settings, describe_settings_error, get_settings
 from workers.floor import Floor
 from workers.room import ModelsFor, RoomResult, run_room, seats_for
 from workers.selector import NoCapacity, Selector
@@ -50,12 +53,41 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 class Printer:
-    """Prints the conversation as it happens, one readable line per event."""
+    """Prints the conversation as it happens, one readable line per event.
+
+    A reader that goes away (`simulate ... | head`) stops the printing, not the room: the
+    output is pointed at /dev/null (as Python's docs on SIGPIPE advise) and the room runs to
+    its end, transcript included."""
 
     def __init__(self, out: Any = None) -> None:
         self.out = out or sys.stdout
+        self.closed = False  # the reader went away; nothing more is printed
 
     def __call__(self, ev: dict[str, Any]) -> None:
+        self.say(self._line(ev))
+
+    def say(self, line: str | None) -> None:
+        """Print one line, unless the reader has gone away."""
+        if line is None or self.closed:
+            return
+        try:
+            print(line, file=self.out, flush=True)
+        except (BrokenPipeError, ValueError):  # ValueError: the stream was closed
+            self._stop()
+
+    def _stop(self) -> None:
+        self.closed = True
+        if self.out is sys.stdout:
+            # Python flushes stdout again at exit: point fd 1 at devnull so that is silent too.
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):
+                pass
+
+    @staticmethod
+    def _line(ev: dict[str, Any]) -> str | None:
         kind = ev["event"]
         line = None
         if kind == "room_started":
@@ -74,15 +106,21 @@ class Printer:
             line = f"    [error] {ev.get('persona', '')} {ev['error']}"
         elif kind == "room_ended":
             line = f"ended: {ev['reason']} ({ev['detail']}) after {ev['turns']} turns"
-        if line is not None:
-            print(line, file=self.out, flush=True)
+        return line
 
 
 def _with_overrides(scenario: Scenario, max_turns: int | None) -> Scenario:
+    """The scenario with the command line's overrides, validated like a scenario file
+    (model_copy would skip validation: --max-turns 100000 must be refused, not run).
+    Raises ScenarioError (a ConfigError) naming the flag and the limit."""
     if max_turns is None:
         return scenario
-    rules = scenario.rules.model_copy(update={"max_turns": max_turns})
-    return scenario.model_copy(update={"rules": rules})
+    data = scenario.model_dump()
+    data["rules"] = {**data["rules"], "max_turns": max_turns}
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as e:
+        raise ScenarioError("--max-turns", problems_from_validation(e)) from None
 
 
 async def simulate(
@@ -98,13 +136,15 @@ async def simulate(
     on_floor: Callable[[Floor], None] | None = None,
 ) -> RoomResult:
     """Cast and run one room on the local stage; the cast's leases are released at the end,
-    whatever ends the room. `models_for` overrides the model choice (tests)."""
+    whatever ends the room, and an optional persona's as soon as it fails to start.
+    `models_for` overrides the model choice (tests)."""
     selector = selector or Selector(catalog)
     cast = selector.cast(scenario)
     room = room or f"sim-{scenario.name}"
+    leases = {m.persona.id: m.lease for m in cast.members}
     try:
         names = {m.slot.role: m.persona.name for m in cast.members}
-        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        key = settings.openai_key()  # still wrapped: build_text_models unwraps it
         if models_for is None and key:
             models_for = lambda persona: build_text_models(persona, openai_api_key=key)  # noqa: E731
         elif models_for is None:
@@ -120,6 +160,7 @@ async def simulate(
             transcripts_dir=settings.transcripts_dir,
             listeners=listeners,
             on_floor=on_floor,
+            on_seat_failed=lambda seat: leases[seat.persona.id].release(),
         )
     finally:
         cast.release()
@@ -127,7 +168,11 @@ async def simulate(
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except SETTINGS_ERRORS as e:  # the environment or .env; the message shows no value
+        print(f"workers.simulate: bad settings: {describe_settings_error(e)}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_format, "ERROR")  # the conversation is the output
     try:
         catalog = load_catalog(settings.catalog_path)
@@ -138,21 +183,22 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"workers.simulate: {e}", file=sys.stderr)
         return 2
-    if args.max_turns is not None and args.max_turns < 1:
-        print("workers.simulate: --max-turns must be at least 1", file=sys.stderr)
+    try:
+        scenario = _with_overrides(scenario, args.max_turns)
+    except ConfigError as e:
+        print(f"workers.simulate: {e}", file=sys.stderr)
         return 2
-    scenario = _with_overrides(scenario, args.max_turns)
-    offline = settings.openai_api_key is None
+    offline = settings.openai_key() is None
     events: list[dict[str, Any]] = []
     listeners: list[Any] = [events.append]
+    out = Printer()  # every stdout line goes through it: `simulate | head` stays quiet
     if not args.json:
-        print(
+        out.say(
             "model: offline (no OPENAI_API_KEY set): personas speak their scenario script lines"
             if offline
-            else "model: OpenAI, text mode (OPENAI_API_KEY is set)",
-            flush=True,
+            else "model: OpenAI, text mode (OPENAI_API_KEY is set)"
         )
-        listeners.append(Printer())
+        listeners.append(out)
     try:
         result = asyncio.run(
             simulate(
@@ -168,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"workers.simulate: no cast: {e}", file=sys.stderr)
         return 3
     if args.json:
-        print(
+        out.say(
             json.dumps(
                 {
                     "model": "offline" if offline else "openai",
@@ -181,16 +227,20 @@ def main(argv: list[str] | None = None) -> int:
                     "events": events,
                     "outcome": result.outcome,
                     "transcript": str(result.transcript_path),
+                    "transcript_error": result.transcript_error,
                 },
                 default=str,
             )
         )
+        return 0
+    out.say("outcome:")
+    for entry in result.outcome.get("entries", []):
+        result_text = json.dumps(entry["result"], default=str)
+        out.say(f"  {entry['persona']}: {entry['tool']} -> {result_text}")
+    if result.transcript_error:
+        out.say(f"transcript: not written ({result.transcript_error}): {result.transcript_path}")
     else:
-        print("outcome:")
-        for entry in result.outcome.get("entries", []):
-            result_text = json.dumps(entry["result"], default=str)
-            print(f"  {entry['persona']}: {entry['tool']} -> {result_text}")
-        print(f"transcript: {result.transcript_path}")
+        out.say(f"transcript: {result.transcript_path}")
     return 0
 
 

@@ -223,6 +223,7 @@ class LiveKitStage(Stage):
             room=self.room_name,
             persona=entry.seat.persona,
             campaign=self._campaign,
+            subscribe=entry.hears_humans,  # only the listener needs the humans' audio
         )
         await self._connect(room, self._url, token)
         return room

@@ -33,6 +33,29 @@ def persona_attributes(persona: Persona, campaign: str) -> dict[str, str]:
     return {"role": persona.role, "persona": persona.id, "campaign": campaign}
 
 
+# What a persona's participant publishes: its voice (the agents framework publishes it with
+# source microphone) and data (transcriptions, RPC). Nothing else: no camera, no screen share.
+PERSONA_PUBLISH_SOURCES = ("microphone",)
+
+
+def persona_grants(room: str, *, subscribe: bool = False) -> api.VideoGrants:
+    """Least privilege for one persona in one room.
+
+    `can_update_own_metadata`: the framework sets the `lk.agent.state` attribute, which the
+    server refuses without it. `subscribe`: only the persona that hears the humans takes
+    their audio; the others hear the room through the floor's text relay."""
+    return api.VideoGrants(
+        room_join=True,
+        room=room,
+        agent=True,
+        can_publish=True,
+        can_publish_sources=list(PERSONA_PUBLISH_SOURCES),
+        can_publish_data=True,
+        can_update_own_metadata=True,
+        can_subscribe=subscribe,
+    )
+
+
 def mint_persona_token(
     *,
     api_key: str,
@@ -40,25 +63,18 @@ def mint_persona_token(
     room: str,
     persona: Persona,
     campaign: str,
+    subscribe: bool = False,
     ttl: timedelta = PERSONA_TOKEN_TTL,
 ) -> str:
-    """A token that lets one persona join one room, as an agent participant."""
+    """A token that lets one persona join one room, as an agent participant (see
+    `persona_grants` for what it may do there)."""
     return (
         api.AccessToken(api_key, api_secret)
         .with_identity(persona_identity(persona.id, room))
         .with_name(persona.name)
         .with_kind("agent")
         .with_attributes(persona_attributes(persona, campaign))
-        .with_grants(
-            api.VideoGrants(
-                room_join=True,
-                room=room,
-                agent=True,
-                can_publish=True,
-                can_subscribe=True,
-                can_publish_data=True,
-            )
-        )
+        .with_grants(persona_grants(room, subscribe=subscribe))
         .with_ttl(ttl)
         .to_jwt()
     )

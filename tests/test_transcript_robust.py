@@ -1,0 +1,272 @@
+"""Transcripts are never shared or cut silently, and never take their room down.
+
+Rooms run on the local stage with the product's offline model (no network, no key) through
+workers.simulate.simulate, the same cast/run/release path as `python -m workers.simulate`."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from config.scenario import load_scenario
+from config.settings import PROJECT_ROOT, Settings
+from workers.room import RoomResult
+from workers.selector import Selector
+from workers.simulate import Printer, simulate
+from workers.transcript import Transcript, read_transcript
+
+TIMEOUT = 30
+
+
+def _settings(transcripts_dir: Path) -> Settings:
+    return Settings(_env_file=None, transcripts_dir=transcripts_dir, openai_api_key=None)
+
+
+async def _run(
+    catalog, scenarios_dir, transcripts_dir: Path, *, room: str | None = None, **kw: Any
+) -> tuple[RoomResult, Selector]:
+    scenario = load_scenario("dispatch_checkin", scenarios_dir=scenarios_dir)
+    selector = Selector(catalog)
+    async with asyncio.timeout(TIMEOUT):
+        result = await simulate(
+            scenario, catalog, _settings(transcripts_dir), room=room, selector=selector, **kw
+        )
+    return result, selector
+
+
+def _released(selector: Selector) -> bool:
+    return selector.stats()["summary"]["total_active_rooms"] == 0
+
+
+def _events(logs: list[dict], name: str) -> list[dict]:
+    return [e for e in logs if e["event"] == name]
+
+
+# -- one file per room, always -----------------------------------------------------------------
+
+
+async def test_two_rooms_of_one_name_at_the_same_time_get_two_files(
+    catalog, scenarios_dir, tmp_path
+):
+    first, second = await asyncio.gather(
+        _run(catalog, scenarios_dir, tmp_path, room="same"),
+        _run(catalog, scenarios_dir, tmp_path, room="same"),
+    )
+    paths = {first[0].transcript_path, second[0].transcript_path}
+    assert len(paths) == 2 and sorted(paths) == sorted(tmp_path.glob("*.jsonl"))
+    for path in paths:
+        kinds = [e["event"] for e in read_transcript(path)]
+        assert kinds.count("room_started") == 1 and kinds.count("room_ended") == 1
+        assert kinds[0] == "room_started" and kinds[-1] == "room_ended"
+
+
+def test_same_room_same_second_names_are_unique_readable_and_never_reused(tmp_path):
+    at = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
+    transcripts = [Transcript.create(tmp_path, "dock 7/north", clock=lambda: at) for _ in range(3)]
+    names = [t.path.name for t in transcripts]
+    assert names == [
+        "dock-7-north-20250304T050607.jsonl",
+        "dock-7-north-20250304T050607_2.jsonl",
+        "dock-7-north-20250304T050607_3.jsonl",
+    ]
+    assert sorted(names) == names  # a listing shows them in creation order
+    for n, t in enumerate(transcripts):
+        t.write("note", n=n)
+        t.close()
+    assert [[e["n"] for e in read_transcript(t.path)] for t in transcripts] == [[0], [1], [2]]
+
+
+def test_a_lone_surrogate_in_a_line_is_written_not_raised(tmp_path):
+    t = Transcript.create(tmp_path, "r")
+    t.write("human", text="broken \ud800 text")
+    t.close()
+    assert read_transcript(t.path)[0]["text"] == "broken \ud800 text"
+
+
+# -- an unwritable folder or a full disk never ends the room -----------------------------------
+
+
+async def test_an_unwritable_folder_is_logged_once_and_the_room_still_ends_cleanly(
+    catalog, scenarios_dir, tmp_path
+):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a regular file where the transcripts folder should be")
+    seen: list[dict] = []
+    with capture_logs() as logs:
+        result, selector = await _run(
+            catalog, scenarios_dir, blocker / "transcripts", listeners=[seen.append]
+        )
+    assert result.reason == "end_conversation" and result.turns > 0
+    assert _released(selector)
+    failures = _events(logs, "transcript_write_failed")
+    assert len(failures) == 1 and failures[0]["stage"] == "open"
+    assert failures[0]["path"].startswith(str(blocker / "transcripts"))
+    assert result.transcript_error and "open" in result.transcript_error
+    # listeners still see the whole room
+    assert seen[0]["event"] == "room_started" and seen[-1]["event"] == "room_ended"
+
+
+class _FullDisk:
+    """A transcript file on a disk that fills up after `room` lines: write buffers, flush and
+    close fail with ENOSPC, as a real full disk does."""
+
+    def __init__(self, file: Any, room: int) -> None:
+        self._file, self._room, self.lines = file, room, 0
+
+    def _full(self) -> OSError:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def write(self, text: str) -> int:
+        self.lines += 1
+        if self.lines > self._room:
+            return len(text)  # buffered: the failure shows on flush
+        return self._file.write(text)
+
+    def flush(self) -> None:
+        if self.lines > self._room:
+            raise self._full()
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+        if self.lines > self._room:
+            raise self._full()
+
+
+@pytest.fixture
+def disk_full_after(monkeypatch):
+    """Transcript files created after this fill the disk after N lines."""
+    real_open = Path.open
+    room = {"lines": 3}
+
+    def open_(self, mode="r", *args, **kwargs):
+        f = real_open(self, mode, *args, **kwargs)
+        return _FullDisk(f, room["lines"]) if mode == "x" else f
+
+    monkeypatch.setattr(Path, "open", open_)
+
+    def set_room(lines: int) -> None:
+        room["lines"] = lines
+
+    return set_room
+
+
+async def test_a_full_disk_is_logged_once_and_the_room_still_ends_cleanly(
+    catalog, scenarios_dir, tmp_path, disk_full_after
+):
+    disk_full_after(3)
+    seen: list[dict] = []
+    with capture_logs() as logs:
+        result, selector = await _run(catalog, scenarios_dir, tmp_path, listeners=[seen.append])
+    assert result.reason == "end_conversation" and result.turns > 0
+    assert _released(selector)
+    failures = _events(logs, "transcript_write_failed")
+    assert len(failures) == 1, failures
+    assert failures[0]["path"] == str(result.transcript_path)
+    assert failures[0]["errno"] == "ENOSPC" and failures[0]["stage"] == "write"
+    assert result.transcript_error
+    # what fitted is on disk; later events were dropped from the file, not from listeners
+    assert [e["event"] for e in read_transcript(result.transcript_path)] == [
+        e["event"] for e in seen[:3]
+    ]
+    assert seen[-1]["event"] == "room_ended" and len(seen) > 3
+
+
+def test_a_disk_that_fills_on_close_is_logged_once(tmp_path, disk_full_after):
+    disk_full_after(0)
+    with capture_logs() as logs:
+        t = Transcript.create(tmp_path, "r")
+        t.write("a")
+        t.write("b")
+        t.close()
+        t.close()
+    assert len(_events(logs, "transcript_write_failed")) == 1
+    assert not t.written
+
+
+# -- listeners and the printer ------------------------------------------------------------------
+
+
+async def test_a_listener_that_raises_is_logged_once_and_the_room_goes_on(
+    catalog, scenarios_dir, tmp_path
+):
+    def broken(ev: dict) -> None:
+        raise RuntimeError("listener bug")
+
+    seen: list[dict] = []
+    with capture_logs() as logs:
+        result, selector = await _run(
+            catalog, scenarios_dir, tmp_path, listeners=[broken, seen.append]
+        )
+    assert result.reason == "end_conversation" and _released(selector)
+    assert len(_events(logs, "transcript_listener_failed")) == 1
+    assert seen[-1]["event"] == "room_ended"  # the next listener still saw everything
+    assert read_transcript(result.transcript_path)[-1]["event"] == "room_ended"
+
+
+def _closed_pipe():
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)  # the reader went away (`| head` exited)
+    return os.fdopen(write_fd, "w")
+
+
+def _discard(out) -> None:
+    """Close the pipe's file without a last failing flush of what it still buffers."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, out.fileno())
+    os.close(devnull)
+    out.close()
+
+
+def test_a_printer_on_a_closed_pipe_stops_printing_instead_of_raising():
+    out = _closed_pipe()
+    printer = Printer(out)
+    ended = {"event": "room_ended", "reason": "max_turns", "detail": "d", "turns": 2}
+    printer(ended)  # BrokenPipeError is not raised
+    printer(ended)
+    assert printer.closed
+    _discard(out)
+
+
+async def test_a_room_printing_to_a_closed_pipe_ends_normally(catalog, scenarios_dir, tmp_path):
+    out = _closed_pipe()
+    printer = Printer(out)
+    with capture_logs() as logs:
+        result, selector = await _run(catalog, scenarios_dir, tmp_path, listeners=[printer])
+    assert result.reason == "end_conversation" and _released(selector)
+    assert printer.closed and not _events(logs, "transcript_listener_failed")
+    _discard(out)
+
+
+def test_a_printer_on_stdout_with_the_reader_gone_exits_quietly():
+    """`simulate | head`: Python would report a BrokenPipeError when it flushes stdout at
+    exit (and exit 120); the printer points stdout at /dev/null first."""
+    child = (
+        "import sys\n"
+        "from workers.simulate import Printer\n"
+        "sys.stdin.readline()\n"  # wait until the parent has closed its end of the pipe
+        "p = Printer()\n"
+        "for n in range(3):\n"
+        "    p({'event': 'room_ended', 'reason': 'r', 'detail': 'd', 'turns': n})\n"
+        "print('after the room', flush=True)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", child],
+        cwd=PROJECT_ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()
+    _, err = proc.communicate(b"go\n", timeout=60)
+    assert proc.returncode == 0, err
+    assert b"BrokenPipe" not in err and b"Traceback" not in err
