@@ -4,12 +4,19 @@ One `Selector` per worker process holds every persona's room count. `acquire` pi
 for a role with the campaign's strategy and returns a `Lease` (one reserved room); `cast`
 reserves a whole scenario's cast, all-or-nothing on its required slots. One lock guards all
 state, so the worker's asyncio loop and its executor threads can share the selector.
+
+Every (campaign, role) pool keeps indexes of its free personas, updated when a room is taken
+or given back, so a pick costs about the same with 5 personas or 1,000: free personas in
+assignment order (round_robin, random), in priority order (primary_first), and grouped by room
+count (least_loaded). They hold the same personas in the same order a full scan would find, so
+a seeded rng makes the same choices as a scan would.
 """
 
 from __future__ import annotations
 
 import random
 import threading
+from bisect import bisect_left, insort
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -38,6 +45,9 @@ TENANT_DEFAULT = "tenant default persona"
 SYSTEM_DEFAULT = "system default persona"
 
 _NOBODY: frozenset[str] = frozenset()
+_BACKUP_AT_CAPACITY = "backup: primary at capacity"
+_BACKUP_INACTIVE = "backup: primary inactive"
+_BACKUP_IN_ROOM = "backup: primary already in the room"
 _MAX_EXPLAINED = 6  # personas named in a NoCapacity reason before "and N more"
 
 
@@ -64,6 +74,9 @@ class _Load:
     id: str
     cap: int
     rooms: int = 0
+    # Every place this persona holds in a pool (a persona may serve several campaigns):
+    # the indexes to update when its room count changes.
+    entries: list[_Entry] = field(default_factory=list)
 
     def why_not(self, exclude: Collection[str]) -> str:
         """Why this persona cannot take a room (only called when it cannot)."""
@@ -75,8 +88,26 @@ class _Load:
 
 
 @dataclass(slots=True, eq=False)
+class _Entry:
+    """One assignment of a persona in a pool: its position in assignment order (`at`) and in
+    priority order (`rank`: primaries first, then backups). `by_load` and `span` are the
+    pool's, held here to save lookups on every room change."""
+
+    pool: _Pool
+    at: int
+    rank: int
+    primary: bool
+    by_load: list[int]
+    span: int
+
+
+@dataclass(slots=True, eq=False)
 class _Pool:
-    """Everything needed to fill one role in one campaign, precomputed from the catalog."""
+    """Everything needed to fill one role in one campaign, precomputed from the catalog.
+
+    The indexes hold the free personas (rooms < cap) as sorted lists of integer keys, so a
+    change is a C-level bisect plus a memmove, and `rng.choice` can draw a key directly (the
+    same draw as from the list of personas a scan would build, in the same order)."""
 
     campaign_id: str
     role: str
@@ -86,7 +117,19 @@ class _Pool:
     backups: tuple[_Load, ...]
     fallbacks: tuple[tuple[_Load, str], ...]  # (persona, reason): legacy, tenant, system
     notes: tuple[str, ...]  # fallbacks skipped because they lack the role (for NoCapacity)
+    ranks: tuple[int, ...] = ()  # per assigned entry: its place in `by_rank`
+    member_ids: frozenset[str] = frozenset()  # every assigned persona id
+    primary_ids: dict[str, int] = field(default_factory=dict)  # id -> primary entries
     cursor: int = 0  # round_robin: index in `assigned` to try next
+    # -- indexes of the free personas, kept by Selector._move --
+    by_rank: tuple[_Load, ...] = ()  # primaries then backups, in assignment order
+    free: list[int] = field(default_factory=list)  # `at` keys: round_robin, random
+    ranked: list[int] = field(default_factory=list)  # `rank` keys: primary_first
+    # `rooms * span + at` keys: least_loaded's lowest room count first, its ties in
+    # assignment order; one room more or less is one remove and one insert.
+    by_load: list[int] = field(default_factory=list)
+    span: int = 1  # len(assigned), at least 1
+    full_primaries: int = 0  # active primary entries at capacity: the backup reason
 
 
 @dataclass(slots=True, eq=False)
@@ -219,6 +262,9 @@ class Selector:
             c.id: {role: self._build_pool(c, role) for role in known_roles}
             for c in catalog.campaigns
         }
+        for by_role in self._pools.values():
+            for pool in by_role.values():
+                self._index_pool(pool)
         self._pickers: dict[str, Callable[[_Pool, Collection[str]], Pick | None]] = {
             Strategy.PRIMARY_FIRST: self._primary_first,
             Strategy.ROUND_ROBIN: self._round_robin,
@@ -253,16 +299,48 @@ class Selector:
                 fallbacks.append((load, reason))
             else:
                 notes.append(f"{reason} {persona_id} is a {load.persona.role} persona")
+        primaries = tuple(load for load, prio in assigned if prio == "primary")
+        backups = tuple(load for load, prio in assigned if prio == "backup")
+        primary_ids: dict[str, int] = {}
+        for load in primaries:
+            primary_ids[load.id] = primary_ids.get(load.id, 0) + 1
+        # Each entry's place in priority order (primaries, then backups, each in assignment
+        # order): primary_first's index.
+        counters = {"primary": 0, "backup": len(primaries)}
+        ranks: list[int] = []
+        for _, prio in assigned:
+            ranks.append(counters[prio])
+            counters[prio] += 1
         return _Pool(
             campaign_id=campaign.id,
             role=role,
             strategy=campaign.strategy,
             assigned=tuple(load for load, _ in assigned),
-            primaries=tuple(load for load, prio in assigned if prio == "primary"),
-            backups=tuple(load for load, prio in assigned if prio == "backup"),
+            primaries=primaries,
+            backups=backups,
             fallbacks=tuple(fallbacks),
             notes=tuple(notes),
+            ranks=tuple(ranks),
+            member_ids=frozenset(load.id for load, _ in assigned),
+            primary_ids=primary_ids,
+            by_rank=primaries + backups,
+            span=max(1, len(assigned)),
         )
+
+    @staticmethod
+    def _index_pool(pool: _Pool) -> None:
+        """Register the pool with its personas (so their count changes reach it) and index
+        the free ones. Only for the pools kept in `_pools`: a pool built on the fly is for a
+        role no persona has, so it holds nobody to index."""
+        for at, (load, rank) in enumerate(zip(pool.assigned, pool.ranks, strict=True)):
+            entry = _Entry(pool, at, rank, rank < len(pool.primaries), pool.by_load, pool.span)
+            load.entries.append(entry)  # twice for a persona listed twice, as a scan sees it
+            if load.rooms < load.cap:
+                insort(pool.free, at)
+                insort(pool.ranked, rank)
+                insort(pool.by_load, load.rooms * pool.span + at)
+            elif entry.primary and load.cap:
+                pool.full_primaries += 1
 
     def _pool(self, campaign_id: str, role: str) -> _Pool:
         by_role = self._pools.get(campaign_id)
@@ -279,55 +357,97 @@ class Selector:
         return pool
 
     # -- strategies: each returns (persona, reason) or None when no assigned persona is free --
+    # Each reads its pool's indexes of free personas; `exclude` (the few personas already in
+    # the room) is checked only on the candidates an index offers, never over the whole pool.
 
     def _primary_first(self, pool: _Pool, exclude: Collection[str]) -> Pick | None:
-        for load in pool.primaries:
-            if load.rooms < load.cap and load.id not in exclude:
+        for rank in pool.ranked:  # free personas, primaries first, then backups
+            load = pool.by_rank[rank]
+            if load.id in exclude:
+                continue
+            if rank < len(pool.primaries):
                 return load, "primary"
-        for load in pool.backups:
-            if load.rooms < load.cap and load.id not in exclude:
-                return load, self._backup_reason(pool, exclude)
+            return load, self._backup_reason(pool, exclude)
         return None
 
-    @staticmethod
-    def _backup_reason(pool: _Pool, exclude: Collection[str]) -> str:
+    def _backup_reason(self, pool: _Pool, exclude: Collection[str]) -> str:
+        """Why no primary took the room (each is full, inactive or already in the room), from
+        the pool's count of full primaries: no scan of the primaries, no formatting."""
         if not pool.primaries:
             return "backup"
-        causes = [load.why_not(exclude) for load in pool.primaries]
+        full = pool.full_primaries
+        if full and exclude:  # a full primary already in the room counts as "in the room"
+            ids = exclude if isinstance(exclude, (set, frozenset)) else set(exclude)
+            for pid in ids:
+                entries = pool.primary_ids.get(pid, 0)
+                load = self._loads.get(pid)
+                if entries and load is not None and 0 < load.cap <= load.rooms:
+                    full -= entries
         # Capacity is the usual story; say it whenever it is one of the causes.
-        cause = next((c for c in causes if c.startswith("at capacity")), causes[0])
-        return f"backup: primary {cause.split(' (')[0]}"
+        if full > 0:
+            return _BACKUP_AT_CAPACITY
+        return _BACKUP_INACTIVE if not pool.primaries[0].persona.active else _BACKUP_IN_ROOM
 
     def _round_robin(self, pool: _Pool, exclude: Collection[str]) -> Pick | None:
-        assigned = pool.assigned
-        n = len(assigned)
-        start = pool.cursor
+        free, assigned = pool.free, pool.assigned
+        n = len(free)
+        start = bisect_left(free, pool.cursor)  # the first free persona at or after the cursor
         for step in range(n):
-            i = (start + step) % n
-            load = assigned[i]
-            if load.rooms < load.cap and load.id not in exclude:
-                pool.cursor = (i + 1) % n
+            at = free[(start + step) % n]
+            load = assigned[at]
+            if load.id not in exclude:
+                pool.cursor = (at + 1) % len(assigned)
                 return load, "round robin"
         return None
 
     def _least_loaded(self, pool: _Pool, exclude: Collection[str]) -> Pick | None:
-        best: list[_Load] = []
-        low = 0
-        for load in pool.assigned:
-            if load.rooms < load.cap and load.id not in exclude:
-                if not best or load.rooms < low:
-                    best = [load]
-                    low = load.rooms
-                elif load.rooms == low:
-                    best.append(load)
-        if not best:
+        keys, span = pool.by_load, pool.span
+        if not keys:
             return None
-        load = best[0] if len(best) == 1 else self._rng.choice(best)
-        return load, f"least loaded ({low} of {load.cap})"
+        excluded = self._excluded(pool, exclude) if exclude else None
+        if not excluded:  # the usual case: the lowest room count's personas, as indexed
+            low = keys[0] // span
+            end = bisect_left(keys, (low + 1) * span)
+            # choice(range(n)) draws exactly as choice() of those n personas would
+            load = pool.assigned[keys[0 if end == 1 else self._rng.choice(range(end))] % span]
+            return load, f"least loaded ({low} of {load.cap})"
+        gone = sorted(bisect_left(keys, load.rooms * span + e.at) for e, load in excluded)
+        start = 0
+        while start < len(keys):  # one room count at a time, lowest first
+            low = keys[start] // span
+            end = bisect_left(keys, (low + 1) * span, start)
+            skip = [i for i in gone if start <= i < end]
+            count = end - start - len(skip)
+            if count:
+                nth = 0 if count == 1 else self._rng.choice(range(count))
+                load = pool.assigned[keys[_nth_kept(start, nth, skip)] % span]
+                return load, f"least loaded ({low} of {load.cap})"
+            start = end
+        return None
 
     def _random(self, pool: _Pool, exclude: Collection[str]) -> Pick | None:
-        free = [load for load in pool.assigned if load.rooms < load.cap and load.id not in exclude]
-        return (self._rng.choice(free), "random") if free else None
+        free = pool.free
+        excluded = self._excluded(pool, exclude) if exclude else None
+        if not excluded:  # the usual case: draw from the index as it is
+            return (pool.assigned[self._rng.choice(free)], "random") if free else None
+        gone = sorted(bisect_left(free, e.at) for e, _ in excluded)
+        count = len(free) - len(gone)
+        if not count:
+            return None
+        nth = self._rng.choice(range(count))  # draws as choice() of the `count` personas would
+        return pool.assigned[free[_nth_kept(0, nth, gone)]], "random"
+
+    def _excluded(self, pool: _Pool, exclude: Collection[str]) -> list[tuple[_Entry, _Load]]:
+        """The pool's free entries of excluded personas. Usually none (a room's other
+        personas have other roles): then a pick draws from its index as it is."""
+        if not exclude or pool.member_ids.isdisjoint(exclude):
+            return []
+        out: list[tuple[_Entry, _Load]] = []
+        for pid in pool.member_ids.intersection(exclude):
+            load = self._loads[pid]
+            if load.rooms < load.cap:
+                out.extend((entry, load) for entry in load.entries if entry.pool is pool)
+        return out
 
     # -- choosing (caller holds the lock) ---------------------------------------------------
 
@@ -367,12 +487,38 @@ class Selector:
         return load
 
     def _take(self, load: _Load) -> None:
-        load.rooms += 1
+        self._move(load, load.rooms + 1)
         self._in_use += 1
 
     def _give_back(self, load: _Load) -> None:
-        load.rooms -= 1
+        self._move(load, load.rooms - 1)
         self._in_use -= 1
+
+    @staticmethod
+    def _move(load: _Load, rooms: int) -> None:
+        """Set a persona's room count and update the indexes of every pool it belongs to."""
+        old, cap = load.rooms, load.cap
+        load.rooms = rooms
+        if old < cap and rooms < cap:
+            # The usual case (inline: it runs twice per lease): free before and after, so
+            # only its by-load key changes.
+            for entry in load.entries:
+                keys, span, at = entry.by_load, entry.span, entry.at
+                del keys[bisect_left(keys, old * span + at)]
+                insort(keys, rooms * span + at)
+            return
+        for entry in load.entries:
+            pool, at, rank = entry.pool, entry.at, entry.rank
+            if old < cap:  # now full: out of every index
+                del pool.free[bisect_left(pool.free, at)]
+                del pool.ranked[bisect_left(pool.ranked, rank)]
+                del pool.by_load[bisect_left(pool.by_load, old * pool.span + at)]
+                pool.full_primaries += entry.primary
+            elif rooms < cap:  # free again
+                insort(pool.free, at)
+                insort(pool.ranked, rank)
+                insort(pool.by_load, rooms * pool.span + at)
+                pool.full_primaries -= entry.primary
 
     def _check_strategy(self, strategy: str | None) -> None:
         if strategy is not None and strategy not in self._pickers:
@@ -509,3 +655,12 @@ def _persona_stats(persona: Persona, rooms: int) -> dict[str, Any]:
         # Integer half-up rounding: 2/3 -> 67, 1/8 -> 13 (round() would give 12).
         "load_percentage": (200 * rooms + limit) // (2 * limit),
     }
+
+
+def _nth_kept(start: int, nth: int, skip: list[int]) -> int:
+    """The index of the `nth` item from `start` on, not counting the (sorted) `skip` ones."""
+    i = start + nth
+    for gone in skip:
+        if gone <= i:
+            i += 1
+    return i
