@@ -1,18 +1,31 @@
 """The benchmarks run: each bench script, at its smallest settings, prints one JSON object with
-its figures. No timing is asserted here (figures come from `make bench`, never from tests)."""
+its figures. No timing is asserted here (figures come from `make bench`, never from tests).
+
+Each script runs as `make bench` runs it, as a program in a process of its own; as many run at
+once as this process has cores, the slowest first: most of a smoke run is interpreter start-up
+and imports (several per script), not the room it measures, and on an idle machine one script
+rarely keeps two cores busy."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import clean_environ
+
+pytestmark = pytest.mark.bench
+
 ROOT = Path(__file__).resolve().parent.parent
 COMMON = {"bench", "machine", "params"}
+TIMEOUT_S = 300  # per script: a hang guard, not a performance check
 
 SCRIPTS: dict[str, set[str]] = {
     "room_overhead": {"points", "marginal", "aim"},
@@ -20,29 +33,94 @@ SCRIPTS: dict[str, set[str]] = {
     "floor_latency": {"measured_turns", "gap", "floor_only", "breakdown", "by_turn_slice", "aim"},
     "cast_latency": {"by_personas", "aim"},
     "vad_cost": {"by_listeners", "growth_first_to_last", "aim"},
+    "offline_voice": {"tts", "stt", "aim"},
 }
+# Scripts the smoke leaves out, and why; each needs a --quick mode first.
+NOT_SMOKED = {"selector": "no --quick mode: one run times 300,000 acquire+release pairs a strategy"}
+# Slowest first (by their smoke runs on 2 cores), so the long ones start at once.
+ORDER = ("offline_voice", "process_model", "room_overhead", "vad_cost", "cast_latency")
 
 
-def run_bench(name: str, *args: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / f"{name}.py"), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,  # a hang guard, not a performance check
-        check=False,
+class BenchRuns:
+    """Runs the scripts `--quick`, at most `slots` at a time, in the order given;
+    `result(name)` waits for one and parses its one JSON object."""
+
+    def __init__(self, names: list[str], cwd: Path, slots: int) -> None:
+        self._cwd = cwd
+        self._procs: list[subprocess.Popen[str]] = []
+        self._closing = False
+        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="bench")
+        self._futures = {name: self._pool.submit(self._run, name) for name in names}
+
+    def _run(self, name: str) -> tuple[int, str, str]:
+        if self._closing:
+            return -1, "", "not started: the test session is ending"
+        with subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / f"{name}.py"), "--quick"],
+            cwd=self._cwd,  # no .env here; each script finds the project itself
+            env=clean_environ(),  # no developer's settings or keys: offline
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as proc:
+            self._procs.append(proc)
+            try:
+                out, err = proc.communicate(timeout=TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+                err += f"\n{name}: killed after {TIMEOUT_S} s"
+        return proc.returncode, out, err
+
+    def result(self, name: str) -> dict[str, Any]:
+        code, out, err = self._futures[name].result()
+        assert code == 0, err[-3000:]
+        lines = [line for line in out.splitlines() if line.strip()]
+        assert len(lines) == 1, f"expected one line of JSON on stdout, got: {out[:2000]}"
+        result = json.loads(lines[0])
+        assert isinstance(result, dict)
+        return result
+
+    def close(self) -> None:
+        """Stop what still runs: an interrupted or failed session leaves no process behind."""
+        self._closing = True
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.kill()
+        self._pool.shutdown(wait=True)
+
+
+def _selected(session: pytest.Session) -> set[str]:
+    """The scripts whose tests this session runs (-k may pick a few)."""
+    names: set[str] = set()
+    for item in session.items:
+        callspec = getattr(item, "callspec", None)  # only parametrized tests have one
+        if callspec is not None and "bench_result" in callspec.params:
+            names.add(callspec.params["bench_result"])
+    return names
+
+
+@pytest.fixture(scope="module")
+def bench_runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BenchRuns]:
+    names = sorted(
+        _selected(request.session), key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER)
     )
-    assert out.returncode == 0, out.stderr[-3000:]
-    lines = [line for line in out.stdout.splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected one line of JSON on stdout, got: {out.stdout[:2000]}"
-    result = json.loads(lines[0])
-    assert isinstance(result, dict)
-    return result
+    cores = len(os.sched_getaffinity(0))  # the cores this process may use
+    runs = BenchRuns(names, tmp_path_factory.mktemp("bench"), slots=max(1, cores))
+    try:
+        yield runs
+    finally:
+        runs.close()
 
 
 @pytest.fixture(scope="module", params=sorted(SCRIPTS))
-def bench_result(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    return request.param, run_bench(request.param, "--quick")
+def bench_result(
+    request: pytest.FixtureRequest, bench_runs: BenchRuns
+) -> tuple[str, dict[str, Any]]:
+    return request.param, bench_runs.result(request.param)
 
 
 def test_prints_one_json_object_with_its_figures(bench_result: tuple[str, dict[str, Any]]) -> None:
@@ -87,3 +165,14 @@ def test_figures_have_the_promised_shape(bench_result: tuple[str, dict[str, Any]
             assert row["after"]["vad_streams_fed"] == 1  # one VAD per human track
             assert row["before"]["cpu_s_per_audio_s"] > 0
         assert 0 < r["params"]["speech_share"] < 1  # the synthetic human has speech and pauses
+
+
+def test_every_bench_script_is_smoked_or_says_why_not() -> None:
+    """`make bench` runs every bench/*.py but the private bench/_*.py: so does this smoke."""
+    scripts = {p.stem for p in (ROOT / "bench").glob("*.py") if not p.name.startswith("_")}
+    unsmoked = scripts - SCRIPTS.keys() - NOT_SMOKED.keys()
+    assert not unsmoked, (
+        f"bench/{sorted(unsmoked)[0]}.py is not smoked: give it a --quick mode and add it to "
+        "SCRIPTS in tests/test_bench_smoke.py with the keys it promises"
+    )
+    assert not (SCRIPTS.keys() | NOT_SMOKED.keys()) - scripts, "a listed script is gone"

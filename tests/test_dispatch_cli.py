@@ -1,16 +1,16 @@
-"""`python -m workers.dispatch` against a local server that records the Twirp calls livekit-api
-makes (protobuf bodies, as the installed livekit-api sends and expects them)."""
+"""`workers.dispatch` against a local server that records the Twirp calls livekit-api makes
+(protobuf bodies, as the installed livekit-api sends and expects them). main(argv) runs
+in-process, in a thread (it calls asyncio.run; the fake server runs on the test's loop); one
+test runs `python -m workers.dispatch` as a program."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import socket
-import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,8 @@ from livekit import api
 from livekit.protocol import models
 
 from config.catalog import Catalog
-from config.settings import PROJECT_ROOT
-from tests.conftest import SCENARIOS_DIR
+from tests.conftest import SCENARIOS_DIR, CliResult
+from workers.dispatch import main
 from workers.job_plan import parse_job_metadata
 
 KEY, SECRET = "devkey", "a-test-secret-that-is-long-enough-0123456789"
@@ -91,28 +91,42 @@ async def livekit() -> AsyncIterator[FakeLiveKit]:
 
 
 def dispatch_env(url: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
-    env.update(PYTHONPATH=str(PROJECT_ROOT), AGENT_NAME=AGENT_NAME)
+    env = {"AGENT_NAME": AGENT_NAME}
     if url is not None:
         env.update(LIVEKIT_URL=url, LIVEKIT_API_KEY=KEY, LIVEKIT_API_SECRET=SECRET)
     return env
 
 
-async def run_dispatch(*args: str, url: str | None, cwd: Path) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "workers.dispatch",
-        *args,
-        cwd=cwd,  # no .env there
-        env=dispatch_env(url),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+RunDispatch = Callable[..., Any]
+
+
+@pytest.fixture
+def run_dispatch(run_main, monkeypatch) -> RunDispatch:
+    """`python -m workers.dispatch ARGS...` in-process (cwd is the test's: no .env there)."""
+
+    async def run(*args: str, url: str | None) -> tuple[int, str, str]:
+        for name, value in dispatch_env(url).items():
+            monkeypatch.setenv(name, value)
+        async with asyncio.timeout(30):
+            result = await asyncio.to_thread(run_main, main, *args)
+        return result.returncode, result.stdout, result.stderr
+
+    return run
+
+
+@pytest.mark.subprocess
+async def test_runs_as_a_program_and_exits_with_mains_status(
+    livekit: FakeLiveKit, run_module: Callable[..., CliResult]
+):
+    livekit.refuse = True
+    args = ("workers.dispatch", "dispatch_checkin", "--identity", "caller-jamie")
+    async with asyncio.timeout(60):
+        result = await asyncio.to_thread(run_module, *args, env=dispatch_env(livekit.url))
+    assert result.returncode == 1, result.stderr  # a server error: main's status, exit 1
+    assert result.stderr.strip() == (
+        "workers.dispatch: the LiveKit server refused: unauthenticated: invalid API key"
     )
-    async with asyncio.timeout(30):
-        out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    assert [c.path for c in livekit.calls] == [CREATE_ROOM]
 
 
 def check_human_token(token: str, room: str, identity: str) -> None:
@@ -124,7 +138,9 @@ def check_human_token(token: str, room: str, identity: str) -> None:
     assert abs(exp - time.time() - 3600) < 120  # one hour
 
 
-async def test_dispatch_creates_the_room_and_the_dispatch(livekit: FakeLiveKit, tmp_path: Path):
+async def test_dispatch_creates_the_room_and_the_dispatch(
+    livekit: FakeLiveKit, run_dispatch: RunDispatch
+):
     code, out, err = await run_dispatch(
         "dispatch_checkin",
         "--room",
@@ -133,7 +149,6 @@ async def test_dispatch_creates_the_room_and_the_dispatch(livekit: FakeLiveKit, 
         "caller-jamie",
         "--json",
         url=livekit.url,
-        cwd=tmp_path,
     )
     assert code == 0, err
     assert [(c.path, c.content_type) for c in livekit.calls] == [
@@ -156,14 +171,14 @@ async def test_dispatch_creates_the_room_and_the_dispatch(livekit: FakeLiveKit, 
 
 
 async def test_a_file_outside_scenarios_travels_inline(
-    livekit: FakeLiveKit, tmp_path: Path, catalog: Catalog
+    livekit: FakeLiveKit, run_dispatch: RunDispatch, tmp_path: Path, catalog: Catalog
 ):
     data = json.loads((SCENARIOS_DIR / "dispatch_checkin.json").read_text())
     scenario_file = tmp_path / "my_checkin.json"
     scenario_file.write_text(json.dumps({**data, "name": "my_checkin"}))
 
     code, out, err = await run_dispatch(
-        str(scenario_file), "--identity", "caller-jamie", url=livekit.url, cwd=tmp_path
+        str(scenario_file), "--identity", "caller-jamie", url=livekit.url
     )
     assert code == 0, err
     room = livekit.request(CREATE_ROOM, api.CreateRoomRequest)
@@ -196,20 +211,18 @@ def _bad_campaign(tmp_path: Path) -> str:
     ],
 )
 async def test_bad_input_exits_2_before_any_api_call(
-    livekit: FakeLiveKit, tmp_path: Path, args: list[str], message: str
+    livekit: FakeLiveKit, run_dispatch: RunDispatch, tmp_path: Path, args: list[str], message: str
 ):
     args = [_bad_campaign(tmp_path) if a == "BAD_CAMPAIGN" else a for a in args]
-    code, out, err = await run_dispatch(*args, url=livekit.url, cwd=tmp_path)
+    code, out, err = await run_dispatch(*args, url=livekit.url)
     assert code == 2
     assert message in err and err.startswith("workers.dispatch: ")
     assert "Traceback" not in err and out == ""
     assert livekit.calls == []
 
 
-async def test_missing_livekit_settings_exit_2_with_one_line(tmp_path: Path):
-    code, _, err = await run_dispatch(
-        "dispatch_checkin", "--identity", "caller-jamie", url=None, cwd=tmp_path
-    )
+async def test_missing_livekit_settings_exit_2_with_one_line(run_dispatch: RunDispatch):
+    code, _, err = await run_dispatch("dispatch_checkin", "--identity", "caller-jamie", url=None)
     assert code == 2
     assert err.strip() == (
         "workers.dispatch: set LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET "
@@ -217,10 +230,10 @@ async def test_missing_livekit_settings_exit_2_with_one_line(tmp_path: Path):
     )
 
 
-async def test_server_errors_exit_1_with_one_line(livekit: FakeLiveKit, tmp_path: Path):
+async def test_server_errors_exit_1_with_one_line(livekit: FakeLiveKit, run_dispatch: RunDispatch):
     livekit.refuse = True
     code, _, err = await run_dispatch(
-        "dispatch_checkin", "--identity", "caller-jamie", url=livekit.url, cwd=tmp_path
+        "dispatch_checkin", "--identity", "caller-jamie", url=livekit.url
     )
     assert code == 1
     assert err.strip() == (
@@ -230,9 +243,7 @@ async def test_server_errors_exit_1_with_one_line(livekit: FakeLiveKit, tmp_path
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"
-    code, _, err = await run_dispatch(
-        "dispatch_checkin", "--identity", "caller-jamie", url=closed, cwd=tmp_path
-    )
+    code, _, err = await run_dispatch("dispatch_checkin", "--identity", "caller-jamie", url=closed)
     assert code == 1
     assert err.startswith(f"workers.dispatch: cannot reach the LiveKit server at {closed}")
     assert len(err.strip().splitlines()) == 1

@@ -1,52 +1,28 @@
-"""`python -m workers.multi`: clear messages instead of tracebacks when LiveKit is not set."""
+"""`workers.multi`: clear messages instead of tracebacks when LiveKit is not set, through
+main(argv) in-process; one test runs `python -m workers.multi` as a program."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-from config.settings import PROJECT_ROOT, Settings
+from config.settings import Settings
 from workers import multi
 from workers.multi import export_livekit_env, missing_livekit
 
 LIVEKIT_VARS = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
+DEV_MESSAGE = (
+    "workers.multi: set LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET "
+    "(in the environment or .env) to run `dev`"
+)
 
 
-def clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
-    env["PYTHONPATH"] = str(PROJECT_ROOT)
-    return env
-
-
-async def run_multi(*args: str, cwd: Path) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "workers.multi",
-        *args,
-        cwd=cwd,
-        env=clean_env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(60):
-        out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
-async def test_dev_without_livekit_settings_exits_with_one_clear_line(tmp_path: Path):
-    code, out, err = await run_multi("dev", cwd=tmp_path)  # tmp_path: no .env
-    assert code == 2
-    assert err.strip().splitlines() == [
-        "workers.multi: set LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET "
-        "(in the environment or .env) to run `dev`"
-    ]
-    assert "Traceback" not in out + err
+@pytest.mark.subprocess(argv=["-m", "workers.multi", "dev"])  # in a directory with no .env
+def test_runs_as_a_program_and_exits_with_mains_status(program):
+    assert program.returncode == 2
+    assert program.stderr.strip().splitlines() == [DEV_MESSAGE]
+    assert "Traceback" not in program.stdout + program.stderr
 
 
 @pytest.fixture
@@ -55,6 +31,13 @@ def no_livekit_env(monkeypatch, tmp_path):
         monkeypatch.setenv(name, "placeholder")  # so teardown also removes what a test sets
         monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+
+
+def test_dev_without_livekit_settings_exits_with_one_clear_line(no_livekit_env, run_main):
+    result = run_main(multi.main, "dev")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [DEV_MESSAGE]
+    assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_flags_count_as_given(no_livekit_env):

@@ -1,39 +1,64 @@
-"""`python -m workers.plan` end to end, as a user runs it: each exit code and the JSON shape."""
+"""`workers.plan`, as a user runs it: each exit code and the JSON shape, through `main(argv)`
+in-process; one test runs `python -m workers.plan` as a program."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from config.settings import PROJECT_ROOT
+from tests.conftest import CliResult
+from workers.plan import main
 
 CATALOG = PROJECT_ROOT / "config" / "catalog.json"
 SCENARIOS = PROJECT_ROOT / "scenarios"
 
-
-def plan(*args: str, catalog: Path = CATALOG) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CATALOG_PATH": str(catalog), "SCENARIOS_DIR": str(SCENARIOS)}
-    return subprocess.run(
-        [sys.executable, "-m", "workers.plan", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+Plan = Callable[..., CliResult]
 
 
-def plan_json(*args: str) -> tuple[int, dict]:
-    result = plan(*args, "--json")
-    return result.returncode, json.loads(result.stdout)
+@pytest.fixture
+def plan(run_main, monkeypatch) -> Plan:
+    """`python -m workers.plan ARGS...` in-process, with the catalog given (default: shipped)."""
+
+    def run(*args: str, catalog: Path = CATALOG) -> CliResult:
+        monkeypatch.setenv("CATALOG_PATH", str(catalog))
+        monkeypatch.setenv("SCENARIOS_DIR", str(SCENARIOS))
+        return run_main(main, *args)
+
+    return run
 
 
-def test_a_cast_is_printed_as_a_table_with_reasons():
+@pytest.fixture
+def plan_json(plan: Plan) -> Callable[..., tuple[int, dict]]:
+    def run(*args: str) -> tuple[int, dict]:
+        result = plan(*args, "--json")
+        return result.returncode, json.loads(result.stdout)
+
+    return run
+
+
+@pytest.mark.subprocess(
+    argv=[
+        "-m",
+        "workers.plan",
+        "dispatch_checkin",
+        "--load",
+        "tim=3",
+        "--load",
+        "dana=3",
+        "--json",
+    ],
+    env={"CATALOG_PATH": str(CATALOG), "SCENARIOS_DIR": str(SCENARIOS)},
+)
+def test_runs_as_a_program_and_exits_with_mains_status(program):
+    assert program.returncode == 3, program.stderr  # no cast: main's status is the exit status
+    assert json.loads(program.stdout)["error"].startswith("no cast: role 'dispatcher'")
+
+
+def test_a_cast_is_printed_as_a_table_with_reasons(plan):
     result = plan("dispatch_checkin", "--load", "tim=3")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -48,7 +73,7 @@ def test_a_cast_is_printed_as_a_table_with_reasons():
     assert driver.split() == ["driver", "chris", "Chris", "primary", "yes"]
 
 
-def test_json_output_has_the_documented_shape():
+def test_json_output_has_the_documented_shape(plan_json):
     code, out = plan_json("dispatch_checkin", "--load", "tim=3")
     assert code == 0
     assert {"scenario", "campaign", "strategy", "cast", "missing"} <= set(out)
@@ -76,7 +101,7 @@ def test_json_output_has_the_documented_shape():
     assert out["missing"] == []
 
 
-def test_strategy_override_and_optional_slots_left_empty():
+def test_strategy_override_and_optional_slots_left_empty(plan_json):
     code, out = plan_json("inbound_support", "--load", "sam=3", "--load", "priya=2")
     assert code == 0 and out["strategy"] == "least_loaded"
     assert [m["role"] for m in out["cast"]] == ["support"]
@@ -86,7 +111,7 @@ def test_strategy_override_and_optional_slots_left_empty():
     assert {m["reason"] for m in out["cast"]} == {"primary"}
 
 
-def test_no_cast_exits_3_and_says_which_role_and_why():
+def test_no_cast_exits_3_and_says_which_role_and_why(plan, plan_json):
     result = plan("dispatch_checkin", "--load", "tim=3", "--load", "dana=3")
     assert result.returncode == 3
     assert result.stdout.startswith("no cast: role 'dispatcher': ")
@@ -95,7 +120,7 @@ def test_no_cast_exits_3_and_says_which_role_and_why():
     assert code == 3 and out["error"].startswith("no cast: role 'dispatcher'")
 
 
-def test_a_scenario_path_outside_the_scenarios_dir_is_accepted(tmp_path):
+def test_a_scenario_path_outside_the_scenarios_dir_is_accepted(plan_json, tmp_path):
     data = json.loads((SCENARIOS / "dispatch_checkin.json").read_text())
     data["name"] = "local_copy"
     path = tmp_path / "local_copy.json"
@@ -117,14 +142,14 @@ def test_a_scenario_path_outside_the_scenarios_dir_is_accepted(tmp_path):
         (["no_such_scenario"], "no such scenario"),
     ],
 )
-def test_bad_arguments_exit_2_with_a_clear_message(args, message):
+def test_bad_arguments_exit_2_with_a_clear_message(plan, args, message):
     result = plan(*args)
     assert result.returncode == 2
     assert message in result.stderr
     assert result.stdout == ""
 
 
-def test_a_bad_scenario_file_exits_2_naming_file_and_field(tmp_path):
+def test_a_bad_scenario_file_exits_2_naming_file_and_field(plan, tmp_path):
     path = tmp_path / "bad.json"
     data = json.loads((SCENARIOS / "dispatch_checkin.json").read_text())
     data["campaign"] = "no-such-campaign"
@@ -139,7 +164,7 @@ def test_a_bad_scenario_file_exits_2_naming_file_and_field(tmp_path):
     assert "not valid JSON" in json.loads(result.stdout)["error"]
 
 
-def test_a_bad_catalog_exits_2_naming_it(tmp_path):
+def test_a_bad_catalog_exits_2_naming_it(plan, tmp_path):
     bad = tmp_path / "catalog.json"
     data = json.loads(CATALOG.read_text())
     data["personas"][0]["voice"] = "robot"
@@ -149,7 +174,7 @@ def test_a_bad_catalog_exits_2_naming_it(tmp_path):
     assert str(bad) in result.stderr and "$.personas[0].voice" in result.stderr
 
 
-def test_usage_errors_are_json_too_when_asked():
+def test_usage_errors_are_json_too_when_asked(plan):
     result = plan("dispatch_checkin", "--load", "tim", "--json")
     assert result.returncode == 2
     assert "not PERSONA_ID=N" in json.loads(result.stdout)["error"]

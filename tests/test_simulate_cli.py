@@ -1,13 +1,13 @@
-"""`python -m workers.simulate` end to end in a subprocess, with no API key and no network;
-and the pieces of it that main() relies on (overrides, `simulate()`'s leases) in-process."""
+"""`workers.simulate` with no API key and no network: main(argv) in-process (one test runs
+`python -m workers.simulate` as a program), and the pieces of it that main() relies on
+(overrides, `simulate()`'s leases)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,27 +15,36 @@ import pytest
 from agents.offline import offline_models
 from config.errors import ConfigError
 from config.scenario import load_scenario
-from config.settings import PROJECT_ROOT, Settings
+from config.settings import Settings
+from tests.conftest import CliResult
 from workers.selector import Selector
-from workers.simulate import _with_overrides, simulate
+from workers.simulate import _with_overrides, main, simulate
 from workers.transcript import read_transcript
 
-
-def _run(tmp_path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LIVEKIT_"))}
-    env["TRANSCRIPTS_DIR"] = str(tmp_path / "transcripts")
-    return subprocess.run(
-        [sys.executable, "-m", "workers.simulate", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+Run = Callable[..., CliResult]
+PINNED_INACTIVE = {  # a scenario whose only persona is inactive: no cast
+    "name": "pinned_inactive",
+    "campaign": "inbound-support",
+    "cast": [{"role": "sales", "persona": "morgan", "opens": True}],
+    "rules": {"turn_policy": "addressed"},
+}
 
 
-def test_demo_scenario_runs_offline_and_writes_a_transcript(tmp_path):
-    proc = _run(tmp_path, "dispatch_checkin")
+@pytest.fixture
+def run(run_main, monkeypatch, tmp_path, restore_logging) -> Run:
+    """`python -m workers.simulate ARGS...` in-process, transcripts under tmp_path."""
+    monkeypatch.setenv("TRANSCRIPTS_DIR", str(tmp_path / "transcripts"))
+    return lambda *args: run_main(main, *args)
+
+
+@pytest.mark.subprocess(argv=["-m", "workers.simulate", json.dumps(PINNED_INACTIVE)])
+def test_runs_as_a_program_and_exits_with_mains_status(program):
+    assert program.returncode == 3, program.stderr  # no cast: main's status is the exit status
+    assert "no cast" in program.stderr and "Traceback" not in program.stderr
+
+
+def test_demo_scenario_runs_offline_and_writes_a_transcript(run):
+    proc = run("dispatch_checkin")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("model: offline (no OPENAI_API_KEY set)")
@@ -49,10 +58,8 @@ def test_demo_scenario_runs_offline_and_writes_a_transcript(tmp_path):
     assert sum(e["event"] == "utterance" for e in events) == 5
 
 
-def test_json_output_and_injected_human_line(tmp_path):
-    proc = _run(
-        tmp_path, "inbound_support", "--json", "--human", "Hi, my order 88123 arrived broken."
-    )
+def test_json_output_and_injected_human_line(run):
+    proc = run("inbound_support", "--json", "--human", "Hi, my order 88123 arrived broken.")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["model"] == "offline"
@@ -63,22 +70,16 @@ def test_json_output_and_injected_human_line(tmp_path):
     assert os.path.exists(doc["transcript"])
 
 
-def test_bad_input_exits_2(tmp_path):
-    proc = _run(tmp_path, "no_such_scenario")
+def test_bad_input_exits_2(run):
+    proc = run("no_such_scenario")
     assert proc.returncode == 2
     assert "no such scenario" in proc.stderr and "Traceback" not in proc.stderr
-    proc = _run(tmp_path, "dispatch_checkin", "--max-turns", "0")
+    proc = run("dispatch_checkin", "--max-turns", "0")
     assert proc.returncode == 2
 
 
-def test_no_cast_exits_3(tmp_path):
-    pinned = {
-        "name": "pinned_inactive",
-        "campaign": "inbound-support",
-        "cast": [{"role": "sales", "persona": "morgan", "opens": True}],
-        "rules": {"turn_policy": "addressed"},
-    }
-    proc = _run(tmp_path, json.dumps(pinned))
+def test_no_cast_exits_3(run):
+    proc = run(json.dumps(PINNED_INACTIVE))
     assert proc.returncode == 3, proc.stderr
     assert "no cast" in proc.stderr
 

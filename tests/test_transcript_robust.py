@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from config.scenario import load_scenario
-from config.settings import PROJECT_ROOT, Settings
+from config.settings import Settings
 from workers.room import RoomResult
 from workers.selector import Selector
 from workers.simulate import Printer, simulate
@@ -247,26 +245,22 @@ async def test_a_room_printing_to_a_closed_pipe_ends_normally(catalog, scenarios
     _discard(out)
 
 
-def test_a_printer_on_stdout_with_the_reader_gone_exits_quietly():
+_PRINTER_CHILD = (
+    "import sys\n"
+    "from workers.simulate import Printer\n"
+    "sys.stdin.readline()\n"  # wait until the parent has closed its end of the pipe
+    "p = Printer()\n"
+    "for n in range(3):\n"
+    "    p({'event': 'room_ended', 'reason': 'r', 'detail': 'd', 'turns': n})\n"
+    "print('after the room', flush=True)\n"
+)
+
+
+# stdout=False: the parent's end of the child's stdout is closed (the reader is gone) before
+# the child is told to print.
+@pytest.mark.subprocess(argv=["-c", _PRINTER_CHILD], stdin="go\n", stdout=False)
+def test_a_printer_on_stdout_with_the_reader_gone_exits_quietly(program):
     """`simulate | head`: Python would report a BrokenPipeError when it flushes stdout at
     exit (and exit 120); the printer points stdout at /dev/null first."""
-    child = (
-        "import sys\n"
-        "from workers.simulate import Printer\n"
-        "sys.stdin.readline()\n"  # wait until the parent has closed its end of the pipe
-        "p = Printer()\n"
-        "for n in range(3):\n"
-        "    p({'event': 'room_ended', 'reason': 'r', 'detail': 'd', 'turns': n})\n"
-        "print('after the room', flush=True)\n"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", child],
-        cwd=PROJECT_ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    proc.stdout.close()
-    _, err = proc.communicate(b"go\n", timeout=60)
-    assert proc.returncode == 0, err
-    assert b"BrokenPipe" not in err and b"Traceback" not in err
+    assert program.returncode == 0, program.stderr
+    assert "BrokenPipe" not in program.stderr and "Traceback" not in program.stderr
