@@ -1,0 +1,467 @@
+"""An offline STT: pocketsphinx speech recognition, in-process, with no key and no network.
+
+The `pocketsphinx` wheel ships the en-US acoustic model, dictionary and language model. The
+STT is non-streaming (`recognize` on one utterance); the session wraps it with the VAD through
+`stt.StreamAdapter`, which hands it each utterance the VAD cut out.
+
+Free-form decoding of synthetic (eSpeak) speech is poor: measured here, 61-79% of the words
+depending on the voice. When the lines a human is expected to say are known (a scenario's
+`human_lines`), the STT also decodes with a JSGF grammar of those lines and keeps that result
+(the expected line, as written) when it covers about as much speech as the free-form decoding
+of the same audio (see `_grammar_holds`); otherwise, or with no phrases, the free-form text is
+the transcript.
+
+pocketsphinx decoders are not thread-safe and cost ~90 MB each: the process shares one decoder
+(built on first use) behind one lock; each phrase set is one more grammar search on it.
+Decoding runs in a worker thread, never on the event loop, and in 50 ms chunks: pocketsphinx
+holds the GIL inside each call, so one whole-utterance call would stall the loop anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from livekit import rtc
+from livekit.agents import stt, utils
+from livekit.agents.types import NOT_GIVEN, APIConnectOptions, NotGivenOr
+from livekit.agents.utils import AudioBuffer
+
+SAMPLE_RATE = 16_000  # the shipped acoustic model's rate
+_PAD_S = 0.3  # silence around an utterance: a grammar path must reach its last word
+_MIN_SPEECH_S = 0.1
+_SILENT_PEAK = 64  # int16 peak below which an utterance is taken as silence
+_MAX_GRAMMARS = 16  # grammar searches kept on the shared decoder (oldest dropped)
+_MAX_VARIANTS = 16  # spoken forms kept per run of clauses (numbers multiply them)
+_DITHER = 10.0  # std of the noise added: eSpeak's exact-zero pauses break the features
+# A grammar result is kept when its words span at least this share of the frames the
+# free-form words span (measured on eSpeak speech: expected lines 0.96-1.9, other lines
+# forced onto a shorter expected line 0.1-0.75, with a few exceptions noted in the tests).
+_MIN_COVERAGE = 0.85
+_CMN_SEARCH = "_cmn"
+_CMN_JSGF = "#JSGF V1.0;\ngrammar cmn;\npublic <u> = a;\n"
+_CHUNK_BYTES = 2 * SAMPLE_RATE // 20  # 50 ms of audio per decoder call (~40 ms of CPU at most)
+
+Source = Literal["grammar", "free_form", "none"]
+
+
+# ---- text to the words pocketsphinx knows ---------------------------------------------------
+
+_ONES = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen"
+).split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_SCALES = ((1_000_000_000, "billion"), (1_000_000, "million"), (1_000, "thousand"))
+_ORDINALS = {
+    "one": "first",
+    "two": "second",
+    "three": "third",
+    "five": "fifth",
+    "eight": "eighth",
+    "nine": "ninth",
+    "twelve": "twelfth",
+}
+
+
+def _below_1000(n: int, *, with_and: bool) -> list[str]:
+    words: list[str] = []
+    if n >= 100:
+        words += [_ONES[n // 100], "hundred"]
+        n %= 100
+        if n and with_and:
+            words.append("and")
+    if n >= 20:
+        words.append(_TENS[n // 10])
+        n %= 10
+        if n:
+            words.append(_ONES[n])
+    elif n or not words:
+        words.append(_ONES[n])
+    return words
+
+
+def number_words(n: int, *, with_and: bool = False) -> list[str]:
+    """A cardinal as eSpeak en-us reads it: 88123 -> eighty eight thousand one hundred twenty
+    three (`with_and` gives the British "... one hundred and twenty three")."""
+    if n < 1000:
+        return _below_1000(n, with_and=with_and)
+    words: list[str] = []
+    for value, name in _SCALES:
+        if n >= value:
+            words += [*number_words(n // value, with_and=with_and), name]
+            n %= value
+    if n:
+        words += _below_1000(n, with_and=with_and)
+    return words
+
+
+def _ordinal(words: list[str]) -> list[str]:
+    last = words[-1]
+    if last in _ORDINALS:
+        end = _ORDINALS[last]
+    elif last.endswith("y"):
+        end = last[:-1] + "ieth"
+    else:
+        end = last + "th"
+    return [*words[:-1], end]
+
+
+_TOKEN = re.compile(r"\d+(?:st|nd|rd|th)?|[a-z]+(?:'[a-z]+)*")
+
+
+def _spoken_forms(token: str) -> list[list[str]]:
+    """How a token may be said: a word as itself; a number as a cardinal (with and without
+    "and") and, from three digits on, digit by digit (how people read order numbers)."""
+    m = re.fullmatch(r"(\d+)(st|nd|rd|th)?", token)
+    if not m:
+        return [[token]]
+    digits, suffix = m.groups()
+    if len(digits) > 12:
+        return [[_ONES[int(d)] for d in digits]]
+    n = int(digits)
+    if suffix:
+        return [_ordinal(number_words(n))]
+    forms = [number_words(n)]
+    with_and = number_words(n, with_and=True)
+    if with_and != forms[0]:
+        forms.append(with_and)
+    if len(digits) >= 3:
+        forms.append([_ONES[int(d)] for d in digits])
+    return forms
+
+
+def normalize_text(text: str) -> list[str]:
+    """Lowercase words, numbers spelled out (first spoken form), punctuation dropped."""
+    return [w for token in _tokens(text) for w in _spoken_forms(token)[0]]
+
+
+def _tokens(text: str) -> list[str]:
+    text = text.lower().replace("\u2019", "'")
+    text = re.sub(r"(\d),(\d{3})", r"\1\2", text)  # 2,000 -> 2000
+    text = re.sub(r"(\d)\.(\d)", r"\1 point \2", text)
+    return _TOKEN.findall(text)
+
+
+# ---- a grammar of expected lines --------------------------------------------------------------
+
+
+def _clauses(line: str) -> list[str]:
+    """A line's clauses, punctuation kept: a VAD may cut an utterance at any of these pauses."""
+    return [c.strip() for c in re.findall(r"[^.,!?;:]+[.,!?;:]*", line) if c.strip()]
+
+
+@dataclass(frozen=True)
+class PhraseGrammar:
+    """The word sequences a human is expected to say: every contiguous run of clauses of every
+    expected line, in each of its spoken forms, mapped to the original text of that run."""
+
+    runs: dict[tuple[str, ...], str]
+
+    @classmethod
+    def build(cls, phrases: Sequence[str], known: Callable[[str], bool]) -> PhraseGrammar | None:
+        """None when no phrase has a word the dictionary (`known`) has."""
+        runs: dict[tuple[str, ...], str] = {}
+        for line in phrases:
+            clauses = _clauses(line)
+            forms = [_clause_forms(c, known) for c in clauses]
+            for i, j in itertools.combinations(range(len(clauses) + 1), 2):
+                text = " ".join(clauses[i:j])
+                for parts in itertools.islice(itertools.product(*forms[i:j]), _MAX_VARIANTS):
+                    words = tuple(w for part in parts for w in part)
+                    if words:
+                        runs.setdefault(words, text)
+        return cls(runs) if runs else None
+
+    @property
+    def key(self) -> str:
+        joined = "\n".join(" ".join(r) for r in sorted(self.runs))
+        return "g" + hashlib.sha256(joined.encode()).hexdigest()[:16]
+
+    def jsgf(self) -> str:
+        alternatives = " | ".join(f"( {' '.join(r)} )" for r in sorted(self.runs))
+        return f"#JSGF V1.0;\ngrammar {self.key};\npublic <utt> = {alternatives};\n"
+
+    def text_of(self, words: Sequence[str]) -> str | None:
+        """The expected text these decoded words stand for, or None if they are not a run."""
+        return self.runs.get(tuple(words))
+
+
+def _clause_forms(clause: str, known: Callable[[str], bool]) -> list[list[str]]:
+    """A clause's spoken forms; words missing from the dictionary are left out (the grammar
+    cannot name them; the free-form check then decides)."""
+    per_token = [
+        [[w for w in form if known(w)] for form in _spoken_forms(t)] for t in _tokens(clause)
+    ]
+    forms = [[w for part in combo for w in part] for combo in itertools.product(*per_token)]
+    unique: list[list[str]] = []
+    for f in forms[:_MAX_VARIANTS]:
+        if f not in unique:
+            unique.append(f)
+    return unique or [[]]
+
+
+# ---- decoding ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """What was heard. `confidence` is coarse, by source: 0.9 for an expected line the
+    grammar found, 0.5 for free-form text, 0.0 for nothing."""
+
+    text: str
+    source: Source
+    confidence: float
+
+
+@dataclass(frozen=True)
+class _Hyp:
+    words: tuple[str, ...]
+    word_frames: int  # frames inside real words (not silence or fillers)
+
+
+def _is_filler(word: str) -> bool:
+    return word.startswith(("<", "[", "+")) or word in ("", "sil")
+
+
+class SphinxRecognizer:
+    """One pocketsphinx decoder (free-form search + one search per phrase grammar), built on
+    first use, used under one lock. Thread-safe; blocking: call it from a worker thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._decoder: Any = None  # pocketsphinx.Decoder (untyped)
+        self._grammars: dict[str, PhraseGrammar] = {}
+
+    @property
+    def ready(self) -> bool:
+        """Whether the decoder is built (the first use takes ~0.3 s and ~90 MB)."""
+        return self._decoder is not None
+
+    def load(self) -> None:
+        """Build the decoder now (blocking, ~0.3 s, holds the GIL): in a worker's setup_fnc,
+        before any room runs, rather than on a room's first utterance."""
+        with self._lock:
+            self._get_decoder()
+
+    def _get_decoder(self) -> Any:
+        if self._decoder is None:
+            from pocketsphinx import Decoder
+
+            # fwdflat (a second pass over the whole utterance at end_utt) is one long C call
+            # that holds the GIL; off, eSpeak speech decodes better too (84% vs 78% of words)
+            d = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL", fwdflat=False)
+            d.add_jsgf_string(_CMN_SEARCH, _CMN_JSGF)
+            self._decoder = d
+        return self._decoder
+
+    def grammar_for(self, phrases: Sequence[str]) -> PhraseGrammar | None:
+        """The grammar of `phrases`, registered as a search; None if none of their words is
+        in the dictionary."""
+        with self._lock:
+            d = self._get_decoder()
+            grammar = PhraseGrammar.build(phrases, lambda w: d.lookup_word(w) is not None)
+            if grammar is not None:
+                self._register(grammar)
+            return grammar
+
+    def _register(self, grammar: PhraseGrammar) -> None:
+        """Under the lock: make `grammar` a search of the decoder (again, if it was evicted)."""
+        if grammar.key in self._grammars:
+            return
+        d = self._get_decoder()
+        if len(self._grammars) >= _MAX_GRAMMARS:
+            oldest = next(iter(self._grammars))
+            d.remove_search(oldest)
+            del self._grammars[oldest]
+        d.add_jsgf_string(grammar.key, grammar.jsgf())
+        self._grammars[grammar.key] = grammar
+
+    def _utterance_cmn(self, pcm: bytes) -> str:
+        """The utterance's own cepstral mean, from one pass with a one-word grammar (~6 ms of
+        CPU per second of audio): the chunked passes below cannot compute it themselves, and
+        a mean carried over from earlier utterances would make results depend on history."""
+        d = self._get_decoder()
+        d.activate_search(_CMN_SEARCH)
+        d.start_utt()
+        d.process_raw(pcm, full_utt=True)
+        cmn = str(d.get_cmn(True))  # this utterance's mean (read after end_utt: the last one's)
+        d.end_utt()
+        return cmn
+
+    def _decode(self, pcm: bytes, search: str | None, cmn: str) -> _Hyp | None:
+        d = self._get_decoder()
+        d.activate_search(search)
+        d.set_cmn(cmn)
+        d.start_utt()
+        for i in range(0, len(pcm), _CHUNK_BYTES):
+            # pocketsphinx holds the GIL inside each call: short calls let the loop run
+            d.process_raw(pcm[i : i + _CHUNK_BYTES], full_utt=False)
+        d.end_utt()
+        hyp = d.hyp()
+        if hyp is None or not hyp.hypstr.strip():
+            return None
+        word_frames = sum(
+            s.end_frame - s.start_frame + 1 for s in d.seg() if not _is_filler(s.word)
+        )
+        return _Hyp(tuple(hyp.hypstr.split()), word_frames)
+
+    def transcribe(self, pcm: bytes, grammar: PhraseGrammar | None = None) -> Transcript:
+        """`pcm`: one utterance, 16 kHz mono int16. The grammar's expected line when one is
+        given (from `grammar_for`) and its result holds, the free-form text otherwise."""
+        samples = np.frombuffer(pcm, dtype=np.int16)
+        if len(samples) < _MIN_SPEECH_S * SAMPLE_RATE or not samples.size:
+            return Transcript("", "none", 0.0)
+        if int(np.abs(samples.astype(np.int32)).max()) < _SILENT_PEAK:
+            return Transcript("", "none", 0.0)
+        padded = _dithered(samples)
+        with self._lock:
+            cmn = self._utterance_cmn(padded)
+            by_grammar = None
+            if grammar is not None:
+                self._register(grammar)
+                by_grammar = self._decode(padded, grammar.key, cmn)
+            free = self._decode(padded, None, cmn)
+        if by_grammar is not None and _grammar_holds(by_grammar, free):
+            text = grammar.text_of(by_grammar.words) if grammar else None
+            if text is not None:
+                return Transcript(text, "grammar", 0.9)
+        if free is None:
+            return Transcript("", "none", 0.0)
+        return Transcript(" ".join(free.words), "free_form", 0.5)
+
+
+def _dithered(samples: np.ndarray) -> bytes:
+    """The utterance with silence around it and faint noise over it, the same every time (a
+    fixed seed) so that one utterance always decodes the same way."""
+    pad = np.zeros(int(_PAD_S * SAMPLE_RATE), dtype=np.float64)
+    x = np.concatenate([pad, samples.astype(np.float64), pad])
+    x += np.random.default_rng(0).standard_normal(len(x)) * _DITHER
+    return np.clip(np.rint(x), -32768, 32767).astype(np.int16).tobytes()
+
+
+def _grammar_holds(g: _Hyp, free: _Hyp | None) -> bool:
+    """A grammar always forces some expected line onto the audio; keep it only when the
+    free-form decoding of the same audio finds about as much speech: an off-script utterance
+    usually gets a short expected clause ("hi", "yes") with the rest left as silence."""
+    return free is not None and g.word_frames >= _MIN_COVERAGE * free.word_frames
+
+
+_shared: SphinxRecognizer | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_recognizer() -> SphinxRecognizer:
+    """The process's one recognizer (one ~90 MB decoder for every SphinxSTT)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = SphinxRecognizer()
+        return _shared
+
+
+def to_pcm16k(buffer: AudioBuffer) -> bytes:
+    """Any livekit audio (list of frames or one frame, any rate, any channels) as 16 kHz mono
+    int16 PCM. Blocking (resampling): call it off the event loop."""
+    frames = buffer if isinstance(buffer, list) else [buffer]
+    frames = [f for f in frames if f.samples_per_channel > 0]
+    if not frames:
+        return b""
+    merged = rtc.combine_audio_frames(frames)
+    samples = np.frombuffer(merged.data, dtype=np.int16)
+    if merged.num_channels > 1:
+        samples = samples.reshape(-1, merged.num_channels).mean(axis=1).astype(np.int16)
+    if merged.sample_rate == SAMPLE_RATE:
+        return samples.tobytes()
+    resampler = rtc.AudioResampler(
+        merged.sample_rate,
+        SAMPLE_RATE,
+        num_channels=1,
+        quality=rtc.AudioResamplerQuality.HIGH,
+    )
+    mono = rtc.AudioFrame(samples.tobytes(), merged.sample_rate, 1, len(samples))
+    out = [*resampler.push(mono), *resampler.flush()]
+    return b"".join(bytes(f.data) for f in out)
+
+
+class SphinxSTT(stt.STT):
+    """A livekit `stt.STT` on pocketsphinx: non-streaming, no interim results.
+
+    `phrases`: the lines the speaker is expected to say (e.g. a scenario's `human_lines`);
+    recognised exactly when heard, free-form decoding otherwise."""
+
+    def __init__(
+        self,
+        *,
+        phrases: Sequence[str] | None = None,
+        language: str = "en-US",
+        recognizer: SphinxRecognizer | None = None,
+    ) -> None:
+        super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
+        self._language = language
+        self._recognizer = recognizer or shared_recognizer()
+        self._phrases = tuple(p for p in (phrases or ()) if p.strip())
+        self._grammar: PhraseGrammar | None = None
+        self._grammar_ready = not self._phrases
+
+    @property
+    def model(self) -> str:
+        return "pocketsphinx-en-us"
+
+    @property
+    def provider(self) -> str:
+        return "pocketsphinx"
+
+    @property
+    def phrases(self) -> tuple[str, ...]:
+        return self._phrases
+
+    def prewarm(self) -> None:
+        """Start building the decoder and the grammar in the background (livekit calls this on
+        the event loop when the agent starts; the first utterance waits for it if need be)."""
+        threading.Thread(target=self._warm, name="sphinx-prewarm", daemon=True).start()
+
+    def _warm(self) -> None:
+        self._recognizer.load()
+        self._ensure_grammar()
+
+    def _ensure_grammar(self) -> PhraseGrammar | None:
+        if not self._grammar_ready:
+            self._grammar = self._recognizer.grammar_for(self._phrases)
+            self._grammar_ready = True
+        return self._grammar
+
+    def recognize_pcm(self, pcm: bytes) -> Transcript:
+        """Blocking: one utterance of 16 kHz mono int16 PCM (for offline use and benchmarks)."""
+        return self._recognizer.transcribe(pcm, self._ensure_grammar())
+
+    def _recognize_blocking(self, buffer: AudioBuffer) -> Transcript:
+        return self.recognize_pcm(to_pcm16k(buffer))
+
+    async def _recognize_impl(
+        self,
+        buffer: AudioBuffer,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions,
+    ) -> stt.SpeechEvent:
+        result = await asyncio.to_thread(self._recognize_blocking, buffer)
+        lang = language if utils.is_given(language) else self._language
+        data = stt.SpeechData(
+            language=lang,
+            text=result.text,
+            confidence=result.confidence,
+            metadata={"source": result.source},
+        )
+        return stt.SpeechEvent(
+            type=stt.SpeechEventType.FINAL_TRANSCRIPT,
+            request_id=utils.shortuuid(),
+            alternatives=[data],
+        )
