@@ -15,22 +15,33 @@ bench/_common.py: a one-line reply, no tools). For every turn after the first we
 
 `gap` = next_chat - utterance_end is the headline (floor + the framework's own
 generate_reply scheduling); `floor_only` = floor_emit - utterance_end is the floor's share.
-The floor copies each listener's chat context to add the line (`chat_ctx.copy()` +
-`update_chat_ctx`), so the cost can grow with the conversation: the figures are also given per
-100-turn slice of a room, first and last. A room is capped at 500 turns by the scenario schema
-(`rules.max_turns`), so >= 1,000 turns are measured over several rooms; one more room of
-`--long-turns` (default 2,000) bypasses that cap (model_copy) to show how a longer room would
-scale (reported apart, under `beyond_cap`).
+The floor appends each line to every listener's chat context in place (no copy), but the
+framework's own reply preparation still reads the speaker's whole context, so the figures are
+also given per 100-turn slice of a room, first and last. A room is capped at 500 turns by the
+scenario schema (`rules.max_turns`), so >= 1,000 turns are measured over several rooms; one
+more room of `--long-turns` (default 2,000) bypasses that cap (model_copy) to show how a longer
+room scales (reported apart, under `beyond_cap`; `beyond_cap.at_end` is the aim: gap p99 over
+its last 100 turns, and those turns against its first 100).
 
 Python's cyclic garbage collector pauses the whole event loop: the run counts the collections
 of the oldest generation and their pauses (`gc_gen2`). `--gc-freeze` calls `gc.freeze()` after
 the warm-up (moves every object alive then out of the collector's reach) to show the effect.
+`job_gc` measures what a job process pays: a fresh process imports what the worker's
+forkserver preloads (ending with livekit's `_preload_freeze`: collect + freeze, as the
+forkserver does before forking a job process), runs `workers.multi.prewarm`, then
+`--gc-turns` turns (rooms of <= 500) while gc.callbacks times every collection of every
+generation; once as the worker does today and once with `gc.freeze()` after prewarm.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
+import importlib
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,13 +58,17 @@ from bench._common import (
     bench_catalog,
     bench_scenario,
     machine,
+    quiet,
     rounded,
     run_async_bench,
     summary_ms,
 )
 
 AIM_P99_MS = 5.0
+AIM_FLAT_RATIO = 1.5  # last 100 turns of the long room against its first 100 (p50)
+AIM_GC_PAUSE_MS = 20.0
 SLICE = 100
+FREEZE_MODES = ("as_today", "freeze_after_prewarm")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -68,10 +83,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="one extra room this long, beyond the schema cap (0: none)",
     )
     p.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after the warm-up")
+    p.add_argument(
+        "--gc-turns",
+        type=int,
+        default=1000,
+        help="turns run in each job-like process for `job_gc` (0: skip it)",
+    )
+    p.add_argument("--job-gc-child", choices=FREEZE_MODES, help=argparse.SUPPRESS)
     p.add_argument("--quick", action="store_true", help="smoke run: 1 room of 30 turns")
     args = p.parse_args(argv)
     if args.quick:
-        args.rooms, args.turns, args.long_turns = 1, 30, 0
+        args.rooms, args.turns, args.long_turns, args.gc_turns = 1, 30, 0, 20
     return args
 
 
@@ -167,6 +189,29 @@ def _slices(values: list[list[float]]) -> list[dict[str, Any]]:
     return out
 
 
+def _at_end(gaps: list[float]) -> dict[str, Any]:
+    """The long room's aim: gap p99 over its last 100 turns, and those against its first 100."""
+    first, last = summary_ms(gaps[:SLICE]), summary_ms(gaps[-SLICE:])
+
+    def ratio(key: str) -> float | None:
+        return rounded(last[key] / first[key], 2) if first.get(key) else None
+
+    p50_ratio = ratio("p50_ms")
+    return {
+        "last_turn": len(gaps) + 1,
+        "first_100": first,
+        "last_100": last,
+        "ratio_last_to_first": {"p50": p50_ratio, "p99": ratio("p99_ms"), "mean": ratio("mean_ms")},
+        "aim": {
+            "p99_ms_max": AIM_P99_MS,
+            "ratio_max": AIM_FLAT_RATIO,
+            "ratio_measure": "p50",
+            "p99_reached": last["p99_ms"] < AIM_P99_MS,
+            "flat_reached": p50_ratio is not None and p50_ratio <= AIM_FLAT_RATIO,
+        },
+    }
+
+
 def _growth(slices: list[dict[str, Any]]) -> dict[str, Any]:
     first, last = slices[0], slices[-1]
     return {
@@ -207,6 +252,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             "product today): how the gap would keep growing with the context",
             "gap": summary_ms(long_room["gaps"]),
             "floor_only": summary_ms(long_room["floor_only"]),
+            "at_end": _at_end(long_room["gaps"]),
+            "floor_only_at_end": _at_end(long_room["floor_only"]),
             "growth": _growth(long_slices),
             "by_turn_slice": long_slices[:: max(1, len(long_slices) // 10)] + long_slices[-1:],
             "gc_gen2": long_pauses.summary(),
@@ -236,6 +283,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         "growth": _growth(slices),
         "gc_gen2": pauses.summary(),
         "beyond_cap": beyond_cap,
+        "job_gc": _job_gc(args) if args.gc_turns else None,
         "aim": {
             "p99_ms_max": AIM_P99_MS,
             "gap_p99_reached": summary_ms(pooled["gaps"])["p99_ms"] < AIM_P99_MS,
@@ -244,7 +292,111 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# ---- GC pauses in a job-like process --------------------------------------------------------
+
+
+class _AllGcPauses:
+    """Every collection, any generation: (generation, seconds)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float]] = []
+        self._t0 = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], time.perf_counter() - self._t0))
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for gen in (0, 1, 2):
+            ms = [d * 1000 for g, d in self.pauses if g == gen]
+            out[f"gen{gen}"] = {
+                "collections": len(ms),
+                "max_pause_ms": rounded(max(ms)) if ms else 0.0,
+                "total_pause_ms": rounded(sum(ms)),
+            }
+        every = [d * 1000 for _, d in self.pauses]
+        out["max_pause_ms"] = rounded(max(every)) if every else 0.0
+        return out
+
+
+def _as_the_forkserver_does() -> list[str]:
+    """Import what the worker's forkserver preloads, in its order (livekit worker.py): the
+    plugins, our preload module, livekit's warm-up, then `_preload_freeze` (collect+freeze)."""
+    from livekit.agents import Plugin
+
+    import workers.multi  # noqa: F401  (registers the plugins it imports)
+
+    plugins = [p.package for p in Plugin.registered_plugins]
+    modules = list(dict.fromkeys([*plugins, "workers.multi"]))
+    modules += ["livekit.agents.ipc._preload", "livekit.agents.ipc._preload_freeze"]
+    for name in modules:
+        importlib.import_module(name)
+    return modules
+
+
+def _job_gc_child(mode: str, turns: int, personas: int) -> dict[str, Any]:
+    """One job-like process: forkserver preloads, prewarm, [gc.freeze()], then `turns` turns."""
+    from types import SimpleNamespace
+
+    preloaded = _as_the_forkserver_does()
+    from workers.multi import prewarm
+
+    prewarm(SimpleNamespace(userdata={}))  # type: ignore[arg-type]  (it only uses .userdata)
+    quiet()  # prewarm configured the product's logging: stdout carries only the JSON
+    if mode == "freeze_after_prewarm":
+        gc.freeze()
+    frozen = gc.get_freeze_count()
+    pauses = _AllGcPauses()
+    rooms = [min(500, turns - k) for k in range(0, turns, 500)]
+    with tempfile.TemporaryDirectory(prefix="bench-floor-gc-") as tmp:
+
+        async def run() -> None:
+            gc.callbacks.append(pauses)
+            try:
+                for i, n in enumerate(rooms):
+                    await _room(i, personas, n, Path(tmp))
+            finally:
+                gc.callbacks.remove(pauses)
+
+        asyncio.run(run())
+    return {
+        "mode": mode,
+        "turns": sum(rooms),
+        "rooms": len(rooms),
+        "preloaded": preloaded,
+        "frozen_objects": frozen,
+        **pauses.summary(),
+    }
+
+
+def _job_gc(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the job-like process twice (as today, and with gc.freeze() after prewarm)."""
+    out: dict[str, Any] = {}
+    env = {**os.environ, "OPENAI_API_KEY": ""}  # prewarm warms the offline voice, as offline
+    for mode in FREEZE_MODES:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--job-gc-child", mode]
+        cmd += ["--gc-turns", str(args.gc_turns), "--personas", str(args.personas)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"job_gc child {mode} failed: {proc.stderr[-2000:]}")
+        out[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+    longest = {mode: out[mode]["max_pause_ms"] for mode in FREEZE_MODES}
+    out["aim"] = {
+        "max_pause_ms_max": AIM_GC_PAUSE_MS,
+        **{f"{mode}_reached": ms <= AIM_GC_PAUSE_MS for mode, ms in longest.items()},
+    }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    if args.job_gc_child:
+        quiet()
+        print(json.dumps(_job_gc_child(args.job_gc_child, args.gc_turns, args.personas)))
+        return 0
     return run_async_bench(_parse, _run, argv)
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from livekit.agents import AgentSession, llm
+from livekit.agents import AgentSession, llm, utils
 
 from agents.persona import (
     HUMAN_CUT_MARKER,
@@ -159,6 +160,9 @@ class ScriptedHumans:
 class LiveHumans:
     """Humans in a LiveKit room: lines arrive from the lead's speech-to-text as they are said."""
 
+    # Set by the room runner: the last human has left.
+    on_all_left: Callable[[], None] | None = None
+
     def __init__(self) -> None:
         self._lines: asyncio.Queue[HumanLine] = asyncio.Queue()
         self._here: set[str] = set()
@@ -179,6 +183,8 @@ class LiveHumans:
     def gone(self, identity: str) -> None:
         self._here.discard(identity)
         self._changed.set()
+        if self.left() and self.on_all_left is not None:
+            self.on_all_left()  # the floor stops now, even mid-turn
 
     def said(self, identity: str, text: str) -> None:
         """A human's finished turn, spoken or typed (an empty one is dropped)."""
@@ -257,6 +263,27 @@ def _vocative(name: str) -> re.Pattern[str]:
     )
 
 
+async def append_user_line(agent: Any, session: AgentSession, line: str) -> None:
+    """Add `line` as a user message at the end of `agent`'s chat context.
+
+    livekit-agents has no public append: `Agent.chat_ctx` is a read-only copy and
+    `update_chat_ctx()` replaces the context with a filtered copy, so relaying that way copies
+    each listener's whole context twice per turn. With a pipeline LLM the context is only
+    local: the line goes into the agent's own context in place, as livekit adds a user's turn
+    itself (`agent._chat_ctx.items.append` in voice/agent_activity.py). A realtime model keeps
+    a remote copy that only `update_chat_ctx()` syncs, so it keeps that path.
+    tests/test_floor_relay.py fails if livekit renames `Agent._chat_ctx` or stops using it.
+    """
+    model = agent.llm if utils.is_given(agent.llm) else session.llm
+    ctx = getattr(agent, "_chat_ctx", None)
+    if isinstance(model, llm.LLM) and isinstance(ctx, llm.ChatContext) and not ctx.readonly:
+        ctx.add_message(role="user", content=line)
+        return
+    updated = agent.chat_ctx.copy()
+    updated.add_message(role="user", content=line)
+    await agent.update_chat_ctx(updated)
+
+
 class Floor:
     """Runs the conversation of one room. Also receives the personas' floor tool requests
     (it implements agents.persona.FloorRequests)."""
@@ -281,6 +308,7 @@ class Floor:
         self._holder: Speaker | None = None
         self._previous: Speaker | None = None
         self._requests: list[HandOverRequest | EndRequest | NextSpeakerRequest] = []
+        self._loop_task: asyncio.Future[None] | None = None
 
     # -- set-up ---------------------------------------------------------------------------
     def seat(self, speakers: Sequence[Speaker], *, opener: str, lead: str) -> None:
@@ -334,22 +362,31 @@ class Floor:
     # -- the conversation -----------------------------------------------------------------
     async def run(self) -> Ending:
         """Run turns until a stop rule fires. Cancellation propagates to the caller."""
+        self._loop_task = asyncio.ensure_future(self._loop())
         try:
             async with asyncio.timeout(self.rules.max_duration_s):
-                await self._loop()
+                await self._loop_task
         except TimeoutError:
             if self._current is not None:
                 self._current.session.interrupt()
             self._end(EndReason.MAX_DURATION, f"{self.rules.max_duration_s:g} s elapsed")
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self.ending is None or (task is not None and task.cancelling()):
+                raise  # this task was cancelled, not the loop by request_end()
+        finally:
+            self._loop_task.cancel()
         assert self.ending is not None
         return self.ending
 
     def request_end(self, reason: EndReason, detail: str = "") -> None:
-        """End from outside (the job shutting down): whoever speaks is cut off and the floor
-        stops at once."""
+        """End from outside (the job shutting down, the room deleted): whoever speaks is cut
+        off and the floor stops at once, also while it waits for a human to speak."""
         self._end(reason, detail)
         if self._current is not None:
             self._current.session.interrupt()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
 
     def _end(self, reason: EndReason, detail: str = "", persona: str | None = None) -> None:
         if self.ending is None:
@@ -394,6 +431,7 @@ class Floor:
         """Ask one persona to speak; relay what it said. None when its model failed."""
         self._current = speaker
         errors_before = len(speaker.errors)
+        started = time.time()
         try:
             handle = speaker.session.generate_reply(instructions=instructions or None)
             await handle
@@ -427,6 +465,7 @@ class Floor:
             text=text,
             turn=self.turns,
             interrupted=bool(handle is not None and handle.interrupted),
+            started=round(started, 3),  # the turn's start; its `at` is when it was said
         )
         if text:
             await self._relay(f"{speaker.label}: {text}", exclude=speaker)
@@ -468,11 +507,8 @@ class Floor:
 
     async def _relay(self, line: str, *, exclude: Speaker | None) -> None:
         for other in self.speakers:
-            if other is exclude:
-                continue
-            ctx = other.agent.chat_ctx.copy()
-            ctx.add_message(role="user", content=line)
-            await other.agent.update_chat_ctx(ctx)
+            if other is not exclude:
+                await append_user_line(other.agent, other.session, line)
 
     async def _hear(self, line: HumanLine) -> Speaker:
         """A human spoke: every persona hears it; exactly one answers."""
@@ -529,13 +565,11 @@ class Floor:
         self._emit(
             "hand_over", from_persona=speaker.id, to=target.id, summary=req.summary, turn=self.turns
         )
-        ctx = target.agent.chat_ctx.copy()
-        ctx.add_message(
-            role="user",
-            content=f"[hand-over] {speaker.label} hands the conversation to you. Summary: "
-            f"{req.summary}",
+        await append_user_line(
+            target.agent,
+            target.session,
+            f"[hand-over] {speaker.label} hands the conversation to you. Summary: {req.summary}",
         )
-        await target.agent.update_chat_ctx(ctx)
         return target, (
             f"{speaker.persona.name} just handed this conversation to you with the summary "
             f"above. Open with one short bridge line to the person you now help, then continue."
