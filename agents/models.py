@@ -32,6 +32,11 @@ class SessionModels:
     vad: VAD | None = None
     offline: bool = False  # the scripted offline model (agents/offline.py), no provider
 
+    @property
+    def speaks(self) -> bool:
+        """Whether these models produce audio (a TTS, or a realtime model)."""
+        return self.tts is not None or isinstance(self.llm, RealtimeModel)
+
     def session_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for AgentSession(...)."""
         return {"llm": self.llm, "stt": self.stt, "tts": self.tts, "vad": self.vad}

@@ -25,8 +25,11 @@ from livekit.agents.types import (
     APIConnectOptions,
     NotGivenOr,
 )
+from livekit.agents.vad import VAD
 
+from agents.espeak_tts import EspeakTTS, espeak_voice_for, synthesize_pcm
 from agents.models import SessionModels
+from agents.sphinx_stt import SphinxSTT, shared_recognizer
 from config.catalog import Persona
 from config.scenario import Scenario, ScriptLine
 
@@ -162,8 +165,34 @@ class _OfflineStream(llm.LLMStream):
 
 
 def offline_models(
-    persona: Persona, scenario: Scenario, cast_names: Mapping[str, str]
+    persona: Persona,
+    scenario: Scenario,
+    cast_names: Mapping[str, str],
+    *,
+    voice: bool = False,
+    hears_humans: bool = False,
+    vad: VAD | None = None,
 ) -> SessionModels:
-    """The offline model speaking `persona`'s role script; `cast_names`: role -> name."""
+    """The offline model speaking `persona`'s role script; `cast_names`: role -> name.
+
+    `voice`: also the offline voice, an eSpeak NG TTS with the persona's own voice; the persona
+    that `hears_humans` also gets `vad` and a pocketsphinx STT that knows the scenario's human
+    lines. Without `voice`, text only (the local stage)."""
     lines = scenario.script.get(persona.role, ())
-    return SessionModels(llm=OfflineLLM(lines, me=persona.name, names=cast_names), offline=True)
+    models = SessionModels(llm=OfflineLLM(lines, me=persona.name, names=cast_names), offline=True)
+    if not voice:
+        return models
+    models.tts = EspeakTTS(voice=persona.voice, key=persona.id)
+    if hears_humans:
+        if vad is None:
+            raise ValueError(f"{persona.id} hears the humans: pass the process's silero VAD")
+        models.vad = vad
+        models.stt = SphinxSTT(phrases=scenario.human_lines)
+    return models
+
+
+def warm_offline_voice() -> None:
+    """Load eSpeak NG and the pocketsphinx decoder now (a job process's setup), not on the
+    event loop at a room's first word (~0.5 s)."""
+    synthesize_pcm("ready", espeak_voice_for("alloy"))
+    shared_recognizer().grammar_for(())

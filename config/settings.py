@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "console"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     load_threshold: float = Field(default=0.9, gt=0.0, le=1.0)
+    # Whether the load reported to LiveKit counts the machine's CPU use (livekit's default
+    # measure) besides the share of persona capacity in use. Turn off where other programs
+    # share the CPU (a laptop running livekit-server too, the live test suite).
+    load_counts_cpu: bool = True
     # Operators' load stats (GET /stats, /healthz) from the worker; 0 picks a free port.
     stats_host: str = "127.0.0.1"
     stats_port: int = Field(default=8082, ge=0, le=65535)

@@ -271,6 +271,17 @@ class JobPlan:
             seats.append(Seat(self.personas[m.persona_id], slots[m.role], m.reason, identity))
         return seats
 
+    def cast_names(self) -> dict[str, str]:
+        """Role -> persona name (the offline model's {dispatcher}, {driver}, ...)."""
+        return {m.role: self.personas[m.persona_id].name for m in self.members}
+
+    def lead_role(self) -> str:
+        """The role that hears the humans: the `leads` slot's, else the opener's (also when
+        the leading slot is optional and was left empty)."""
+        roles = {m.role for m in self.members}
+        lead = self.scenario.lead_slot.role
+        return lead if lead in roles else self.scenario.opener_slot.role
+
     def summary(self) -> dict[str, Any]:
         return {
             "scenario": self.scenario.name,

@@ -11,18 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from livekit.agents import AgentServer, JobContext, JobProcess, JobRequest, cli
+from livekit.agents.worker import ServerEnvOption
 from livekit.plugins import silero
 from pydantic import SecretStr
 
-from agents.models import build_models
-from config.catalog import Catalog, load_catalog
+from agents.models import SessionModels, build_models
+from agents.offline import offline_models, warm_offline_voice
+from config.catalog import Catalog, Persona, load_catalog
 from config.errors import ConfigError
 from config.logging import bind_context, configure_logging, get_logger
 from config.scenario import Scenario
@@ -210,7 +215,10 @@ class Worker:
         then report max(persona capacity in use, CPU)."""
         if server is not None:
             self.reconcile(server)
-        return max(self.selector.worker_load(), self._cpu_load())
+        return max(self.selector.worker_load(), self._counted_cpu())
+
+    def _counted_cpu(self) -> float:
+        return self._cpu_load() if self.settings.load_counts_cpu else 0.0
 
     def reconcile(self, server: AgentServer) -> list[str]:
         try:
@@ -232,7 +240,7 @@ class Worker:
         persona_load = self.selector.worker_load()
         cpu = self._cpu_load()
         return {
-            "worker_load": round(max(persona_load, cpu), 4),
+            "worker_load": round(max(persona_load, self._counted_cpu()), 4),
             "persona_load": round(persona_load, 4),
             "cpu_load": round(cpu, 4),
             "load_threshold": self.settings.load_threshold,
@@ -251,7 +259,11 @@ class Worker:
         else:
             log.warning("job_end_hook_unavailable", fallback="reconcile with active_jobs")
         if self.settings.openai_key() is None:
-            log.warning("openai_key_missing", hint="set OPENAI_API_KEY: personas cannot start")
+            log.warning(
+                "openai_key_missing",
+                models="offline",
+                hint="personas speak their script lines; set OPENAI_API_KEY for real models",
+            )
         task = asyncio.get_running_loop().create_task(self.start_stats())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -315,7 +327,9 @@ def build_server(
         worker,
         setup_fnc=prewarm,
         load_fnc=worker.load,
-        load_threshold=settings.load_threshold,
+        # `start` only: in `dev` livekit's default (no admission control) stays, so two rooms
+        # dispatched a second apart both land; the selector refuses what it cannot cast.
+        load_threshold=ServerEnvOption(dev_default=math.inf, prod_default=settings.load_threshold),
         log_level=_livekit_log_level(settings.log_level),
         # imported once in the forkserver, so each job process starts warm
         preload_modules=["workers.multi"],
@@ -345,11 +359,24 @@ def build_server(
 
 def prewarm(proc: JobProcess) -> None:
     """setup_fnc: once per job process, before its job."""
+    ignore_stop_signals()
     settings = get_settings()
     # Job processes get the same renderer (their output goes straight to stderr).
     configure_logging(settings.log_format, settings.log_level)
     proc.userdata["vad"] = silero.VAD.load()
+    if settings.openai_key() is None:
+        warm_offline_voice()
     proc.userdata["catalog"] = load_catalog(settings.catalog_path)
+
+
+def ignore_stop_signals() -> None:
+    """A job process leaves SIGTERM and SIGINT to the worker's main process, which drains:
+    sent to the whole process group (systemd's KillMode=control-group, a container stop,
+    Ctrl-C in a terminal) they killed every running room at once. livekit's job module means
+    to ignore them, but as it is preloaded in the forkserver it does so in the wrong process."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def accept_metadata(ctx: JobContext) -> str:
@@ -386,12 +413,22 @@ async def entrypoint(ctx: JobContext) -> None:
     room = ctx.job.room.name or ctx.room.name
     bind_context(room=room, job_id=ctx.job.id)
     catalog = ctx.proc.userdata.get("catalog") or load_catalog(settings.catalog_path)
-    try:
-        plan = JobPlan.from_metadata(accept_metadata(ctx), catalog)
-    except PlanError as e:
-        log.error("job_plan_invalid", error=str(e))
-        ctx.shutdown(reason=f"bad job plan: {e}")
-        return
+    own_leases: list[Releasable] = []
+    text = accept_metadata(ctx)
+    if text:
+        try:
+            plan = JobPlan.from_metadata(text, catalog)
+        except PlanError as e:
+            log.error("job_plan_invalid", error=str(e))
+            ctx.shutdown(reason=f"bad job plan: {e}")
+            return
+    else:
+        decision = cast_in_job(ctx, settings, catalog)
+        if isinstance(decision, _Reject):
+            log.error("job_cannot_cast", problem=decision.problem, detail=decision.detail)
+            ctx.shutdown(reason=f"cannot cast: {decision.problem}")
+            return
+        plan, own_leases = decision.plan, decision.leases
     bind_context(scenario=plan.scenario.name)
     log.info("job_started", **plan.summary())
     reason = "room ended"
@@ -408,13 +445,28 @@ async def entrypoint(ctx: JobContext) -> None:
         )
         vad = ctx.proc.userdata.get("vad")
         openai_key = settings.openai_key()  # unwrapped inside build_models
+        if openai_key is None:
+            log.info("room_models", models="offline", voice="espeak-ng + pocketsphinx")
+            names, lead = plan.cast_names(), plan.lead_role()
+
+            def models_for(p: Persona) -> SessionModels:
+                return offline_models(
+                    p, plan.scenario, names, voice=True, hears_humans=p.role == lead, vad=vad
+                )
+
+        else:
+            log.info("room_models", models="openai")
+
+            def models_for(p: Persona) -> SessionModels:
+                return build_models(p, vad=vad, openai_api_key=openai_key)
+
         result = await run_room(
             room=room,
             scenario=plan.scenario,
             catalog=catalog,
             seats=plan.seats(room, job_identity=ctx.room.local_participant.identity),
             stage=stage,
-            models_for=lambda p: build_models(p, vad=vad, openai_api_key=openai_key),
+            models_for=models_for,
             transcripts_dir=settings.transcripts_dir,
             job_id=ctx.job.id,
         )
@@ -427,9 +479,20 @@ async def entrypoint(ctx: JobContext) -> None:
             transcript=str(result.transcript_path),
         )
     finally:
+        _release(own_leases)
         # Ends the job process; the main process then releases this job's leases.
         with contextlib.suppress(Exception):
             ctx.shutdown(reason=reason)
+
+
+def cast_in_job(ctx: JobContext, settings: Settings, catalog: Catalog) -> _Accept | _Reject:
+    """No plan came with the job: `connect --room R` builds the job itself, with no
+    on_request. The job then casts for itself, with the same rules as on_request, from the
+    job's metadata or the room's (`workers.dispatch` names the scenario there). Its selector
+    knows only this room: the worker's capacity accounting does not see it."""
+    metadata = ctx.job.metadata or ctx.job.room.metadata
+    log.info("job_casts_itself", why="no plan from on_request (e.g. `connect --room`)")
+    return RequestHandler(settings, catalog, Selector(catalog), LeaseBook()).decide(metadata)
 
 
 # -- command line ----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from agents.room_data import RoomData
 from config.catalog import Catalog, Persona
 from config.logging import get_logger
 from config.scenario import Scenario
-from workers.floor import Ending, EndReason, Floor, Speaker
+from workers.floor import Ending, EndReason, Floor, LiveHumans, Speaker
 from workers.stage import Seat, Stage, StageEntry, StageError
 from workers.transcript import Listener, Transcript
 
@@ -123,6 +123,13 @@ async def run_room(
             )
             for s in _first(seats, opener)
         ]
+        # Before open(): the room can be deleted (or the job stopped) while personas join.
+        stage.on_close = lambda: floor.request_end(EndReason.SHUTDOWN, "the stage was closed")
+        stage.on_human_speaking = floor.human_started_speaking
+        if isinstance(stage.humans, LiveHumans):
+            stage.humans.on_all_left = lambda: floor.request_end(
+                EndReason.HUMANS_LEFT, "every human has left"
+            )
         sessions = await stage.open(entries)
         _report_failed_seats(entries, sessions, transcript, on_seat_failed)
         speakers = [
@@ -133,8 +140,6 @@ async def run_room(
             if sess is not None
         ]
         floor.seat(speakers, opener=opener.persona.id, lead=lead.persona.id)
-        stage.on_close = lambda: floor.request_end(EndReason.SHUTDOWN, "the stage was closed")
-        stage.on_human_speaking = floor.human_started_speaking
         ending = await floor.run()
     except StageError as e:
         ending = Ending(EndReason.START_FAILED, str(e))

@@ -17,6 +17,7 @@ from typing import Any
 from livekit import rtc
 from livekit.agents import AgentSession
 from livekit.agents.llm import RealtimeModel
+from livekit.agents.types import TOPIC_CHAT
 from livekit.agents.voice import room_io
 from livekit.agents.voice.turn import TurnHandlingOptions
 
@@ -25,6 +26,7 @@ from config.catalog import Persona
 from config.logging import get_logger
 from config.scenario import CastSlot
 from workers.floor import Humans, LiveHumans, ScriptedHumans
+from workers.persona_audio import persona_audio_output
 from workers.tokens import AGENT_IDENTITY_PREFIX, mint_persona_token
 
 log = get_logger("workers.stage")
@@ -55,10 +57,22 @@ class StageEntry:
 def make_session(models: SessionModels) -> AgentSession:
     """The AgentSession for one persona. `vad=None` is passed explicitly: left out, the
     framework would build its own VAD. With no VAD, turn detection is off: the floor decides
-    who speaks, and only the persona that hears humans needs VAD."""
+    who speaks, and only the persona that hears humans needs VAD.
+
+    With a VAD, turn detection is the VAD's end of speech, chosen here: livekit's default would
+    be its local end-of-turn model (~244 MB a process). The floor, not the framework, decides
+    who answers a human, so no reply is generated ahead of it either (preemptive generation
+    would also spend an offline persona's script lines)."""
     kwargs: dict[str, Any] = models.session_kwargs()
     if models.vad is None:
         kwargs["turn_handling"] = TurnHandlingOptions(turn_detection=None)
+    else:
+        kwargs["turn_handling"] = TurnHandlingOptions(
+            turn_detection="vad", preemptive_generation={"enabled": False}
+        )
+        # At close, livekit waits for a half-heard human line (2 s by default): the floor has
+        # ended by then and would never answer it, so the room need not wait for it.
+        kwargs["session_close_transcript_timeout"] = 0.2
     return AgentSession(**kwargs)
 
 
@@ -150,30 +164,32 @@ async def _connect(room: rtc.Room, url: str, token: str) -> None:
     await room.connect(url, token)
 
 
-def room_options(
-    persona: Persona, *, hears_humans: bool, text_input_cb: Any = None
-) -> room_io.RoomOptions:
+def room_options(persona: Persona, *, hears_humans: bool) -> room_io.RoomOptions:
     """RoomIO for one persona's participant.
 
-    - Each persona publishes its voice on its own named track, so listeners can tell them apart.
-    - Only the persona that hears the humans takes audio/text input, and only from humans
+    - Each persona publishes its voice on its own named track, `voice_<persona>`, so listeners
+      can tell them apart (see `voice_track`).
+    - Only the persona that hears the humans takes audio input, and only from humans
       (standard, SIP, connector participants): personas hear each other through the floor's
       exact text relay, so listening to each other's audio would only add STT cost and echo.
+    - Typed chat is not RoomIO's: RoomIO takes `lk.chat` from its one linked participant only,
+      so the stage reads the topic itself, from every human (LiveKitStage._on_chat).
     - The linked human leaving must not close the session: the floor ends the room when every
       human has left, and closes all personas together.
     """
-    text_input: Any = False
-    if hears_humans:
-        text_input = (
-            room_io.TextInputOptions(text_input_cb=text_input_cb) if text_input_cb else True
-        )
     return room_io.RoomOptions(
         audio_input=hears_humans,
-        text_input=text_input,
-        audio_output=room_io.AudioOutputOptions(track_name=f"voice_{persona.id}"),
+        text_input=False,
+        # The voice track is the stage's own (workers/persona_audio.py): RoomIO's would wait
+        # for a human to link and to subscribe before a persona could say a word.
+        audio_output=False,
         text_output=True,
         close_on_disconnect=False,
     )
+
+
+def voice_track(persona: Persona) -> str:
+    return f"voice_{persona.id}"
 
 
 def is_human(participant: rtc.RemoteParticipant) -> bool:
@@ -205,6 +221,8 @@ class LiveKitStage(Stage):
         self._rooms: list[rtc.Room] = []
         self._sessions: dict[str, AgentSession] = {}  # persona id -> session
         self._reported = False
+        self._chat_tasks: set[asyncio.Task[None]] = set()
+        self._outputs: list[Any] = []  # persona voice outputs, closed after their sessions
         self.reports: dict[str, dict] = {}  # persona id -> livekit SessionReport.to_dict()
         ctx.add_shutdown_callback(self.close)
 
@@ -230,37 +248,57 @@ class LiveKitStage(Stage):
 
     def _watch_humans(self) -> None:
         room: rtc.Room = self._ctx.room
-        for p in room.remote_participants.values():
-            if is_human(p):
-                self.humans.joined(p.identity)
-        room.on("participant_connected", lambda p: is_human(p) and self.humans.joined(p.identity))
-        room.on("participant_disconnected", lambda p: is_human(p) and self.humans.gone(p.identity))
+        room.on("participant_connected", self._human_joined)
+        room.on("participant_disconnected", self._human_left)
+        for p in list(room.remote_participants.values()):
+            self._human_joined(p)
+
+    def _human_joined(self, participant: rtc.RemoteParticipant) -> None:
+        if is_human(participant):
+            log.info("human_joined", identity=participant.identity)
+            self.humans.joined(participant.identity)
+
+    def _human_left(self, participant: rtc.RemoteParticipant) -> None:
+        if is_human(participant):
+            log.info("human_left", identity=participant.identity)
+            self.humans.gone(participant.identity)
 
     async def open(self, entries: Sequence[StageEntry]) -> list[AgentSession | None]:
         first, rest = entries[0], list(entries[1:])
+        # The room deleted, the server gone, the job's connection dropped: livekit runs
+        # shutdown callbacks only once the entrypoint returns, so the floor learns it here.
+        self._ctx.room.on("disconnected", self._room_disconnected)
+        self._watch_humans()  # before the other personas join: a caller may come meanwhile
         try:
             joined = await asyncio.gather(*(self._join(e) for e in rest), return_exceptions=True)
             _raise_if_required_failed(rest, joined)
             rooms: list[rtc.Room | None] = [self._ctx.room] + [
                 None if isinstance(r, BaseException) else r for r in joined
             ]
-            self._watch_humans()
+            for entry, room in zip([first, *rest], rooms, strict=True):
+                if entry.hears_humans and room is not None:
+                    # at once, not after session start: a caller may type before the opener speaks
+                    room.register_text_stream_handler(TOPIC_CHAT, self._on_chat)
 
             async def start(entry: StageEntry, room: rtc.Room | None) -> AgentSession:
                 if room is None:
                     raise StageError(f"{entry.seat.persona.id} did not join")
-                session = make_session(entry.models())
+                models = entry.models()
+                session = make_session(models)
                 self._sessions[entry.seat.persona.id] = session
                 if entry.hears_humans:
                     self._listen(session, entry)
+                if models.speaks:
+                    # published now, before the session starts: the persona is heard from
+                    # its first word, in a room of personas alone too
+                    output = persona_audio_output(room, voice_track(entry.seat.persona))
+                    self._outputs.append(output)
+                    await output.start()
+                    session.output.audio = output
                 await session.start(
                     entry.agent,
                     room=room,
-                    room_options=room_options(
-                        entry.seat.persona,
-                        hears_humans=entry.hears_humans,
-                        text_input_cb=self._text_input if entry.hears_humans else None,
-                    ),
+                    room_options=room_options(entry.seat.persona, hears_humans=entry.hears_humans),
                 )
                 return session
 
@@ -305,10 +343,28 @@ class LiveKitStage(Stage):
             participant = None
         return participant.identity if participant is not None else "human"
 
-    async def _text_input(self, session: AgentSession, ev: Any) -> None:
-        """Typed chat (lk.chat) from a human goes through the floor like speech."""
-        identity = getattr(getattr(ev, "participant", None), "identity", None) or "human"
-        self.humans.said(identity, ev.text)
+    def _room_disconnected(self, reason: Any = None) -> None:
+        log.info("job_room_disconnected", reason=str(reason))
+        self._closing()
+
+    def _on_chat(self, reader: rtc.TextStreamReader, participant_identity: str) -> None:
+        """Typed chat (`lk.chat`) from any human in the room goes through the floor like
+        speech; other personas' and unknown senders' streams are ignored."""
+        sender = self._ctx.room.remote_participants.get(participant_identity)
+        if sender is None or not is_human(sender):
+            return
+
+        async def read() -> None:
+            try:
+                text = await reader.read_all()
+            except Exception as e:  # a broken stream loses that line, not the room
+                log.warning("chat_read_failed", identity=participant_identity, error=repr(e))
+                return
+            self.humans.said(participant_identity, text)
+
+        task = asyncio.get_running_loop().create_task(read())
+        self._chat_tasks.add(task)
+        task.add_done_callback(self._chat_tasks.discard)
 
     def _report(self) -> None:
         """A session report for every persona, not only the job's primary session."""
@@ -324,9 +380,17 @@ class LiveKitStage(Stage):
     async def close(self, *_: Any) -> None:
         self._closing()
         self.humans.close()
+        for task in self._chat_tasks:
+            task.cancel()
         self._report()
         sessions, self._sessions = list(self._sessions.values()), {}
         await _close_sessions(sessions)
+        outputs, self._outputs = self._outputs, []
+        for output in outputs:
+            try:
+                await output.aclose()
+            except Exception as e:
+                log.warning("voice_output_close_failed", error=repr(e))
         rooms, self._rooms = self._rooms, []
         for room in rooms:
             try:
