@@ -1,0 +1,201 @@
+"""One worker, a real livekit-server: what the server and the people in the room see."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from livekit import api
+
+from config.settings import PROJECT_ROOT
+from tests.live.harness import (
+    PYTHON,
+    WorkerProcess,
+    agents_of,
+    dispatch,
+    human_token,
+    joined,
+    participants,
+    server_api,
+    transcript_event,
+    transcript_of,
+    unique,
+    wait_participants,
+    worker_env,
+)
+
+pytestmark = pytest.mark.live
+
+AGENT = api.ParticipantInfo.Kind.AGENT
+
+
+def dispatch_cli(worker: WorkerProcess, tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    """`python -m workers.dispatch ...` as a user runs it (outside the project, no .env)."""
+    env = worker_env(worker.agent_name, tmp, PYTHONPATH=str(PROJECT_ROOT))
+    return subprocess.run(
+        [PYTHON, "-m", "workers.dispatch", *args, "--json"],
+        cwd=tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def active_personas(worker: WorkerProcess) -> int:
+    async with aiohttp.ClientSession() as http, http.get(worker.stats_url) as res:
+        body = await res.json()
+    return body["summary"]["total_active_rooms"]
+
+
+async def test_dispatched_room_holds_exactly_the_cast(worker: WorkerProcess, tmp_path: Path):
+    """a + b + e: `workers.dispatch` lands on the registered worker; the human joins with the
+    printed token; the server shows one agent participant per persona with its identity, name,
+    attributes and one voice track; when the caller leaves, every persona leaves and the
+    worker's /stats shows nobody busy within 5 s."""
+    room = unique("cast")
+    done = dispatch_cli(
+        worker, tmp_path, "inbound_support", "--identity", "caller-1", "--room", room
+    )
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    accepted = await worker.wait_for("job_accepted", room=room)
+    cast: dict[str, str] = accepted["cast"]  # role -> persona id
+
+    async with server_api() as lk:
+        async with joined(printed["token"]) as human:
+            people = await wait_participants(
+                lk,
+                room,
+                lambda ps: (
+                    len(agents_of(ps)) == len(cast)
+                    and all(len(p.tracks) == 1 for p in agents_of(ps))
+                ),
+            )
+            agents = {p.identity: p for p in agents_of(people)}
+            assert human.local_participant.identity == "caller-1"
+            for role, persona_id in cast.items():
+                identity = f"agent_{persona_id}_{room}"
+                assert identity in agents, f"{identity} not in {sorted(agents)}"
+                p = agents[identity]
+                assert p.kind == AGENT
+                assert p.attributes["role"] == role
+                assert p.attributes["persona"] == persona_id
+                assert p.attributes["campaign"] == "inbound-support"
+                [track] = p.tracks
+                assert track.type == api.TrackType.AUDIO
+                assert track.name == f"voice_{persona_id}"
+            assert len(agents) == len(cast)
+            assert {p.identity for p in people} == {*agents, "caller-1"}
+            names = {p.identity: p.name for p in people}
+            assert all(names[f"agent_{pid}_{room}"] for pid in cast.values())
+            # the caller hears the greeting before hanging up (one who leaves before the job
+            # has seen them is never known to it; the server closes the empty room later)
+            await transcript_event(worker, room, "utterance")
+        # the caller hung up
+        left_at = time.monotonic()
+        await wait_participants(lk, room, lambda ps: not agents_of(ps), timeout=5)
+        async with asyncio.timeout(5):
+            while await active_personas(worker):
+                await asyncio.sleep(0.1)
+        assert time.monotonic() - left_at <= 5
+    events = await transcript_of(worker, room)
+    assert events[-1]["reason"] == "humans_left"
+
+
+async def test_deleting_the_room_ends_it_as_shutdown(worker: WorkerProcess):
+    """e: the server deleting the room reaches the floor within 2 s, as `shutdown`."""
+    room = unique("delete")
+    async with server_api() as lk:
+        await dispatch(lk, worker.agent_name, room, json.dumps({"scenario": "inbound_support"}))
+        async with joined(human_token(room, "caller-2")):
+            await transcript_event(worker, room, "utterance")  # the floor is running
+            deleted_at = time.time()
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+            events = await transcript_of(worker, room, timeout=10)
+    ended = events[-1]
+    assert ended["reason"] == "shutdown", ended
+    assert ended["at"] - deleted_at <= 2.0, f"ended {ended['at'] - deleted_at:.2f} s after"
+
+
+async def test_every_human_is_heard_in_chat(worker: WorkerProcess):
+    """e + issue 13.4: typed chat from two humans both reaches the floor."""
+    room = unique("two")
+    async with server_api() as lk:
+        await dispatch(lk, worker.agent_name, room, json.dumps({"scenario": "inbound_support"}))
+        async with (
+            joined(human_token(room, "caller-a")) as a,
+            joined(human_token(room, "caller-b")) as b,
+        ):
+            await transcript_event(worker, room, "utterance")  # the floor is running
+            lead = next(p for p in agents_of(await participants(lk, room)))
+            # each waits until its message is delivered to the lead persona's connection
+            await a.local_participant.send_text(
+                "Hi, my blender arrived with a cracked jar.",
+                topic="lk.chat",
+                destination_identities=[lead.identity],
+            )
+            await b.local_participant.send_text(
+                "I am on the same account, and my order is late too.",
+                topic="lk.chat",
+                destination_identities=[lead.identity],
+            )
+            async with asyncio.timeout(15):
+                while True:
+                    heard = {
+                        e["identity"]
+                        for path in worker.transcripts_of(room)
+                        for e in map(json.loads, path.read_text().splitlines())
+                        if e["event"] == "human"
+                    }
+                    if {"caller-a", "caller-b"} <= heard:
+                        break
+                    await asyncio.sleep(0.1)
+
+
+BAD_METADATA = {
+    "not_json": "this is not json",
+    "unknown_scenario": json.dumps({"scenario": "no_such_scenario"}),
+    "bad_scenario_name": json.dumps({"scenario": "../config/catalog"}),
+    "too_large": json.dumps({"scenario": "dispatch_checkin", "pad": "x" * 70_000}),
+}
+
+
+async def test_bad_metadata_is_rejected_and_the_worker_serves_on(worker: WorkerProcess):
+    """f: no agent joins a room dispatched with bad metadata, `job_rejected` names the problem,
+    and the same worker then serves a good dispatch."""
+    async with server_api() as lk:
+        for problem, metadata in BAD_METADATA.items():
+            room = unique(f"bad-{problem}".replace("_", "-"))
+            await lk.room.create_room(api.CreateRoomRequest(name=room))
+            await dispatch(lk, worker.agent_name, room, metadata)
+            rejected = await worker.wait_for("job_rejected", room=room)
+            assert rejected["problem"] == problem
+            assert rejected["bad_metadata"] is True
+            assert agents_of(await participants(lk, room)) == []
+        room = unique("good")
+        await dispatch(lk, worker.agent_name, room, json.dumps({"scenario": "dispatch_checkin"}))
+        await transcript_event(worker, room, "utterance")
+        await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+
+
+async def test_the_readme_dispatch_recipe_casts_the_room(worker: WorkerProcess):
+    """i: the README's `lk dispatch create --agent-name ... --metadata '{"scenario": ...}'`:
+    a dispatch to a room nobody created, with the name form of the metadata. (The same
+    CreateAgentDispatch request `lk` sends; see tests/live/README.md for why `lk` itself is not
+    built here.)"""
+    room = unique("recipe")
+    async with server_api() as lk:
+        await dispatch(lk, worker.agent_name, room, '{"scenario": "dispatch_checkin"}')
+        first = await transcript_event(worker, room, "utterance")
+        people = await participants(lk, room)
+        await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+    started = await transcript_event(worker, room, "room_started")
+    assert {c["role"] for c in started["cast"]} == {"dispatcher", "driver"}
+    assert {p.identity for p in agents_of(people)} == {c["identity"] for c in started["cast"]}
+    assert first["role"] == "dispatcher" and "HDX-2478" in first["text"]

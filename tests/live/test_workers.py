@@ -1,0 +1,154 @@
+"""Several workers, signals and the CLI's `connect`: the worker as an operator runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from livekit import api
+
+from config.settings import PROJECT_ROOT
+from tests.live.harness import (
+    SHORT_CHECKIN,
+    WorkerProcess,
+    dispatch,
+    server_api,
+    transcript_event,
+    transcript_of,
+    unique,
+)
+
+pytestmark = pytest.mark.live
+
+
+def one_room_catalog(tmp: Path) -> Path:
+    """The shipped catalog with freight-dispatch staffed by tim alone, one room at a time
+    (dana, its backup and the tenant's default, inactive)."""
+    data = json.loads((PROJECT_ROOT / "config" / "catalog.json").read_text())
+    for p in data["personas"]:
+        if p["id"] == "tim":
+            p["max_concurrent"] = 1
+        if p["id"] == "dana":
+            p["active"] = False
+    for c in data["campaigns"]:
+        if c["id"] == "freight-dispatch":
+            c["assignments"] = [{"persona": "tim", "priority": "primary"}]
+    path = tmp / "catalog.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+# Tim alone, waiting for a caller who never comes: the room holds its lease until deleted.
+HOLD = json.dumps(
+    {
+        "name": "hold",
+        "campaign": "freight-dispatch",
+        "cast": [{"role": "dispatcher"}],
+        "rules": {"turn_policy": "addressed", "max_turns": 20, "max_duration_s": 300},
+        "script": {"dispatcher": [{"say": "Dispatch here, waiting for the driver."}]},
+    }
+)
+
+
+async def first_of(*waits: Any) -> tuple[int, Any]:
+    """The index and result of whichever wait finishes first; the others are cancelled."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        done, _ = await asyncio.wait(tasks, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        assert done, "neither happened within 30 s"
+        task = done.pop()
+        return tasks.index(task), task.result()
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+async def test_a_full_worker_rejects_and_livekit_offers_the_room_to_another(
+    tmp_path: Path, workers: list[WorkerProcess]
+):
+    """g: two workers under one AGENT_NAME, tim at most one room: while the first worker's room
+    holds tim, a second room offered to it is refused (no_cast, terminate=False) and LiveKit
+    offers it to the other worker, which serves it. LiveKit picks workers at random weighted
+    by load, so the case dispatches until an offer reaches the full worker first."""
+    agent = unique("pair")
+    catalog = str(one_room_catalog(tmp_path))
+    first = WorkerProcess.start(tmp_path, agent_name=agent, name="first", CATALOG_PATH=catalog)
+    workers.append(first)
+    await first.ready()
+    async with server_api() as lk:
+        held = unique("held")
+        await dispatch(lk, agent, held, HOLD)
+        await first.wait_for("job_accepted", room=held)
+        second = WorkerProcess.start(
+            tmp_path, agent_name=agent, name="second", CATALOG_PATH=catalog
+        )
+        workers.append(second)
+        await second.ready()
+        for _ in range(10):
+            room = unique("offer")
+            await dispatch(lk, agent, room, HOLD)
+            which, _ev = await first_of(
+                first.wait_for("job_rejected", room=room, timeout=30),
+                second.wait_for("job_accepted", room=room, timeout=30),
+            )
+            if which == 0:  # refused by the full worker: the other must get it
+                assert first.named("job_rejected", room=room)[-1]["problem"] == "no_cast"
+                accepted = await second.wait_for("job_accepted", room=room, timeout=30)
+                assert accepted["cast"] == {"dispatcher": "tim"}
+                assert not first.named("job_accepted", room=room)
+                break
+            # LiveKit chose the free worker directly: free tim there and try again
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+            await second.wait_for("job_leases_released", timeout=30)
+            second.forget("job_leases_released")
+        else:
+            pytest.fail("in 10 dispatches LiveKit never offered a room to the full worker")
+        for name in (held, room):
+            await lk.room.delete_room(api.DeleteRoomRequest(room=name))
+
+
+@pytest.mark.parametrize("whole_group", [False, True], ids=["pid", "process-group"])
+async def test_sigterm_drains_a_running_room(
+    tmp_path: Path, workers: list[WorkerProcess], whole_group: bool
+):
+    """h: SIGTERM to the worker (its PID, or its whole process group as systemd and container
+    runtimes send it): no new room is taken, the running room ends by its own rules, its
+    transcript ends, its leases are released and the worker exits 0."""
+    proc = WorkerProcess.start(tmp_path, agent_name=unique("drain"), name="drain")
+    workers.append(proc)
+    await proc.ready()
+    async with server_api() as lk:
+        room = unique("running")
+        await dispatch(lk, proc.agent_name, room, SHORT_CHECKIN)
+        await transcript_event(proc, room, "utterance")
+        proc.signal(signal.SIGTERM, group=whole_group)
+        late = unique("late")
+        await dispatch(lk, proc.agent_name, late, SHORT_CHECKIN)
+        events = await transcript_of(proc, room, timeout=120)
+        assert await proc.exited(timeout=60) == 0, proc.tail()
+    assert events[-1]["reason"] == "end_conversation"
+    assert not proc.named("job_accepted", room=late)
+    assert proc.named("job_leases_released")
+    assert proc.named("worker_closed")[-1]["released_jobs"] == []
+
+
+async def test_connect_runs_a_room_the_job_casts_itself(
+    tmp_path: Path, workers: list[WorkerProcess]
+):
+    """h: `python -m workers.multi connect --room R` (livekit's CLI builds that job itself, with
+    no on_request): the job casts from the room's metadata and the room runs."""
+    room = unique("connect")
+    async with server_api() as lk:
+        await lk.room.create_room(api.CreateRoomRequest(name=room, metadata=SHORT_CHECKIN))
+        proc = WorkerProcess.start(
+            tmp_path, agent_name=unique("connect"), command=("connect", "--room", room)
+        )
+        workers.append(proc)
+        events = await transcript_of(proc, room, timeout=120)
+    assert proc.named("job_casts_itself")
+    assert {c["role"] for c in events[0]["cast"]} == {"dispatcher", "driver"}
+    assert events[-1]["reason"] == "end_conversation"
