@@ -202,6 +202,11 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def current_events(worker: WorkerProcess, room: str) -> list[dict[str, Any]]:
+    """What the room's transcript holds so far."""
+    return [e for path in worker.transcripts_of(room) for e in read_jsonl(path)]
+
+
 async def transcript_event(
     worker: WorkerProcess, room: str, event: str, timeout: float = 30.0
 ) -> dict[str, Any]:

@@ -11,15 +11,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-from livekit import rtc
+from livekit import api, rtc
 
+from agents.espeak_tts import espeak_voice_for, synthesize_pcm
 from tests.live.harness import (
     WorkerProcess,
+    current_events,
     dispatch,
+    human_token,
     joined,
     now,
     observer_token,
     server_api,
+    transcript_event,
     transcript_of,
     unique,
 )
@@ -122,3 +126,88 @@ async def test_a_room_of_personas_alone_talks(worker: WorkerProcess):
         seen = rec.states[identity]
         for state in ("listening", "thinking", "speaking"):
             assert state in seen, (identity, seen)
+
+
+async def speak(source: rtc.AudioSource, text: str, voice: str = "fable") -> None:
+    """Say `text` into the microphone track in real time, then a second of silence (the
+    listener's VAD needs the end of speech)."""
+    rate, pcm = synthesize_pcm(text, espeak_voice_for(voice, "caller"))
+    samples = np.frombuffer(pcm, dtype=np.int16)
+    samples = np.concatenate([samples, np.zeros(rate, dtype=np.int16)])
+    step = rate // 100  # 10 ms frames; capture_frame paces them in real time
+    for i in range(0, len(samples) - step + 1, step):
+        frame = rtc.AudioFrame(samples[i : i + step].tobytes(), rate, 1, step)
+        await source.capture_frame(frame)
+
+
+async def test_a_spoken_human_line_is_heard_and_answered_once(worker: WorkerProcess):
+    """d: in inbound_support the caller speaks (offline TTS audio on a microphone track): the
+    lead hears it through its VAD and STT (a `human` event) and exactly one persona answers."""
+    room = unique("speech")
+    line = "Hi, my blender arrived with a cracked jar. Order 88123."
+    async with server_api() as lk:
+        await dispatch(lk, worker.agent_name, room, json.dumps({"scenario": "inbound_support"}))
+        async with joined(human_token(room, "caller-voice")) as caller:
+            source = rtc.AudioSource(22050, 1)
+            track = rtc.LocalAudioTrack.create_audio_track("mic", source)
+            await caller.local_participant.publish_track(
+                track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+            )
+            greeting = await transcript_event(worker, room, "utterance", timeout=60)
+            await speak(source, line)
+            heard = await transcript_event(worker, room, "human", timeout=30)
+            async with asyncio.timeout(60):
+                while True:
+                    events = current_events(worker, room)
+                    replies = [
+                        e for e in events if e["event"] == "utterance" and e["at"] > heard["at"]
+                    ]
+                    if replies:
+                        break
+                    await asyncio.sleep(0.1)
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+    events = await transcript_of(worker, room)
+    assert heard["identity"] == "caller-voice"
+    words = set(heard["text"].lower().replace(".", "").split())
+    assert {"blender", "cracked", "jar"} <= words, heard["text"]
+    replies = [e for e in events if e["event"] == "utterance" and e["at"] > heard["at"]]
+    humans = [e for e in events if e["event"] == "human"]
+    assert len(humans) == 1
+    assert len({r["persona"] for r in replies}) == 1, replies
+    assert replies[0]["persona"] == greeting["persona"]  # the lead answers
+
+
+async def test_the_caller_barging_in_cuts_the_persona_off(worker: WorkerProcess):
+    """d: the caller speaking while a persona speaks interrupts it: `interrupted` in the
+    transcript, and that persona's audio stops within 1 s."""
+    room = unique("barge")
+    rec = Recording()
+    tasks: set[asyncio.Task] = set()
+    async with server_api() as lk:
+        await dispatch(lk, worker.agent_name, room, json.dumps({"scenario": "inbound_support"}))
+        async with joined(human_token(room, "caller-barge")) as caller:
+            record(caller, rec, tasks)
+            source = rtc.AudioSource(22050, 1)
+            track = rtc.LocalAudioTrack.create_audio_track("mic", source)
+            await caller.local_participant.publish_track(
+                track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+            )
+            async with asyncio.timeout(60):  # the opener's greeting is on the air
+                while not any(rec.speaking(i).size > 50 for i in list(rec.frames)):
+                    await asyncio.sleep(0.05)
+            [speaker] = [i for i in list(rec.frames) if rec.speaking(i).size > 50]
+            await speak(source, "Sorry to interrupt, my blender arrived with a cracked jar.")
+            cut = await transcript_event(worker, room, "interrupted", timeout=30)
+            await asyncio.sleep(0)  # let the recorder take the frames already received
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    events = await transcript_of(worker, room)
+    assert cut["by"] == "human"
+    assert f"agent_{cut['persona']}_" in speaker
+    greeting = next(e for e in events if e["event"] == "utterance")
+    assert greeting["interrupted"] is True
+    after = rec.speaking(speaker)
+    after = after[(after > cut["at"]) & (after < greeting["at"] + 0.5)]
+    assert not after.size or after.max() - cut["at"] <= 1.0, after.max() - cut["at"]
