@@ -10,7 +10,15 @@ import pytest
 from livekit import api, rtc
 
 from config.scenario import CastSlot
-from workers.stage import LiveKitStage, Seat, StageEntry, StageError, is_human, room_options
+from workers.stage import (
+    LiveKitStage,
+    Seat,
+    StageEntry,
+    StageError,
+    hear_humans_only,
+    is_human,
+    room_options,
+)
 from workers.tokens import (
     check_human_identity,
     mint_human_token,
@@ -294,3 +302,50 @@ async def test_open_starts_each_persona_on_its_own_connection_and_reports_each(
             await stage.close()
     assert sorted(stage.reports) == ["chris", "tim"]  # a report for every persona
     assert stage.reports["tim"] and stage.reports["chris"]
+
+
+class _Publication:
+    def __init__(self, kind: rtc.TrackKind.ValueType) -> None:
+        self.kind = kind
+        self.subscribed = False
+
+    def set_subscribed(self, subscribed: bool) -> None:
+        self.subscribed = subscribed
+
+
+class _Participant:
+    def __init__(self, identity: str, kind: rtc.ParticipantKind.ValueType, *pubs) -> None:
+        self.identity = identity
+        self.kind = kind
+        self.track_publications = {str(i): p for i, p in enumerate(pubs)}
+
+
+class _ListeningRoom:
+    def __init__(self, *participants: _Participant) -> None:
+        self.remote_participants = {p.identity: p for p in participants}
+        self.handlers: dict = {}
+
+    def on(self, event, handler):
+        self.handlers[event] = handler
+
+
+def test_the_listening_persona_subscribes_to_human_audio_only():
+    audio, video = rtc.TrackKind.KIND_AUDIO, rtc.TrackKind.KIND_VIDEO
+    standard, agent = (
+        rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD,
+        rtc.ParticipantKind.PARTICIPANT_KIND_AGENT,
+    )
+    caller_voice, caller_camera = _Publication(audio), _Publication(video)
+    persona_voice = _Publication(audio)
+    room = _ListeningRoom(
+        _Participant("caller-1", standard, caller_voice, caller_camera),
+        _Participant("agent_chris_r", agent, persona_voice),
+    )
+    hear_humans_only(room)
+    assert caller_voice.subscribed and not caller_camera.subscribed
+    assert not persona_voice.subscribed
+    # and as tracks are published later
+    late_human, late_persona = _Publication(audio), _Publication(audio)
+    room.handlers["track_published"](late_human, _Participant("caller-2", standard))
+    room.handlers["track_published"](late_persona, _Participant("agent_sam_r", agent))
+    assert late_human.subscribed and not late_persona.subscribed

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from livekit.agents import AgentServer, JobContext, JobProcess, JobRequest, cli
+from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobProcess, JobRequest, cli
 from livekit.agents.worker import ServerEnvOption
 from livekit.plugins import silero
 from pydantic import SecretStr
@@ -433,7 +433,8 @@ async def entrypoint(ctx: JobContext) -> None:
     log.info("job_started", **plan.summary())
     reason = "room ended"
     try:
-        await ctx.connect()
+        # the stage subscribes the persona that hears humans to their audio, and nothing else
+        await ctx.connect(auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE)
         url, key, secret = _livekit_credentials(settings)
         # Secrets stay wrapped in this frame: unwrapped only as they are handed over.
         stage = LiveKitStage(

@@ -161,7 +161,23 @@ Connect = Callable[[rtc.Room, str, str], Awaitable[None]]
 
 
 async def _connect(room: rtc.Room, url: str, token: str) -> None:
-    await room.connect(url, token)
+    # Nothing is subscribed by itself: only the persona that hears humans subscribes, and only
+    # to their audio (hear_humans_only); personas hear each other through the floor's relay.
+    await room.connect(url, token, rtc.RoomOptions(auto_subscribe=False))
+
+
+def hear_humans_only(room: rtc.Room) -> None:
+    """Subscribe `room` (the listening persona's connection, joined without auto-subscribe) to
+    every human's audio track, now and as they publish; never to another persona's."""
+
+    def consider(publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant):
+        if is_human(participant) and publication.kind == rtc.TrackKind.KIND_AUDIO:
+            publication.set_subscribed(True)
+
+    room.on("track_published", consider)
+    for participant in list(room.remote_participants.values()):
+        for publication in list(participant.track_publications.values()):
+            consider(publication, participant)
 
 
 def room_options(persona: Persona, *, hears_humans: bool) -> room_io.RoomOptions:
@@ -222,6 +238,7 @@ class LiveKitStage(Stage):
         self._sessions: dict[str, AgentSession] = {}  # persona id -> session
         self._reported = False
         self._chat_tasks: set[asyncio.Task[None]] = set()
+        self._listener: AgentSession | None = None  # the session that hears humans
         self._outputs: list[Any] = []  # persona voice outputs, closed after their sessions
         self.reports: dict[str, dict] = {}  # persona id -> livekit SessionReport.to_dict()
         ctx.add_shutdown_callback(self.close)
@@ -262,6 +279,21 @@ class LiveKitStage(Stage):
         if is_human(participant):
             log.info("human_left", identity=participant.identity)
             self.humans.gone(participant.identity)
+            self._relink(participant.identity)
+
+    def _relink(self, gone: str) -> None:
+        """RoomIO hears one human; when that one leaves it waits for them to come back. Move it
+        to a human who is still in the room."""
+        if self._listener is None or self._linked_human(self._listener) not in (gone, "human"):
+            return
+        others = [
+            p.identity
+            for p in self._ctx.room.remote_participants.values()
+            if is_human(p) and p.identity != gone
+        ]
+        if others:
+            self._listener.room_io.set_participant(others[0])
+            log.info("listening_to", identity=others[0], after=gone)
 
     async def open(self, entries: Sequence[StageEntry]) -> list[AgentSession | None]:
         first, rest = entries[0], list(entries[1:])
@@ -279,6 +311,7 @@ class LiveKitStage(Stage):
                 if entry.hears_humans and room is not None:
                     # at once, not after session start: a caller may type before the opener speaks
                     room.register_text_stream_handler(TOPIC_CHAT, self._on_chat)
+                    hear_humans_only(room)
 
             async def start(entry: StageEntry, room: rtc.Room | None) -> AgentSession:
                 if room is None:
@@ -316,6 +349,8 @@ class LiveKitStage(Stage):
         """The persona that hears humans passes each finished human turn to the floor (its
         agent stops the framework's own reply) and reports barge-ins so the floor can
         interrupt whichever persona is speaking."""
+
+        self._listener = session
 
         def heard(text: str) -> None:
             self.humans.said(self._linked_human(session), text)

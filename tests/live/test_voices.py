@@ -211,3 +211,28 @@ async def test_the_caller_barging_in_cuts_the_persona_off(worker: WorkerProcess)
     after = rec.speaking(speaker)
     after = after[(after > cut["at"]) & (after < greeting["at"] + 0.5)]
     assert not after.size or after.max() - cut["at"] <= 1.0, after.max() - cut["at"]
+
+
+async def test_when_the_heard_caller_leaves_the_lead_hears_the_one_still_there(
+    worker: WorkerProcess,
+):
+    """13.4: RoomIO hears one human; when that one hangs up, the lead relinks to a human who
+    is still in the room and hears them speak."""
+    room = unique("relink")
+    async with server_api() as lk:
+        await dispatch(lk, worker.agent_name, room, json.dumps({"scenario": "inbound_support"}))
+        async with joined(human_token(room, "caller-first")) as first:
+            await transcript_event(worker, room, "utterance", timeout=60)  # linked to the first
+            async with joined(human_token(room, "caller-second")) as second:
+                source = rtc.AudioSource(22050, 1)
+                track = rtc.LocalAudioTrack.create_audio_track("mic", source)
+                await second.local_participant.publish_track(
+                    track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+                )
+                await first.disconnect()
+                await worker.wait_for("listening_to", identity="caller-second", timeout=10)
+                await speak(source, "Hi, my blender arrived with a cracked jar. Order 88123.")
+                heard = await transcript_event(worker, room, "human", timeout=30)
+                await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+    assert heard["identity"] == "caller-second"
+    assert "blender" in heard["text"].lower()
