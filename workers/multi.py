@@ -42,6 +42,7 @@ from workers.job_plan import (
     voicemail_plan,
 )
 from workers.leases import LeaseBook, Releasable
+from workers.livekit_check import credentials_refused, flag_value
 from workers.room import run_room
 from workers.selector import INBOUND_STRATEGY, Lease, NoCapacity, Selector
 from workers.stage import LiveKitStage
@@ -541,6 +542,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"workers.multi: {e}", file=sys.stderr)
         return EXIT_BAD_SETUP
     export_livekit_env(settings)
+    if command in COMMANDS_NEEDING_LIVEKIT:
+        refused = credentials_refused(
+            flag_value(argv, "--url") or settings.livekit_url or "",
+            flag_value(argv, "--api-key") or settings.livekit_api_key or "",
+            flag_value(argv, "--api-secret")
+            or (
+                settings.livekit_api_secret.get_secret_value()
+                if settings.livekit_api_secret
+                else ""
+            ),
+        )
+        if refused:
+            print(f"workers.multi: {refused}", file=sys.stderr)
+            return EXIT_BAD_SETUP
     server = build_server(settings, catalog)
     sys.argv = [sys.argv[0], *argv]  # the livekit CLI (typer) parses sys.argv
     cli.run_app(server)

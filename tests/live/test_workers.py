@@ -152,3 +152,21 @@ async def test_connect_runs_a_room_the_job_casts_itself(
     assert proc.named("job_casts_itself")
     assert {c["role"] for c in events[0]["cast"]} == {"dispatcher", "driver"}
     assert events[-1]["reason"] == "end_conversation"
+
+
+async def test_wrong_credentials_end_the_worker_at_once_with_one_line(tmp_path: Path):
+    """13.9: a secret the server refuses is one clear line and a non-zero exit in seconds (not
+    livekit's 16 retries and exit 0), and the secret is not printed."""
+    wrong = "not-the-secret-XYZZY"
+    proc = WorkerProcess.start(
+        tmp_path, agent_name=unique("wrong"), name="wrong", LIVEKIT_API_SECRET=wrong
+    )
+    try:
+        code = await proc.exited(timeout=30)
+    finally:
+        proc.kill()
+    output = proc.log_path.read_text()
+    assert code == 2, output
+    lines = [line for line in output.splitlines() if line.startswith("workers.multi:")]
+    assert len(lines) == 1 and "LIVEKIT_API_SECRET" in lines[0], output
+    assert wrong not in output

@@ -1,0 +1,59 @@
+"""Before the worker registers: does the LiveKit server take these credentials?
+
+livekit-agents retries a refused registration 16 times over about two minutes and then exits 0,
+so a mistyped key or secret looked like a worker that ran and stopped. One API call up front
+(list rooms, which any valid key may do) turns that into one clear line and a non-zero exit. An
+unreachable server is not refused credentials: livekit's own retries stay in charge of that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import aiohttp
+from livekit import api
+
+CHECK_TIMEOUT_S = 5.0
+
+
+def flag_value(argv: Sequence[str], flag: str) -> str | None:
+    """`--flag VALUE` or `--flag=VALUE` from the command line, else None."""
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def http_url(url: str) -> str:
+    """The server's API address for its WebSocket URL (ws -> http, wss -> https)."""
+    if url.startswith("ws://"):
+        return "http://" + url[len("ws://") :]
+    if url.startswith("wss://"):
+        return "https://" + url[len("wss://") :]
+    return url
+
+
+async def _refused(url: str, key: str, secret: str) -> str | None:
+    timeout = aiohttp.ClientTimeout(total=CHECK_TIMEOUT_S)
+    try:
+        async with api.LiveKitAPI(http_url(url), key, secret, timeout=timeout) as lk:
+            await lk.room.list_rooms(api.ListRoomsRequest())
+    except api.TwirpError as e:
+        if e.status in (401, 403) or e.code in ("unauthenticated", "permission_denied"):
+            return (
+                f"the LiveKit server at {url} refused the API key {key!r} or its secret "
+                f"({e.code}): check LIVEKIT_API_KEY and LIVEKIT_API_SECRET"
+            )
+        return None
+    except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+        return None  # unreachable or slow: livekit's registration retries handle it
+    return None
+
+
+def credentials_refused(url: str, key: str, secret: str) -> str | None:
+    """One line saying the server refused these credentials, or None (accepted, or the
+    server could not be asked)."""
+    return asyncio.run(_refused(url, key, secret))
