@@ -77,8 +77,9 @@ dev: $(STAMP)
 start: $(STAMP)
 	$(PY) -m workers.multi start
 
+# The conversation printed, and spoken into transcripts/sim-$(SCENARIO).wav (offline voices).
 demo: $(STAMP)
-	$(PY) -m workers.simulate $(SCENARIO)
+	$(PY) -m workers.simulate $(SCENARIO) --audio auto
 
 room: $(STAMP)  # make room SCENARIO=dispatch_checkin IDENTITY=caller-jamie [ROOM=name]
 	$(PY) -m workers.dispatch $(SCENARIO) $(if $(IDENTITY),--identity $(IDENTITY)) $(if $(ROOM),--room $(ROOM))

@@ -1,7 +1,8 @@
-"""`python -m workers.simulate SCENARIO [--json] [--human TEXT ...] [--max-turns N]`
+"""`python -m workers.simulate SCENARIO [--json] [--human TEXT ...] [--max-turns N] [--audio PATH]`
 
-Casts the scenario with the selector and runs it on the local stage (no LiveKit, no audio):
-real AgentSessions, the real floor, tools and transcript. With OPENAI_API_KEY set the personas
+Casts the scenario with the selector and runs it on the local stage (no LiveKit, text only):
+real AgentSessions, the real floor, tools and transcript; --audio then speaks the finished
+conversation into one WAV with the offline voice. With OPENAI_API_KEY set the personas
 use their OpenAI models in text mode; without it, the offline model speaks each persona's
 script lines from the scenario. Exit 0 when the room ran, 2 on bad input, 3 when no cast.
 """
@@ -14,6 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -25,6 +27,13 @@ from config.errors import ConfigError, ScenarioError, problems_from_validation
 from config.logging import configure_logging
 from config.scenario import Scenario, check_scenario, load_scenario
 from config.settings import SETTINGS_ERRORS, Settings, describe_settings_error, get_settings
+from workers.conversation_audio import (
+    AUTO,
+    ConversationAudio,
+    auto_path,
+    check_writable,
+    render_conversation,
+)
 from workers.floor import Floor
 from workers.room import ModelsFor, RoomResult, run_room, seats_for
 from workers.selector import NoCapacity, Selector
@@ -49,7 +58,42 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--max-turns", type=int, default=None, help="override the scenario's turn limit")
     p.add_argument("--room", default=None, help="room name (default: sim-<scenario>)")
+    p.add_argument(
+        "--audio",
+        default=None,
+        metavar="PATH",
+        help="write the conversation as a WAV file (offline voice, after the room); "
+        f"'{AUTO}' means TRANSCRIPTS_DIR/<room>.wav",
+    )
     return p.parse_args(argv)
+
+
+def _audio_target(arg: str | None, settings: Settings, room: str) -> Path | None:
+    """Where --audio writes, checked before the room runs (a bad path costs no room).
+    Raises OSError with a message that names the path and the fix."""
+    if arg is None:
+        return None
+    if arg == AUTO:
+        path = auto_path(settings.transcripts_dir, room)
+        path.parent.mkdir(parents=True, exist_ok=True)  # as the transcript writer does
+    else:
+        path = Path(arg).expanduser()
+    check_writable(path)
+    return path
+
+
+def _render_audio(
+    events: list[dict[str, Any]], catalog: Catalog, path: Path | None
+) -> ConversationAudio | int | None:
+    """Render the finished room to `path` (None: not asked for). Exit status 2, with one
+    line on stderr, when the file cannot be written after all."""
+    if path is None:
+        return None
+    try:
+        return render_conversation(events, catalog, path)
+    except OSError as e:
+        print(f"workers.simulate: --audio {path}: not written ({e})", file=sys.stderr)
+        return 2
 
 
 class Printer:
@@ -188,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"workers.simulate: {e}", file=sys.stderr)
         return 2
+    try:
+        audio_path = _audio_target(args.audio, settings, args.room or f"sim-{scenario.name}")
+    except OSError as e:
+        print(f"workers.simulate: --audio {args.audio}: {e}", file=sys.stderr)
+        return 2
     offline = settings.openai_key() is None
     events: list[dict[str, Any]] = []
     listeners: list[Any] = [events.append]
@@ -214,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"workers.simulate: no cast: {e}", file=sys.stderr)
         return 3
     if args.json:
+        audio = _render_audio(events, catalog, audio_path)
+        if isinstance(audio, int):
+            return audio
+        doc_audio = {"audio": {"path": str(audio.path), "seconds": audio.seconds}} if audio else {}
         out.say(
             json.dumps(
                 {
@@ -228,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                     "outcome": result.outcome,
                     "transcript": str(result.transcript_path),
                     "transcript_error": result.transcript_error,
+                    **doc_audio,
                 },
                 default=str,
             )
@@ -241,6 +295,11 @@ def main(argv: list[str] | None = None) -> int:
         out.say(f"transcript: not written ({result.transcript_error}): {result.transcript_path}")
     else:
         out.say(f"transcript: {result.transcript_path}")
+    audio = _render_audio(events, catalog, audio_path)  # after the room: it never waits on audio
+    if isinstance(audio, int):
+        return audio
+    if audio:
+        out.say(f"audio: {audio.path} ({audio.seconds:.1f} s)")
     return 0
 
 
