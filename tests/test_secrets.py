@@ -78,7 +78,7 @@ class _JobCtx:
         self._info = SimpleNamespace(accept_arguments=SimpleNamespace(metadata=metadata))
         self.shutdowns: list[str] = []
 
-    async def connect(self, **_options: Any) -> None:
+    async def connect(self, **_options: object) -> None:
         return None
 
     def add_shutdown_callback(self, callback: object) -> None:
