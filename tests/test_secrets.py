@@ -18,7 +18,7 @@ from agents.models import build_models, build_text_models
 from config.catalog import Catalog
 from config.logging import clear_context, configure_logging
 from config.scenario import load_scenario
-from config.settings import Settings
+from config.settings import Settings, get_settings
 from tests.conftest import SCENARIOS_DIR
 from workers import dispatch, multi, plan, simulate
 from workers.job_plan import JobPlan
@@ -98,7 +98,11 @@ async def test_a_failing_job_logs_its_traceback_without_a_secret(
     fmt, catalog, secrets_set, log_buffer, capsys
 ):
     buf = log_buffer(fmt)
-    ctx = _JobCtx(_plan_metadata(catalog), catalog)
+    ctx = _JobCtx('{"persona": "tim"}', catalog)
+    # the plan as the worker's main process hands it to the job
+    multi.PlanHandoff(multi.plan_directory(get_settings())).put(
+        "AJ_secret", _plan_metadata(catalog)
+    )
     with pytest.raises(RuntimeError, match="connection dropped") as failure:
         await multi.entrypoint(ctx)  # type: ignore[arg-type]
     # what livekit's job runner does with an exception that leaves the entrypoint

@@ -84,6 +84,16 @@ async def handle(worker: Worker, req: JobRequest) -> None:
         await worker.requests.handle(req)
 
 
+def handed_plan(worker: Worker, args, job_id: str = "AJ_1") -> str:
+    """The plan the worker left for the job process; the accept metadata is public and holds
+    none of it (no context, script or reasons)."""
+    public = json.loads(args.metadata)
+    assert set(public) == {"persona", "role", "room"}
+    text = worker.requests.handoff.take(job_id)
+    assert text is not None
+    return text
+
+
 def rooms_in_use(worker: Worker) -> int:
     return worker.selector.stats()["summary"]["total_active_rooms"]
 
@@ -116,7 +126,7 @@ async def test_named_scenario_is_accepted_as_the_opener(worker: Worker, catalog:
         "persona": "tim",
         "campaign": "freight-dispatch",
     }
-    plan = JobPlan.from_metadata(args.metadata, catalog)
+    plan = JobPlan.from_metadata(handed_plan(worker, args), catalog)
     assert plan.scenario == load_scenario("dispatch_checkin", scenarios_dir=SCENARIOS_DIR)
     assert [(m.role, m.persona_id, m.reason) for m in plan.members] == [
         ("dispatcher", "tim", "primary"),
@@ -139,11 +149,12 @@ async def test_inline_scenario_is_accepted_and_round_trips(worker: Worker, catal
     kind, args = rec.last
     assert kind == "accept"
     assert (args.identity, args.name) == ("agent_jordan_room-1", "Jordan")
-    plan = JobPlan.from_metadata(args.metadata, catalog)
+    text = handed_plan(worker, args)
+    plan = JobPlan.from_metadata(text, catalog)
+    assert plan.to_metadata() == text  # round-trips
     assert plan.scenario.name == "inline_pair"
     assert plan.scenario.context == {"caller": "Sam Lee"}
     assert plan.first.persona_id == "jordan"
-    assert plan.to_metadata() == args.metadata
 
 
 async def test_opener_goes_first_whatever_the_slot_order(worker: Worker, catalog: Catalog):
@@ -153,7 +164,7 @@ async def test_opener_goes_first_whatever_the_slot_order(worker: Worker, catalog
 
     kind, args = rec.last
     assert kind == "accept" and args.attributes["role"] == "support"
-    plan = JobPlan.from_metadata(args.metadata, catalog)
+    plan = JobPlan.from_metadata(handed_plan(worker, args), catalog)
     assert [m.role for m in plan.members] == ["support", "sales"]
 
 
@@ -163,7 +174,9 @@ async def test_campaign_override_and_room_metadata_fallback(worker: Worker, cata
     await handle(worker, job_request(rec, metadata))
     kind, args = rec.last
     assert kind == "accept" and args.attributes["campaign"] == "mixed-ops"
-    assert JobPlan.from_metadata(args.metadata, catalog).scenario.campaign == "mixed-ops"
+    assert (
+        JobPlan.from_metadata(handed_plan(worker, args), catalog).scenario.campaign == "mixed-ops"
+    )
 
     # No dispatch metadata: the room's metadata (set by workers.dispatch) names the scenario.
     room_md = json.dumps({"scenario": "dispatch_checkin"})
@@ -273,7 +286,7 @@ async def test_no_cast_with_voicemail_accepts_the_voicemail_persona(
         "persona": "vera",
         "campaign": "inbound-support",
     }
-    plan = JobPlan.from_metadata(args.metadata, catalog)
+    plan = JobPlan.from_metadata(handed_plan(worker, args), catalog)
     assert plan.voicemail
     assert [(m.role, m.persona_id) for m in plan.members] == [("voicemail", "vera")]
     (slot,) = plan.scenario.cast

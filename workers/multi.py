@@ -18,6 +18,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobProcess, JobRequest, cli
@@ -43,6 +44,7 @@ from workers.job_plan import (
 )
 from workers.leases import LeaseBook, Releasable
 from workers.livekit_check import credentials_refused, flag_value
+from workers.plan_handoff import PlanHandoff, public_metadata
 from workers.room import run_room
 from workers.selector import INBOUND_STRATEGY, Lease, NoCapacity, Selector
 from workers.stage import LiveKitStage
@@ -93,6 +95,7 @@ class RequestHandler:
         self.catalog = catalog
         self.selector = selector
         self.leasebook = leasebook
+        self.handoff = PlanHandoff(plan_directory(settings))
 
     async def handle(self, req: JobRequest) -> None:
         rlog = log.bind(job_id=req.id, room=req.room.name)
@@ -170,14 +173,17 @@ class RequestHandler:
         # Held BEFORE accept: once accepted the job may start (and end) at any moment.
         self.leasebook.hold(req.id, decision.leases, labels=labels)
         try:
+            # the plan goes privately; the room sees only who the opener is
+            self.handoff.put(req.id, decision.metadata)
             await req.accept(
                 identity=persona_identity(first.id, req.room.name),
                 name=first.name,
                 attributes=persona_attributes(first, plan.scenario.campaign),
-                metadata=decision.metadata,
+                metadata=public_metadata(first.id, plan.first.role, req.room.name),
             )
         except BaseException as e:
             self.leasebook.release(req.id)
+            self.handoff.discard(req.id)
             if not isinstance(e, Exception):
                 raise
             # e.g. the server's assignment timed out: the job will not run here
@@ -234,6 +240,8 @@ class Worker:
         """The pool's `process_closed`: one process runs one job, so its job has ended
         (normally or by crashing); `running_job` is still set at this point."""
         info = getattr(proc, "running_job", None)
+        if info is not None:
+            self.requests.handoff.discard(info.job.id)  # a plan its job never took
         if info is not None and self.leasebook.release(info.job.id):
             log.info("job_leases_released", job_id=info.job.id, status=str(proc.status))
 
@@ -380,14 +388,18 @@ def ignore_stop_signals() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def accept_metadata(ctx: JobContext) -> str:
-    """The JobPlan our on_request passed as accept(metadata=...).
+def plan_directory(settings: Settings) -> Path:
+    """Where plans wait for their job process: beside the transcripts, which main and job
+    processes both read from the same settings."""
+    return settings.transcripts_dir / ".plans"
 
-    Read from the job's RunningJobInfo (`ctx._info.accept_arguments`, private): verified
-    offline to reach the job process with both executors, and readable BEFORE connecting, so
-    a bad plan never joins the room. The public routes (the job token's claims, or
-    `ctx.room.local_participant.metadata` after connect) depend on the server copying
-    accept's metadata, unverified without a server: the token is the fallback."""
+
+def accept_metadata(ctx: JobContext) -> str:
+    """What on_request passed as accept(metadata=...): the opener's public metadata, empty
+    when no on_request ran (`connect --room`).
+
+    Read from the job's RunningJobInfo (`ctx._info.accept_arguments`, private), readable
+    BEFORE connecting; the job token's claims are the fallback."""
     args = getattr(getattr(ctx, "_info", None), "accept_arguments", None)
     if args is not None and args.metadata:
         return str(args.metadata)
@@ -415,7 +427,12 @@ async def entrypoint(ctx: JobContext) -> None:
     bind_context(room=room, job_id=ctx.job.id)
     catalog = ctx.proc.userdata.get("catalog") or load_catalog(settings.catalog_path)
     own_leases: list[Releasable] = []
-    text = accept_metadata(ctx)
+    text = PlanHandoff(plan_directory(settings)).take(ctx.job.id)
+    if text is None and accept_metadata(ctx):
+        # on_request accepted this job, but its plan is not where it left it
+        log.error("job_plan_missing", directory=str(plan_directory(settings)))
+        ctx.shutdown(reason="job plan missing")
+        return
     if text:
         try:
             plan = JobPlan.from_metadata(text, catalog)

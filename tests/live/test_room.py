@@ -92,6 +92,11 @@ async def test_dispatched_room_holds_exactly_the_cast(worker: WorkerProcess, tmp
                 assert track.name == f"voice_{persona_id}"
             assert len(agents) == len(cast)
             assert {p.identity for p in people} == {*agents, "caller-1"}
+            # the plan is not public: no scenario context, script or selector reason
+            for p in people:
+                seen = p.metadata + json.dumps(dict(p.attributes))
+                for secret in ("Jamie Rivera", "BC-55102", "Thanks for calling", "least loaded"):
+                    assert secret not in seen, (p.identity, secret)
             names = {p.identity: p.name for p in people}
             assert all(names[f"agent_{pid}_{room}"] for pid in cast.values())
             # the caller hears the greeting before hanging up (one who leaves before the job
