@@ -16,10 +16,9 @@ Each persona gets its own stable voice from its catalog `voice` (see `espeak_voi
 from __future__ import annotations
 
 import asyncio
-import atexit
 import ctypes
 import hashlib
-import shutil
+import os
 import tempfile
 import threading
 from collections.abc import Callable
@@ -140,8 +139,11 @@ class _Engine:
                 f"expected {SAMPLE_RATE} Hz; reinstall the espeakng-loader package"
             )
         self._lib = lib
-        self._voices_dir = Path(tempfile.mkdtemp(prefix="espeak-voices-"))
-        atexit.register(shutil.rmtree, self._voices_dir, ignore_errors=True)
+        # shared by every process of this user (job processes may exit without cleanup):
+        # files are named by their content, written atomically, never removed
+        self._voices_dir = Path(tempfile.gettempdir()) / f"espeak-voices-{os.getuid()}"
+        self._voices_dir.mkdir(mode=0o700, exist_ok=True)
+        self._voice_files: dict[tuple[str, str], Path] = {}
         # the C library keeps only a pointer: this object must live as long as the engine
         self._callback = _SynthCallback(self._on_samples)
         lib.espeak_SetSynthCallback(self._callback)
@@ -159,16 +161,16 @@ class _Engine:
 
         eSpeak's flutter (a pitch wobble) runs on a counter that never resets, so with it the
         same line never sounds the same twice; without it a line's audio is reproducible."""
-        path = self._voices_dir / f"{voice.language}_{voice.variant}"
-        if path.exists():
-            return path
+        key = (voice.language, voice.variant)
+        if key in self._voice_files:
+            return self._voice_files[key]
         variant = self._data / "voices" / "!v" / voice.variant
         if not variant.is_file():
             raise ValueError(
                 f"agents/espeak_tts.py: eSpeak NG has no voice variant {voice.variant!r} "
                 f"(no {variant}); use one listed there, e.g. m3 or f2"
             )
-        lines = [f"name {path.name}", f"language {voice.language}"]
+        lines = [f"name {voice.language}_{voice.variant}", f"language {voice.language}"]
         base = self._language_file(voice.language)
         lines += [ln for ln in base if not ln.startswith(("name", "maintainer", "status"))]
         lines += [
@@ -176,7 +178,14 @@ class _Engine:
             for ln in variant.read_text(encoding="utf-8").splitlines()
             if not ln.strip().startswith(("name", "language", "flutter"))
         ]
-        path.write_text("\n".join([*lines, "flutter 0", ""]), encoding="utf-8")
+        text = "\n".join([*lines, "flutter 0", ""])
+        digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+        path = self._voices_dir / f"{voice.language}_{voice.variant}_{digest}"
+        if not path.exists():
+            partial = path.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(text, encoding="utf-8")
+            os.replace(partial, path)
+        self._voice_files[key] = path
         return path
 
     def _language_file(self, language: str) -> list[str]:

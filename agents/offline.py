@@ -195,4 +195,4 @@ def warm_offline_voice() -> None:
     """Load eSpeak NG and the pocketsphinx decoder now (a job process's setup), not on the
     event loop at a room's first word (~0.5 s)."""
     synthesize_pcm("ready", espeak_voice_for("alloy"))
-    shared_recognizer().grammar_for(())
+    shared_recognizer().load()

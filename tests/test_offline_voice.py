@@ -277,15 +277,6 @@ async def test_stt_decodes_without_stalling_the_event_loop(support_lines):
     assert max_gap < 0.5 * total, (max_gap, total)  # measured ~0.06 s of ~1.5 s
 
 
-async def test_stt_result_does_not_depend_on_what_it_heard_before():
-    stt = SphinxSTT()
-    a = frame_of("Please send the invoice to my email today.", HUMAN_VOICE)
-    b = frame_of("Hi, my blender arrived with a cracked jar.", espeak_voice_for("onyx", "casey"))
-    first = (await stt.recognize(a)).alternatives[0].text
-    await stt.recognize(b)
-    assert (await stt.recognize(a)).alternatives[0].text == first
-
-
 async def test_stt_of_faint_noise_is_an_empty_transcript():
     noise = np.random.default_rng(7).standard_normal(16000) * 8  # a quiet line, no speech
     frame = rtc.AudioFrame(noise.astype(np.int16).tobytes(), 16000, 1, 16000)
