@@ -42,6 +42,7 @@ from workers.job_plan import (
     parse_job_metadata,
     voicemail_plan,
 )
+from workers.job_signals import job_stop_requested
 from workers.leases import LeaseBook, Releasable
 from workers.livekit_check import credentials_refused, flag_value
 from workers.plan_handoff import PlanHandoff, public_metadata
@@ -462,6 +463,11 @@ async def entrypoint(ctx: JobContext) -> None:
             api_secret=secret.get_secret_value(),
             campaign=plan.scenario.campaign,
         )
+        stop = job_stop_requested(ctx)
+        if stop is not None:  # drain timeout, job terminated: the floor ends now, by its rules
+            stop.add_done_callback(lambda _: stage.stop())
+        else:
+            log.warning("job_stop_signal_unavailable", fallback="livekit cancels after 15 s")
         vad = ctx.proc.userdata.get("vad")
         openai_key = settings.openai_key()  # unwrapped inside build_models
         if openai_key is None:

@@ -85,6 +85,11 @@ class Stage(ABC):
     # on the local stage humans only speak between turns).
     on_human_speaking: Callable[[], None] | None = None
 
+    def stop(self) -> None:
+        """Asked to stop from outside (the job's stop signal): the floor ends as `shutdown`;
+        close() follows from the room runner."""
+        self._closing()
+
     def _closing(self) -> None:
         callback, self.on_close = self.on_close, None
         if callback is not None:

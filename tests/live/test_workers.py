@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,31 @@ async def test_wrong_credentials_end_the_worker_at_once_with_one_line(tmp_path: 
     lines = [line for line in output.splitlines() if line.startswith("workers.multi:")]
     assert len(lines) == 1 and "LIVEKIT_API_SECRET" in lines[0], output
     assert wrong not in output
+
+
+async def test_a_room_still_running_at_the_drain_timeout_ends_as_shutdown_at_once(
+    tmp_path: Path, workers: list[WorkerProcess]
+):
+    """13.2: when the drain timeout runs out, livekit asks the job to stop and would cancel it
+    15 s later; the floor ends at once instead, as `shutdown`, and the worker exits 0."""
+    drain_s = 3
+    proc = WorkerProcess.start(
+        tmp_path,
+        agent_name=unique("timeout"),
+        name="timeout",
+        command=("start", "--drain-timeout", str(drain_s)),
+        CATALOG_PATH=str(one_room_catalog(tmp_path)),
+    )
+    workers.append(proc)
+    await proc.ready()
+    async with server_api() as lk:
+        room = unique("held")
+        await dispatch(lk, proc.agent_name, room, HOLD)  # waits for a caller who never comes
+        await transcript_event(proc, room, "utterance")
+        stopped_at = time.time()
+        proc.signal(signal.SIGTERM)
+        events = await transcript_of(proc, room, timeout=30)
+        assert await proc.exited(timeout=30) == 0, proc.tail()
+    ended = events[-1]
+    assert ended["reason"] == "shutdown", ended
+    assert ended["at"] - stopped_at <= drain_s + 2.0, ended["at"] - stopped_at
