@@ -352,6 +352,18 @@ class Floor:
             return f"{target.label} takes over after your line. Say a short goodbye now."
         return f"{target.label} speaks next."
 
+    # -- personas leaving -------------------------------------------------------------------
+    def persona_lost(self, persona_id: str, required: bool) -> None:
+        """A persona's connection is gone: a required one ends the room; an optional one
+        stands by from now on, so the floor goes on without it."""
+        speaker = self._by_id.get(persona_id) if self.speakers else None
+        label = speaker.label if speaker is not None else persona_id
+        self._emit("persona_lost", persona=persona_id, required=required)
+        if required:
+            self.request_end(EndReason.PERSONA_ERROR, f"{label} left the room", persona_id)
+        elif speaker is not None:
+            speaker.standby = True
+
     # -- humans ---------------------------------------------------------------------------
     def human_started_speaking(self) -> None:
         """A human barged in: the persona speaking now stops."""
@@ -379,10 +391,10 @@ class Floor:
         assert self.ending is not None
         return self.ending
 
-    def request_end(self, reason: EndReason, detail: str = "") -> None:
+    def request_end(self, reason: EndReason, detail: str = "", persona: str | None = None) -> None:
         """End from outside (the job shutting down, the room deleted): whoever speaks is cut
         off and the floor stops at once, also while it waits for a human to speak."""
-        self._end(reason, detail)
+        self._end(reason, detail, persona)
         if self._current is not None:
             self._current.session.interrupt()
         if self._loop_task is not None:

@@ -126,6 +126,7 @@ async def run_room(
         # Before open(): the room can be deleted (or the job stopped) while personas join.
         stage.on_close = lambda: floor.request_end(EndReason.SHUTDOWN, "the stage was closed")
         stage.on_human_speaking = floor.human_started_speaking
+        stage.on_persona_lost = floor.persona_lost
         if isinstance(stage.humans, LiveHumans):
             stage.humans.on_all_left = lambda: floor.request_end(
                 EndReason.HUMANS_LEFT, "every human has left"

@@ -84,6 +84,8 @@ class Stage(ABC):
     # Set by the room runner: a human started speaking (the LiveKit stage's listener calls it;
     # on the local stage humans only speak between turns).
     on_human_speaking: Callable[[], None] | None = None
+    # Set by the room runner: a persona's connection was dropped (persona id, required seat).
+    on_persona_lost: Callable[[str, bool], None] | None = None
 
     def stop(self) -> None:
         """Asked to stop from outside (the job's stop signal): the floor ends as `shutdown`;
@@ -244,6 +246,7 @@ class LiveKitStage(Stage):
         self._reported = False
         self._chat_tasks: set[asyncio.Task[None]] = set()
         self._listener: AgentSession | None = None  # the session that hears humans
+        self._stopping = False
         self._outputs: list[Any] = []  # persona voice outputs, closed after their sessions
         self.reports: dict[str, dict] = {}  # persona id -> livekit SessionReport.to_dict()
         ctx.add_shutdown_callback(self.close)
@@ -266,7 +269,17 @@ class LiveKitStage(Stage):
             subscribe=entry.hears_humans,  # only the listener needs the humans' audio
         )
         await self._connect(room, self._url, token)
+        room.on("disconnected", lambda reason: self._persona_dropped(entry, reason))
         return room
+
+    def _persona_dropped(self, entry: StageEntry, reason: Any) -> None:
+        """The server or the network dropped a persona's own connection (not our close)."""
+        if self._stopping:
+            return
+        persona = entry.seat.persona.id
+        log.warning("persona_connection_lost", persona=persona, reason=str(reason))
+        if self.on_persona_lost is not None:
+            self.on_persona_lost(persona, entry.seat.slot.required)
 
     def _watch_humans(self) -> None:
         room: rtc.Room = self._ctx.room
@@ -418,6 +431,7 @@ class LiveKitStage(Stage):
                 log.warning("session_report_failed", error=repr(e))
 
     async def close(self, *_: Any) -> None:
+        self._stopping = True  # the disconnects that follow are ours
         self._closing()
         self.humans.close()
         for task in self._chat_tasks:

@@ -204,3 +204,23 @@ async def test_the_readme_dispatch_recipe_casts_the_room(worker: WorkerProcess):
     assert {c["role"] for c in started["cast"]} == {"dispatcher", "driver"}
     assert {p.identity for p in agents_of(people)} == {c["identity"] for c in started["cast"]}
     assert first["role"] == "dispatcher" and "HDX-2478" in first["text"]
+
+
+async def test_a_required_persona_dropped_by_the_server_ends_the_room(worker: WorkerProcess):
+    """13.12: the server removing a required persona's own connection is reported and ends
+    the room (persona_error), rather than the floor waiting on a persona that is gone."""
+    room = unique("dropped")
+    async with server_api() as lk:
+        await dispatch(lk, worker.agent_name, room, json.dumps({"scenario": "dispatch_checkin"}))
+        started = await transcript_event(worker, room, "room_started")
+        await transcript_event(worker, room, "utterance")
+        driver = next(c for c in started["cast"] if c["role"] == "driver")
+        await lk.room.remove_participant(
+            api.RoomParticipantIdentity(room=room, identity=driver["identity"])
+        )
+        events = await transcript_of(worker, room, timeout=20)
+        await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+    lost = [e for e in events if e["event"] == "persona_lost"]
+    assert lost and lost[0]["persona"] == driver["persona"] and lost[0]["required"] is True
+    assert events[-1]["reason"] == "persona_error"
+    assert "left the room" in events[-1]["detail"]
