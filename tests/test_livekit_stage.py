@@ -174,6 +174,11 @@ def test_is_human_skips_agents_and_persona_identities():
     assert is_human(P("caller-1", std))
     assert not is_human(P("agent_tim_r", std))
     assert not is_human(P("other-bot", rtc.ParticipantKind.PARTICIPANT_KIND_AGENT))
+    # the kinds RoomIO links: people, phone callers, connectors; not egress or ingress streams
+    assert is_human(P("+15550100", rtc.ParticipantKind.PARTICIPANT_KIND_SIP))
+    assert is_human(P("bridge", rtc.ParticipantKind.PARTICIPANT_KIND_CONNECTOR))
+    assert not is_human(P("recorder", rtc.ParticipantKind.PARTICIPANT_KIND_EGRESS))
+    assert not is_human(P("rtmp-in", rtc.ParticipantKind.PARTICIPANT_KIND_INGRESS))
 
 
 async def test_a_session_without_vad_gets_none_not_the_frameworks_default():

@@ -215,8 +215,19 @@ def voice_track(persona: Persona) -> str:
     return f"voice_{persona.id}"
 
 
+# The kinds RoomIO links by default: people, phone callers, connectors (not egress recorders,
+# ingress streams or agents).
+HUMAN_KINDS = frozenset(
+    {
+        rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD,
+        rtc.ParticipantKind.PARTICIPANT_KIND_SIP,
+        rtc.ParticipantKind.PARTICIPANT_KIND_CONNECTOR,
+    }
+)
+
+
 def is_human(participant: rtc.RemoteParticipant) -> bool:
-    return participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT and not (
+    return participant.kind in HUMAN_KINDS and not (
         participant.identity.startswith(AGENT_IDENTITY_PREFIX)
     )
 
