@@ -101,3 +101,25 @@ def build_text_models(persona: Persona, *, openai_api_key: ApiKey) -> SessionMod
     return SessionModels(
         llm=openai.LLM(model=m.llm, temperature=m.temperature, api_key=_api_key(openai_api_key))
     )
+
+
+def room_models(
+    persona: Persona,
+    scenario: Any,  # config.scenario.Scenario
+    cast_names: dict[str, str],
+    *,
+    hears_humans: bool,
+    vad: VAD | None,
+    openai_api_key: ApiKey,
+) -> SessionModels:
+    """The one switch, per persona of a LiveKit room: with an OpenAI key, the catalog's OpenAI
+    models; without one, the offline model speaking the scenario's script with the offline
+    voice (eSpeak NG), and for the persona that hears humans, VAD + pocketsphinx."""
+    if _plain(openai_api_key) is None:
+        # agents.offline builds on this module's SessionModels: imported here, not above
+        from agents.offline import offline_models
+
+        return offline_models(
+            persona, scenario, cast_names, voice=True, hears_humans=hears_humans, vad=vad
+        )
+    return build_models(persona, vad=vad, openai_api_key=openai_api_key)

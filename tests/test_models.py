@@ -201,3 +201,37 @@ def test_offline_llm_fills_only_known_placeholders() -> None:
     lines = [ScriptLine(say="x")]
     offline = OfflineLLM(lines, me="Sam", names={"support": "Alex"})
     assert offline.fill("{me} and {support} re {order} {}") == "Sam and Alex re {order} {}"
+
+
+def test_room_models_switch_on_the_key(catalog):
+    """One switch: no key -> the offline model with the offline voice (the listener also
+    hears with VAD + pocketsphinx); a key -> the catalog's OpenAI models."""
+    from agents.espeak_tts import EspeakTTS
+    from agents.models import room_models
+    from agents.offline import OfflineLLM
+    from agents.sphinx_stt import SphinxSTT
+    from config.scenario import load_scenario
+    from tests.conftest import SCENARIOS_DIR
+
+    scenario = load_scenario("dispatch_checkin", scenarios_dir=SCENARIOS_DIR)
+    names = {"dispatcher": "Tim", "driver": "Chris"}
+    vad = object()
+    lead = room_models(
+        catalog.persona("tim"), scenario, names, hears_humans=True, vad=vad, openai_api_key=None
+    )
+    other = room_models(
+        catalog.persona("chris"), scenario, names, hears_humans=False, vad=vad, openai_api_key=""
+    )
+    assert isinstance(lead.llm, OfflineLLM) and isinstance(lead.tts, EspeakTTS)
+    assert isinstance(lead.stt, SphinxSTT) and lead.vad is vad
+    assert isinstance(other.tts, EspeakTTS) and other.stt is None and other.vad is None
+    assert lead.tts.voice != other.tts.voice
+    keyed = room_models(
+        catalog.persona("dana"),
+        scenario,
+        names,
+        hears_humans=True,
+        vad=vad,
+        openai_api_key="sk-test",
+    )
+    assert not keyed.offline and keyed.llm.provider != "offline"

@@ -26,8 +26,8 @@ from livekit.agents.worker import ServerEnvOption
 from livekit.plugins import silero
 from pydantic import SecretStr
 
-from agents.models import SessionModels, build_models
-from agents.offline import offline_models, warm_offline_voice
+from agents.models import SessionModels, room_models
+from agents.offline import warm_offline_voice
 from config.catalog import Catalog, Persona, load_catalog
 from config.errors import ConfigError
 from config.logging import bind_context, configure_logging, get_logger
@@ -470,20 +470,22 @@ async def entrypoint(ctx: JobContext) -> None:
             log.warning("job_stop_signal_unavailable", fallback="livekit cancels after 15 s")
         vad = ctx.proc.userdata.get("vad")
         openai_key = settings.openai_key()  # unwrapped inside build_models
-        if openai_key is None:
-            log.info("room_models", models="offline", voice="espeak-ng + pocketsphinx")
-            names, lead = plan.cast_names(), plan.lead_role()
+        log.info(
+            "room_models",
+            models="openai" if openai_key else "offline",
+            voice="catalog voices" if openai_key else "espeak-ng + pocketsphinx",
+        )
+        names, lead = plan.cast_names(), plan.lead_role()
 
-            def models_for(p: Persona) -> SessionModels:
-                return offline_models(
-                    p, plan.scenario, names, voice=True, hears_humans=p.role == lead, vad=vad
-                )
-
-        else:
-            log.info("room_models", models="openai")
-
-            def models_for(p: Persona) -> SessionModels:
-                return build_models(p, vad=vad, openai_api_key=openai_key)
+        def models_for(p: Persona) -> SessionModels:
+            return room_models(
+                p,
+                plan.scenario,
+                names,
+                hears_humans=p.role == lead,
+                vad=vad,
+                openai_api_key=openai_key,
+            )
 
         result = await run_room(
             room=room,
