@@ -36,7 +36,10 @@ SCRIPTS: dict[str, set[str]] = {
     "offline_voice": {"tts", "stt", "aim"},
 }
 # Scripts the smoke leaves out, and why; each needs a --quick mode first.
-NOT_SMOKED = {"selector": "no --quick mode: one run times 300,000 acquire+release pairs a strategy"}
+NOT_SMOKED = {
+    "selector": "no --quick mode: one run times 300,000 acquire+release pairs a strategy",
+    "live_room": "needs root and `make livekit`: it runs in tests/live/livenet.sh's namespace",
+}
 # Slowest first (by their smoke runs on 2 cores), so the long ones start at once.
 ORDER = ("offline_voice", "process_model", "room_overhead", "vad_cost", "cast_latency")
 

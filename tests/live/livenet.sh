@@ -32,7 +32,7 @@ inner() {
   ip link set lk0 up
   ip link set lk1 up
   mkdir -p "$LIVE_LOG_DIR"
-  local log=$LIVE_LOG_DIR/livekit-server.log
+  local log=$LIVE_LOG_DIR/livekit-server-$(date +%s)-$RANDOM.log  # one per run: runs may overlap
   "$server_bin" --dev --bind "$LIVE_ADDR" >"$log" 2>&1 &
   local server=$!
   # Ready when the HTTP port answers (bash's /dev/tcp: no curl needed).
