@@ -57,11 +57,10 @@ from livekit import api  # noqa: E402
 
 from bench._common import (  # noqa: E402
     ROLES4,
-    emit,
     machine,
     percentile,
-    quiet,
     rounded,
+    run_async_bench,
 )
 
 AIM_PUBLISH_P95_S = 1.5
@@ -636,13 +635,7 @@ def server_version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
-    quiet()
-    started = time.perf_counter()
-    result = asyncio.run(_run(args))
-    result["elapsed_s"] = rounded(time.perf_counter() - started, 1)
-    emit(result)
-    return 0
+    return run_async_bench(_parse, _run, argv)
 
 
 if __name__ == "__main__":

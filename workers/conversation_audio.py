@@ -27,7 +27,7 @@ from agents.espeak_tts import (
     synthesize_pcm,
 )
 from config.catalog import Catalog
-from workers.transcript import _UNSAFE  # one rule for file names made from room names
+from workers.transcript import room_file_stem
 
 PAUSE_S = 0.4  # silence between two lines, so turns are heard as turns
 _SAMPLE_WIDTH = 2  # int16
@@ -94,8 +94,7 @@ AUTO = "auto"  # `--audio auto`: the WAV goes beside the transcripts, named afte
 
 def auto_path(transcripts_dir: Path, room: str) -> Path:
     """`TRANSCRIPTS_DIR/<room>.wav`, the room name made safe as for its transcript."""
-    safe_room = _UNSAFE.sub("-", room).strip("-.")[:80] or "room"
-    return Path(transcripts_dir) / f"{safe_room}.wav"
+    return Path(transcripts_dir) / f"{room_file_stem(room)}.wav"
 
 
 def check_writable(path: Path) -> None:

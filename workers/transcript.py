@@ -38,8 +38,12 @@ def _utc_now() -> datetime:
 def transcript_path(directory: Path, room: str, now: datetime | None = None) -> Path:
     """The first-choice name for a room's transcript (taken names get a suffix)."""
     stamp = (now or _utc_now()).strftime("%Y%m%dT%H%M%S")
-    safe_room = _UNSAFE.sub("-", room).strip("-.")[:80] or "room"
-    return directory / f"{safe_room}-{stamp}.jsonl"
+    return directory / f"{room_file_stem(room)}-{stamp}.jsonl"
+
+
+def room_file_stem(room: str) -> str:
+    """A room name made safe and short for file names (transcripts, conversation audio)."""
+    return _UNSAFE.sub("-", room).strip("-.")[:80] or "room"
 
 
 def _candidates(base: Path):
