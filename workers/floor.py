@@ -115,6 +115,9 @@ class HumanLine:
 class Humans(Protocol):
     """The people in the room, as the floor sees them."""
 
+    # Set by the room runner: called when the last human who joined has left.
+    on_all_left: Callable[[], None] | None
+
     def pending(self) -> HumanLine | None:
         """A line already said and not yet answered (live rooms)."""
 
@@ -133,6 +136,8 @@ class Humans(Protocol):
 
 class ScriptedHumans:
     """The local stage's caller: says its lines, in order, when the floor turns to it."""
+
+    on_all_left: Callable[[], None] | None = None  # never called: the caller hangs up in listen()
 
     def __init__(self, lines: Sequence[str], identity: str = "caller") -> None:
         self._lines = [h for h in (HumanLine.of(identity, text) for text in lines) if h]

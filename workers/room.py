@@ -19,7 +19,7 @@ from agents.room_data import RoomData
 from config.catalog import Catalog, Persona
 from config.logging import get_logger
 from config.scenario import Scenario
-from workers.floor import Ending, EndReason, Floor, LiveHumans, Speaker
+from workers.floor import Ending, EndReason, Floor, Speaker
 from workers.stage import Seat, Stage, StageEntry, StageError
 from workers.transcript import Listener, Transcript
 
@@ -127,10 +127,9 @@ async def run_room(
         stage.on_close = lambda: floor.request_end(EndReason.SHUTDOWN, "the stage was closed")
         stage.on_human_speaking = floor.human_started_speaking
         stage.on_persona_lost = floor.persona_lost
-        if isinstance(stage.humans, LiveHumans):
-            stage.humans.on_all_left = lambda: floor.request_end(
-                EndReason.HUMANS_LEFT, "every human has left"
-            )
+        stage.humans.on_all_left = lambda: floor.request_end(
+            EndReason.HUMANS_LEFT, "every human has left"
+        )
         sessions = await stage.open(entries)
         _report_failed_seats(entries, sessions, transcript, on_seat_failed)
         speakers = [
