@@ -102,7 +102,10 @@ async def test_a_full_worker_rejects_and_livekit_offers_the_room_to_another(
                 assert accepted["cast"] == {"dispatcher": "tim"}
                 assert not first.named("job_accepted", room=room)
                 break
-            # LiveKit chose the free worker directly: free tim there and try again
+            # LiveKit chose the free worker directly: once that room runs, free tim there and
+            # try again (a room deleted while its job still connects ends only when the
+            # connection attempt gives up)
+            await transcript_event(second, room, "utterance", timeout=60)
             await lk.room.delete_room(api.DeleteRoomRequest(room=room))
             await second.wait_for("job_leases_released", timeout=30)
             second.forget("job_leases_released")
