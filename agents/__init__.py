@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from agents.dispatcher import DispatcherAgent
 from agents.driver import DriverAgent
+from agents.instructions import ROLE_BRIEFS, build_instructions
 from agents.models import SessionModels, build_models, build_text_models
 from agents.offline import OfflineLLM, offline_models
 from agents.outcome import Outcome, OutcomeEntry
 from agents.persona import (
-    ROLE_BRIEFS,
     EndRequest,
     FloorRequests,
     HandOverRequest,
@@ -21,7 +21,6 @@ from agents.persona import (
     PersonaAgent,
     RecordingFloor,
     build_agent,
-    build_instructions,
 )
 from agents.room_data import ReferenceData, RoomData, load_reference
 from agents.sales import SalesAgent

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from agents.persona import (
+from agents.persona import PersonaAgent
+from agents.tool_args import (
     MAX_SHORT_CHARS,
     MAX_TEXT_CHARS,
-    PersonaAgent,
     as_output,
     enum_arg,
     one_of,
@@ -63,7 +63,7 @@ class DispatcherAgent(PersonaAgent, role="dispatcher", brief=BRIEF):
             "kind": one_of("kind", kind, INCIDENT_KINDS),
             "description": require_text("description", description, max_len=MAX_TEXT_CHARS),
         }
-        incident = {"id": self.room.next_id("INC"), **args}
+        incident = {"id": self.room_data.next_id("INC"), **args}
         load.setdefault("incidents", []).append(incident)
         if args["kind"] == "delay":
             load["status"] = "delayed"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from agents.persona import (
+from agents.persona import PersonaAgent
+from agents.tool_args import (
     MAX_SHORT_CHARS,
     MAX_TEXT_CHARS,
-    PersonaAgent,
     enum_arg,
     one_of,
     optional_text,
@@ -71,7 +71,7 @@ class DriverAgent(PersonaAgent, role="driver", brief=BRIEF):
             "details": require_text("details", details, max_len=MAX_TEXT_CHARS),
         }
         request = {
-            "request_id": self.room.next_id("AST"),
+            "request_id": self.room_data.next_id("AST"),
             **args,
             "priority": PRIORITY.get(args["kind"], "normal"),
             "status": "open",

@@ -123,3 +123,10 @@ def room_models(
             persona, scenario, cast_names, voice=True, hears_humans=hears_humans, vad=vad
         )
     return build_models(persona, vad=vad, openai_api_key=openai_api_key)
+
+
+def room_models_choice(openai_api_key: ApiKey) -> dict[str, str]:
+    """What `room_models` will choose, for the log: the models and the voice."""
+    if _plain(openai_api_key) is None:
+        return {"models": "offline", "voice": "espeak-ng + pocketsphinx"}
+    return {"models": "openai", "voice": "catalog voices"}

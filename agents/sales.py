@@ -8,10 +8,10 @@ from typing import Any
 
 from livekit.agents.llm import ToolError
 
-from agents.persona import (
+from agents.persona import PersonaAgent
+from agents.tool_args import (
     MAX_NAME_CHARS,
     MAX_SHORT_CHARS,
-    PersonaAgent,
     enum_arg,
     one_of,
     require_text,
@@ -57,7 +57,7 @@ def _next_step(score: int, authority: str) -> tuple[str, str]:
 
 class SalesAgent(PersonaAgent, role="sales", brief=BRIEF):
     def _products(self) -> list[dict[str, Any]]:
-        return list(self.room.price_list["products"])
+        return list(self.room_data.price_list["products"])
 
     def _product_in(self, text: str) -> dict[str, Any] | None:
         """The product a sku, a name, or a free-text need names, if exactly one."""
@@ -104,7 +104,7 @@ class SalesAgent(PersonaAgent, role="sales", brief=BRIEF):
         score = sum(breakdown.values())
         grade, next_step = _next_step(score, args["authority"])
         lead = {
-            "lead_id": self.room.next_id("LEAD"),
+            "lead_id": self.room_data.next_id("LEAD"),
             **args,
             "product": product["sku"] if product else None,
             "score": score,
@@ -127,13 +127,13 @@ class SalesAgent(PersonaAgent, role="sales", brief=BRIEF):
             raise ToolError(f"no product {product.strip()!r} on the price list; known: {known}")
         if not 1 <= quantity <= MAX_QUANTITY:
             raise ToolError(f"quantity must be between 1 and {MAX_QUANTITY} (got {quantity})")
-        prices = self.room.price_list
+        prices = self.room_data.price_list
         volume = max(
             (v for v in prices["volume_discounts"] if v["min_quantity"] <= quantity),
             key=lambda v: v["min_quantity"],
             default={"discount": 0.0},
         )["discount"]
-        tier = self.room.tenant.tier
+        tier = self.room_data.tenant.tier
         tier_discount = prices.get("tier_discounts", {}).get(tier, 0.0)
         # Decimal so cents round the way a customer checks them by hand
         unit_price = Decimal(str(item["unit_price"]))
@@ -142,7 +142,7 @@ class SalesAgent(PersonaAgent, role="sales", brief=BRIEF):
         total = (list_total * factor).quantize(CENT, ROUND_HALF_UP)
         args = {"product": item["sku"], "quantity": quantity}
         quote = {
-            "quote_id": self.room.next_id("Q"),
+            "quote_id": self.room_data.next_id("Q"),
             "sku": item["sku"],
             "product": item["name"],
             "quantity": quantity,

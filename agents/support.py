@@ -7,10 +7,10 @@ from typing import Any
 
 from livekit.agents.llm import ToolError
 
-from agents.persona import (
+from agents.persona import PersonaAgent
+from agents.tool_args import (
     MAX_ID_CHARS,
     MAX_NAME_CHARS,
-    PersonaAgent,
     as_output,
     enum_arg,
     one_of,
@@ -69,7 +69,7 @@ class SupportAgent(PersonaAgent, role="support", brief=BRIEF):
         terms = _terms(text)
         if not terms:
             raise ToolError(f"query {text!r} has no keywords; name the problem in a few words")
-        scored = [(_score(terms, a), a) for a in self.room.knowledge_base]
+        scored = [(_score(terms, a), a) for a in self.room_data.knowledge_base]
         ranked = sorted((s for s in scored if s[0] > 0), key=lambda s: (-s[0], s[1]["id"]))
         matches = [
             {"id": a["id"], "title": a["title"], "score": score, "body": a["body"]}
@@ -94,12 +94,12 @@ class SupportAgent(PersonaAgent, role="support", brief=BRIEF):
             "customer": optional_text("customer", customer, max_len=MAX_NAME_CHARS),
         }
         ticket = {
-            "ticket_id": self.room.next_id("TKT"),
+            "ticket_id": self.room_data.next_id("TKT"),
             **args,
             "status": "open",
             "opened_by": self.persona.id,
         }
-        self.room.tickets[ticket["ticket_id"]] = ticket
+        self.room_data.tickets[ticket["ticket_id"]] = ticket
         return self.record("open_ticket", args, ticket)
 
     async def lookup_ticket(self, ticket_id: str) -> str:
@@ -108,8 +108,10 @@ class SupportAgent(PersonaAgent, role="support", brief=BRIEF):
         Args:
             ticket_id: the ticket id, e.g. TKT-0001
         """
-        ticket = self.room.find_ticket(require_text("ticket_id", ticket_id, max_len=MAX_ID_CHARS))
+        ticket = self.room_data.find_ticket(
+            require_text("ticket_id", ticket_id, max_len=MAX_ID_CHARS)
+        )
         if ticket is None:
-            known = ", ".join(self.room.tickets) or "none opened yet in this call"
+            known = ", ".join(self.room_data.tickets) or "none opened yet in this call"
             raise ToolError(f"no ticket {ticket_id.strip()!r}; tickets: {known}")
         return as_output(ticket)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from agents.persona import (
+from agents.persona import PersonaAgent
+from agents.tool_args import (
     MAX_NAME_CHARS,
     MAX_TEXT_CHARS,
-    PersonaAgent,
     parse_phone,
     require_text,
 )
@@ -30,5 +30,5 @@ class VoicemailAgent(PersonaAgent, role="voicemail", brief=BRIEF):
             "callback_number": parse_phone("callback_number", callback_number),
             "message": require_text("message", message, max_len=MAX_TEXT_CHARS),
         }
-        saved = {"message_id": self.room.next_id("MSG"), **args, "status": "saved"}
+        saved = {"message_id": self.room_data.next_id("MSG"), **args, "status": "saved"}
         return self.record("take_message", args, saved)

@@ -20,6 +20,7 @@ from agents import (
     VoicemailAgent,
     build_agent,
     build_instructions,
+    instructions,
 )
 from config import roles
 from tests.fakes import FakeLLM, cast_of, offline_session, say, scenario_for
@@ -89,7 +90,7 @@ async def test_the_llm_receives_the_instructions_as_its_system_message(catalog, 
     scenario, cast = huddle
     agent = build_agent(
         catalog.persona("chris"),
-        room=RoomData(scenario, catalog),
+        room_data=RoomData(scenario, catalog),
         cast=cast,
         floor=RecordingFloor(),
     )
@@ -119,9 +120,9 @@ def test_every_role_has_a_brief_and_an_agent_class(catalog, huddle) -> None:
     }
     for persona_id, cls in expected.items():
         persona = catalog.persona(persona_id)
-        agent = build_agent(persona, room=room, cast={}, floor=RecordingFloor())
+        agent = build_agent(persona, room_data=room, cast={}, floor=RecordingFloor())
         assert type(agent) is cls
-        assert agent.id == persona_id and agent.persona is persona and agent.room is room
+        assert agent.id == persona_id and agent.persona is persona and agent.room_data is room
 
 
 def test_a_role_class_refuses_a_persona_of_another_role(catalog, huddle) -> None:
@@ -129,7 +130,7 @@ def test_a_role_class_refuses_a_persona_of_another_role(catalog, huddle) -> None
     with pytest.raises(ValueError, match="has role 'sales', not 'dispatcher'"):
         DispatcherAgent(
             catalog.persona("sam"),
-            room=RoomData(scenario, catalog),
+            room_data=RoomData(scenario, catalog),
             cast=cast,
             floor=RecordingFloor(),
         )
@@ -140,7 +141,9 @@ def test_tool_schemas_describe_every_argument_and_list_choices(catalog, huddle) 
     room = RoomData(scenario, catalog)
     schemas = {}
     for persona in (*cast.values(), catalog.persona("vera")):
-        agent = build_agent(persona, room=room, cast=cast, floor=RecordingFloor(), moderator=True)
+        agent = build_agent(
+            persona, room_data=room, cast=cast, floor=RecordingFloor(), moderator=True
+        )
         for tool in agent.tools:
             schemas[tool.id] = build_strict_openai_schema(tool)["function"]
     assert set(schemas) == set(roles.ALL_ROLE_TOOLS) | {*roles.COMMON_TOOLS, "next_speaker"}
@@ -169,3 +172,30 @@ def test_addressed_rooms_explain_how_the_turn_passes(catalog, huddle) -> None:
     text = build_instructions(tim, addressed, cast)
     assert rule in text and "merely mentioning someone does not pass the turn" in text
     assert '[human IDENTITY said] "their words"' in text
+
+
+def test_an_agent_is_told_what_agents_instructions_builds(catalog, huddle) -> None:
+    scenario, cast = huddle
+    tim = catalog.persona("tim")
+    agent = build_agent(
+        tim,
+        room_data=RoomData(scenario, catalog),
+        cast=cast,
+        floor=RecordingFloor(),
+        moderator=True,
+    )
+    assert agent.instructions == instructions.build_instructions(
+        tim, scenario, cast, moderator=True
+    )
+    assert build_instructions is instructions.build_instructions  # one builder, not a copy
+
+
+def test_the_agent_holds_its_room_data_under_that_name_only(catalog, huddle) -> None:
+    """`room` on an agent would read as the LiveKit room; the scenario and shared state are
+    `room_data`, and the old keyword is refused rather than silently taken."""
+    scenario, cast = huddle
+    data = RoomData(scenario, catalog)
+    agent = build_agent(catalog.persona("tim"), room_data=data, cast=cast, floor=RecordingFloor())
+    assert agent.room_data is data and not hasattr(agent, "room")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'room'"):
+        build_agent(catalog.persona("tim"), room=data, cast=cast, floor=RecordingFloor())

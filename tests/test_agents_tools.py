@@ -51,7 +51,11 @@ def room_of(catalog: Catalog, campaign: str, persona_ids: Sequence[str], **field
 
 def agent_for(catalog, persona_id, room, cast, floor=None, **kw) -> PersonaAgent:
     return build_agent(
-        catalog.persona(persona_id), room=room, cast=cast, floor=floor or RecordingFloor(), **kw
+        catalog.persona(persona_id),
+        room_data=room,
+        cast=cast,
+        floor=floor or RecordingFloor(),
+        **kw,
     )
 
 
@@ -575,7 +579,7 @@ def test_a_tool_attached_after_definition_is_refused_when_built(catalog, mixed) 
     Later.wipe_board = function_tool(wipe_board)  # after the class statement: not seen there
     room, cast = mixed
     with pytest.raises(TypeError, match="role tools must be plain async methods"):
-        Later(catalog.persona("tim"), room=room, cast=cast, floor=RecordingFloor())
+        Later(catalog.persona("tim"), room_data=room, cast=cast, floor=RecordingFloor())
 
 
 # ---- floor tools: structured requests on the floor ------------------------------------------

@@ -125,7 +125,7 @@ async def play(catalog, turns: int, room=None, cast=None, persona_id="tim"):
         room, cast = dispatch_room(catalog)
     persona = catalog.persona(persona_id)
     models = offline_models(persona, room.scenario, {r: p.name for r, p in cast.items()})
-    agent = build_agent(persona, room=room, cast=cast, floor=RecordingFloor())
+    agent = build_agent(persona, room_data=room, cast=cast, floor=RecordingFloor())
     session = offline_session(models.llm)
     events = []
     async with asyncio.timeout(TIMEOUT_S):
@@ -235,3 +235,16 @@ def test_room_models_switch_on_the_key(catalog):
         openai_api_key="sk-test",
     )
     assert not keyed.offline and keyed.llm.provider != "offline"
+
+
+def test_the_logged_choice_says_what_room_models_builds():
+    from pydantic import SecretStr
+
+    from agents.models import room_models_choice
+
+    assert room_models_choice(None)["models"] == "offline"
+    assert room_models_choice(SecretStr("   ")) == room_models_choice(None)
+    assert room_models_choice(SecretStr("sk-x")) == {
+        "models": "openai",
+        "voice": "catalog voices",
+    }

@@ -1,6 +1,7 @@
 """Tool arguments are bounded (issue 10, item 8): every free-text field has a length limit, an
 out-of-range date is a clear tool error, and phone numbers are real E.164. Each tool is called
-by a scripted fake model through a real AgentSession, as the model would call it."""
+by a scripted fake model through a real AgentSession, as the model would call it; the checks
+themselves (agents.tool_args, shared by every role module) are also called directly."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from livekit.agents.llm import ToolError
+from pydantic import TypeAdapter
 
-from agents import PersonaAgent, RecordingFloor, RoomData, build_agent
+from agents import PersonaAgent, RecordingFloor, RoomData, build_agent, tool_args
 from config.catalog import Catalog
 from tests.fakes import FakeLLM, call, cast_of, offline_session, say, scenario_for
 
@@ -26,7 +29,7 @@ def _room(catalog: Catalog, campaign: str, persona_ids: Sequence[str]):
 
 def _agent(catalog: Catalog, persona_id: str, room, cast, **kw: Any) -> PersonaAgent:
     return build_agent(
-        catalog.persona(persona_id), room=room, cast=cast, floor=RecordingFloor(), **kw
+        catalog.persona(persona_id), room_data=room, cast=cast, floor=RecordingFloor(), **kw
     )
 
 
@@ -252,3 +255,39 @@ async def test_a_huge_phone_number_is_refused_without_echoing_it(voicemail) -> N
     assert out.is_error and room.outcome.entries == []
     assert out.output.startswith("callback_number is too long for a phone number")
     assert len(out.output) < 200
+
+
+# ---- the checks themselves: agents.tool_args, the one module every role's tools use ---------
+
+
+def test_text_checks_strip_bound_and_name_the_argument() -> None:
+    assert tool_args.require_text("summary", "  late pallet \n") == "late pallet"
+    assert tool_args.optional_text("issue", "   ", max_len=5) == ""
+    with pytest.raises(ToolError, match=r"^summary must not be empty$"):
+        tool_args.require_text("summary", "  ")
+    with pytest.raises(ToolError, match=r"^issue is too long \(6 characters, limit 5\)"):
+        tool_args.optional_text("issue", " abcdef ", max_len=5)
+    assert tool_args.one_of("kind", " Delay ", ("delay", "other")) == "delay"
+    with pytest.raises(ToolError, match=r"^kind must be one of: delay, other \(got 'fire'\)$"):
+        tool_args.one_of("kind", "fire", ("delay", "other"))
+
+
+def test_a_refused_value_is_quoted_and_cut() -> None:
+    limit = tool_args.SHOWN_CHARS
+    assert tool_args.shown("x" * limit) == repr("x" * limit)
+    assert tool_args.shown("x" * (limit + 1)) == f"{'x' * limit!r}... ({limit + 1} characters)"
+
+
+def test_instants_and_phone_numbers_are_normalised() -> None:
+    assert tool_args.parse_instant("eta", "2026-11-21T21:15:00+02:00") == "2026-11-21T19:15:00Z"
+    with pytest.raises(ToolError, match=r"^eta needs a time zone"):
+        tool_args.parse_instant("eta", "2026-11-21T19:15:00")
+    assert tool_args.parse_phone("number", "+1 (555) 010-2030") == "+15550102030"
+    with pytest.raises(ToolError, match=r"^number must be a phone number in E\.164 form"):
+        tool_args.parse_phone("number", "555 010 2030")
+
+
+def test_choices_reach_the_schema_and_results_reach_the_model_as_json() -> None:
+    schema = TypeAdapter(tool_args.enum_arg(("low", "high"))).json_schema()
+    assert schema == {"enum": ["low", "high"], "type": "string"}
+    assert tool_args.as_output({"b": 1, "a": "Zürich"}) == '{"a": "Zürich", "b": 1}'
