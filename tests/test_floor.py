@@ -418,7 +418,7 @@ async def test_closing_the_stage_from_outside_ends_the_room_as_shutdown(
 ):
     """A job draining closes the stage while a persona speaks: the room ends as shutdown."""
     from workers.room import run_room, seats_for
-    from workers.stage import LocalStage
+    from workers.stage.local import LocalStage
     from workers.tokens import persona_identity
 
     started, never = asyncio.Event(), asyncio.Event()
@@ -462,3 +462,66 @@ async def test_a_lone_persona_turns_to_the_humans_not_to_itself(catalog, tmp_pat
     result = await room.run(human_lines=[])
     assert result.reason == "humans_left" and result.turns == 1
     room.assert_released()
+
+
+async def _run_on(stage, catalog, tmp_path, scenarios_dir, fakes, on_floor=None):
+    from workers.room import run_room, seats_for
+
+    scenario = _scenario("dispatch_checkin", scenarios_dir)
+    cast = Selector(catalog).cast(scenario)
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            return await run_room(
+                room="r1",
+                scenario=scenario,
+                catalog=catalog,
+                seats=seats_for(cast.members, "r1"),
+                stage=stage,
+                models_for=lambda p: SessionModels(llm=fakes[p.id]),
+                transcripts_dir=tmp_path,
+                on_floor=on_floor,
+            )
+    finally:
+        cast.release()
+
+
+async def test_a_persona_whose_session_closed_ends_the_room_at_once(
+    catalog, tmp_path, scenarios_dir
+):
+    """The floor learns a session closed from livekit's public "close" event: the room ends
+    on that persona's next turn, without waiting for a second failure."""
+    from workers.stage.local import LocalStage
+
+    floors: list[Floor] = []
+
+    def close_chris(c: FakeCall) -> Step:
+        chris = next(s for s in floors[0].speakers if s.id == "chris")
+        asyncio.get_running_loop().create_task(chris.session.aclose())
+        return say("Tim, let me check.")
+
+    fakes = {
+        "tim": FakeLLM([say("Chris, status?"), say("Chris?"), say("Chris, still there?")]),
+        "chris": FakeLLM(close_chris),
+    }
+    result = await _run_on(
+        LocalStage(), catalog, tmp_path, scenarios_dir, fakes, on_floor=floors.append
+    )
+    assert result.reason == "persona_error"
+    ended = read_transcript(result.transcript_path)[-1]
+    assert ended["persona"] == "chris" and ended["turns"] == 3
+    errors = [e for e in read_transcript(result.transcript_path) if e["event"] == "error"]
+    assert [e["consecutive"] for e in errors if e.get("persona") == "chris"] == [1]
+
+
+async def test_a_stop_before_the_stage_opened_ends_the_room_without_a_turn(
+    catalog, tmp_path, scenarios_dir
+):
+    """The job's stop signal can come while personas still join: the room ends as shutdown
+    as soon as it opens, and no persona speaks."""
+    from workers.stage.local import LocalStage
+
+    stage = LocalStage()
+    stage.stop()
+    fakes = {"tim": FakeLLM([say("Chris, status?")]), "chris": FakeLLM([say("On my way.")])}
+    result = await _run_on(stage, catalog, tmp_path, scenarios_dir, fakes)
+    assert result.reason == "shutdown" and result.turns == 0

@@ -15,15 +15,17 @@ from pathlib import Path
 
 import pytest
 
+from agents.instructions import build_instructions
 from agents.models import SessionModels
-from agents.persona import build_instructions
 from config.catalog import Catalog
 from config.scenario import Scenario, load_scenario
 from tests.fakes import FakeLLM
-from workers.floor import Floor, HumanLine, LiveHumans
+from workers.floor import Floor
+from workers.human_line import HumanLine
 from workers.room import RoomResult, run_room, seats_for
 from workers.selector import Selector
-from workers.stage import LocalStage
+from workers.stage.livekit import LiveHumans
+from workers.stage.local import LocalStage
 from workers.tokens import persona_identity
 from workers.transcript import read_transcript
 
@@ -94,13 +96,11 @@ def scripted(lines: Sequence[str]) -> LocalStage:
 def live(lines: Sequence[str], identity: str = "caller") -> LocalStage:
     """The same room with the LiveKit stage's humans: speech and typed chat (lk.chat) both
     reach the floor through LiveHumans.said."""
-    stage = LocalStage()
     humans = LiveHumans()
     humans.joined(identity)
     for text in lines:
         humans.said(identity, text)
-    stage.humans = humans
-    return stage
+    return LocalStage(humans=humans)
 
 
 SOURCES = pytest.mark.parametrize("source", [scripted, live], ids=["scripted", "live"])
@@ -201,8 +201,8 @@ def test_every_source_builds_the_same_normalised_line() -> None:
     humans = LiveHumans()
     humans.said("caller-1", "  one\r\ntwo\u2029 ")  # speech and lk.chat both arrive here
     humans.said("caller-1", "\x07\u202e ")  # nothing left: dropped
-    assert humans.pending() == HumanLine("caller-1", "one two")
-    assert humans.pending() is None
+    assert humans.next_line(pause=False) == HumanLine("caller-1", "one two")
+    assert humans.next_line(pause=False) is None
     assert HumanLine("caller\n1", "a\u2028b") == HumanLine("caller_1", "a b")
 
 
@@ -216,3 +216,20 @@ def test_the_instructions_describe_the_relayed_format(catalog, scenarios_dir) ->
     assert "ends with [cut]" in text
     assert "Everything inside those quotes is what that human said" in text
     assert "(human): text" not in text  # the old, forgeable format is gone
+
+
+async def test_a_line_the_lead_heard_with_its_own_model_is_relayed_to_the_others_only(
+    catalog, tmp_path, scenarios_dir
+) -> None:
+    """A realtime lead takes the human's audio into its own context; the floor's relay must
+    not add the line a second time there (issue: no double input for realtime leads)."""
+    humans = LiveHumans()
+    humans.joined("caller")
+    humans.said("caller", "Is the load on time?", heard_by="tim")
+    room = HumanRoom(catalog, tmp_path, scenarios_dir)
+    await room.run(LocalStage(humans=humans))
+    relayed = '[human caller said] "Is the load on time?"'
+    contexts = room.contexts()
+    assert relayed not in contexts["tim"]
+    assert contexts["chris"].count(relayed) == 1
+    assert [h["text"] for h in room.events("human")] == ["Is the load on time?"]

@@ -10,11 +10,11 @@ import pytest
 from livekit import api, rtc
 
 from config.scenario import CastSlot
-from workers.stage import (
+from workers.seat import Seat
+from workers.stage import StageCast, StageError, StageEvents
+from workers.stage.livekit import (
+    LiveHumans,
     LiveKitStage,
-    Seat,
-    StageEntry,
-    StageError,
     hear_humans_only,
     is_human,
     room_options,
@@ -62,6 +62,26 @@ def test_persona_identities_are_unique_per_persona_and_room():
     assert all(i.startswith("agent_") and len(i) <= 96 for i in ids)
     long = persona_identity("tim", "x" * 300)
     assert len(long) <= 96 and long != persona_identity("tim", "x" * 299)
+
+
+def test_the_same_room_dispatched_twice_gets_distinct_persona_identities(catalog):
+    """Two jobs in one room: one persona's two participants must not replace each other;
+    with no job (the simulation) the identity stays `agent_<persona>_<room>`."""
+    first, second = (persona_identity("tim", "room-1", job) for job in ("AJ_one", "AJ_two"))
+    assert first != second and first.startswith("agent_tim_room-1_")
+    assert persona_identity("tim", "room-1", "AJ_one") == first  # stable for a job
+    assert persona_identity("tim", "room-1") == "agent_tim_room-1"
+    # an extra persona's token carries its seat's identity, job part included
+    token = mint_persona_token(
+        api_key=KEY,
+        api_secret=SECRET,
+        room="room-1",
+        persona=catalog.persona("chris"),
+        campaign="freight-dispatch",
+        identity=persona_identity("chris", "room-1", "AJ_two"),
+    )
+    claims = api.TokenVerifier(KEY, SECRET).verify(token)
+    assert claims.identity == persona_identity("chris", "room-1", "AJ_two")
 
 
 def test_human_tokens_refuse_the_persona_prefix():
@@ -149,16 +169,22 @@ async def test_failed_join_tears_down_every_connection(catalog):
     )
     assert ctx.shutdown_callbacks == [stage.close]  # extra rooms close when the job shuts down
 
-    def entry(pid: str, role: str) -> StageEntry:
-        seat = Seat(
+    def seat(pid: str, role: str) -> Seat:
+        return Seat(
             catalog.persona(pid), CastSlot(role=role), "test", persona_identity(pid, "room-9")
         )
-        return StageEntry(seat=seat, agent=None, models=lambda: pytest.fail("no session expected"))
 
-    entries = [entry("tim", "dispatcher"), entry("alex", "support"), entry("maria", "driver")]
+    seats = [seat("tim", "dispatcher"), seat("alex", "support"), seat("maria", "driver")]
+    cast = StageCast(
+        seats=seats,
+        agents={s.persona.id: None for s in seats},  # type: ignore[misc]  # never started
+        models_for=lambda p: pytest.fail("no session expected"),
+        own="tim",
+        listener="tim",
+    )
     with pytest.raises(StageError, match="maria"):
         async with asyncio.timeout(5):
-            await stage.open(entries)
+            await stage.open(cast, StageEvents.ignored())
     extra = FakeRoom.instances[1:]
     assert len(extra) == 2 and all(r.disconnected for r in extra)
     assert connected == ["agent_alex_room-9"]
@@ -200,7 +226,10 @@ async def test_the_listening_persona_hands_human_turns_to_the_floor(catalog, sce
     scenario = load_scenario("dispatch_checkin", scenarios_dir=scenarios_dir)
     cast = {"dispatcher": catalog.persona("tim"), "driver": catalog.persona("chris")}
     agent = build_agent(
-        cast["dispatcher"], room=RoomData(scenario, catalog), cast=cast, floor=RecordingFloor()
+        cast["dispatcher"],
+        room_data=RoomData(scenario, catalog),
+        cast=cast,
+        floor=RecordingFloor(),
     )
     message = llm.ChatMessage(role="user", content=["Tim, is the load on time?"])
     # without a floor listening, the framework replies as usual
@@ -213,18 +242,19 @@ async def test_the_listening_persona_hands_human_turns_to_the_floor(catalog, sce
 
 
 async def test_live_humans_join_speak_and_leave():
-    from workers.floor import LiveHumans
-
     humans = LiveHumans()
     assert not humans.present() and not humans.left()  # nobody yet: not "everyone left"
     humans.joined("caller-1")
     humans.said("caller-1", "hello")
-    assert humans.present() and humans.pending().text == "hello" and humans.pending() is None
-    waiting = asyncio.ensure_future(humans.listen())
+    # live humans speak whenever they like, not only at a pause between rounds
+    line = humans.next_line(pause=False)
+    assert humans.present() and line is not None and line.text == "hello"
+    assert humans.next_line(pause=True) is None
+    waiting = asyncio.ensure_future(humans.wait_line())
     await asyncio.sleep(0)
     humans.said("caller-1", "are you there?")
     assert (await asyncio.wait_for(waiting, 5)).text == "are you there?"
-    waiting = asyncio.ensure_future(humans.listen())
+    waiting = asyncio.ensure_future(humans.wait_line())
     await asyncio.sleep(0)
     humans.gone("caller-1")
     assert await asyncio.wait_for(waiting, 5) is None
@@ -241,17 +271,15 @@ async def test_the_linked_human_falls_back_when_there_is_no_room():
 
 
 async def test_live_humans_wait_for_a_caller_who_has_not_joined_yet():
-    from workers.floor import LiveHumans
-
     humans = LiveHumans()
-    waiting = asyncio.ensure_future(humans.listen())
+    waiting = asyncio.ensure_future(humans.wait_line())
     await asyncio.sleep(0)
     assert not waiting.done()  # nobody has come yet: that is not "everyone left"
     humans.joined("caller-7")
     humans.said("caller-7", "hi, anyone there?")
     assert (await asyncio.wait_for(waiting, 5)).identity == "caller-7"
     # closing the room wakes a waiting floor
-    waiting = asyncio.ensure_future(humans.listen())
+    waiting = asyncio.ensure_future(humans.wait_line())
     await asyncio.sleep(0)
     humans.close()
     assert await asyncio.wait_for(waiting, 5) is None
@@ -287,26 +315,30 @@ async def test_open_starts_each_persona_on_its_own_connection_and_reports_each(
             campaign=scenario.campaign,
             connect=connect,
         )
-        entries = [
-            StageEntry(
-                Seat(p, next(s for s in scenario.cast if s.role == role), "t", f"agent_{p.id}_r"),
-                build_agent(p, room=room_data, cast=cast, floor=RecordingFloor()),
-                lambda: SessionModels(llm=FakeLLM()),
-                hears_humans=role == "dispatcher",
-            )
+        seats = [
+            Seat(p, next(s for s in scenario.cast if s.role == role), "t", f"agent_{p.id}_r")
             for role, p in cast.items()
         ]
+        stage_cast = StageCast(
+            seats=seats,
+            agents={
+                p.id: build_agent(p, room_data=room_data, cast=cast, floor=RecordingFloor())
+                for p in cast.values()
+            },
+            models_for=lambda p: SessionModels(llm=FakeLLM()),
+            own="tim",
+            listener="tim",
+        )
         async with asyncio.timeout(20):
-            sessions = await stage.open(entries)
-            assert all(s is not None for s in sessions)
+            sessions = await stage.open(stage_cast, StageEvents.ignored())
+            assert sorted(sessions) == ["chris", "tim"]
             # the first persona uses the job's own room; the other joined with its own token
-            assert [identity for _, identity in joined] == [
-                persona_identity("chris", ctx.job.room.name)
-            ]
+            assert [identity for _, identity in joined] == ["agent_chris_r"]  # its seat's
             assert joined[0][0] is not ctx.room
             await stage.close()
-    assert sorted(stage.reports) == ["chris", "tim"]  # a report for every persona
-    assert stage.reports["tim"] and stage.reports["chris"]
+    reports = stage.session_reports()
+    assert sorted(reports) == ["chris", "tim"]  # a report for every persona
+    assert reports["tim"] and reports["chris"]
 
 
 class _Publication:
@@ -354,3 +386,37 @@ def test_the_listening_persona_subscribes_to_human_audio_only():
     room.handlers["track_published"](late_human, _Participant("caller-2", standard))
     room.handlers["track_published"](late_persona, _Participant("agent_sam_r", agent))
     assert late_human.subscribed and not late_persona.subscribed
+
+
+async def test_a_realtime_leads_own_transcript_is_marked_as_heard_by_it(catalog, scenarios_dir):
+    """A realtime model hears the human itself: the stage marks the line as heard by that
+    persona, so the floor does not add it to the lead's context a second time. (The model is
+    constructed only, never connected: no key is used.)"""
+    from livekit.agents import AgentSession
+    from livekit.agents.voice.events import UserInputTranscribedEvent
+    from livekit.plugins import openai
+
+    from agents.persona import RecordingFloor, build_agent
+    from agents.room_data import RoomData
+    from config.scenario import load_scenario
+
+    stage = LiveKitStage(
+        FakeCtx(), url="ws://x", api_key=KEY, api_secret=SECRET, campaign="freight-dispatch"
+    )
+    session = AgentSession(llm=openai.realtime.RealtimeModel(api_key="sk-not-used"))
+    tim = catalog.persona("tim")
+    scenario = load_scenario("dispatch_checkin", scenarios_dir=scenarios_dir)
+    agent = build_agent(
+        tim, room_data=RoomData(scenario, catalog), cast={"dispatcher": tim}, floor=RecordingFloor()
+    )
+    seat = Seat(tim, CastSlot(role="dispatcher"), "test", "agent_tim_r")
+    stage._listen(session, seat, agent, StageEvents.ignored())
+    session.emit(
+        "user_input_transcribed", UserInputTranscribedEvent(transcript="x", is_final=False)
+    )
+    session.emit(
+        "user_input_transcribed", UserInputTranscribedEvent(transcript=" On time? ", is_final=True)
+    )
+    line = stage.humans.next_line(pause=False)
+    assert line is not None and (line.text, line.heard_by) == ("On time?", "tim")
+    assert stage.humans.next_line(pause=False) is None  # the interim transcript was not a line

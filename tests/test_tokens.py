@@ -11,7 +11,9 @@ import pytest
 from livekit import api
 
 from config.scenario import CastSlot
-from workers.stage import LiveKitStage, Seat, StageEntry, StageError
+from workers.seat import Seat
+from workers.stage import StageCast, StageError, StageEvents
+from workers.stage.livekit import LiveKitStage
 from workers.tokens import mint_persona_token, persona_identity
 
 KEY, SECRET = "devkey", "devsecret-devsecret-devsecret-0123"
@@ -93,22 +95,22 @@ async def test_the_livekit_stage_lets_only_its_listener_subscribe(catalog):
         room_factory=_Room,
     )
 
-    def entry(pid: str, role: str, *, hears: bool) -> StageEntry:
-        seat = Seat(
+    def seat(pid: str, role: str) -> Seat:
+        return Seat(
             catalog.persona(pid), CastSlot(role=role), "test", persona_identity(pid, "room-9")
         )
-        return StageEntry(
-            seat, None, lambda: pytest.fail("no session expected"), hears_humans=hears
-        )
 
-    entries = [
-        entry("tim", "dispatcher", hears=False),  # the job's own participant: no token minted
-        entry("alex", "support", hears=True),
-        entry("maria", "driver", hears=False),
-    ]
+    seats = [seat("tim", "dispatcher"), seat("alex", "support"), seat("maria", "driver")]
+    cast = StageCast(
+        seats=seats,
+        agents={s.persona.id: None for s in seats},  # type: ignore[misc]  # never started
+        models_for=lambda p: pytest.fail("no session expected"),
+        own="tim",  # the job's own participant: no token minted
+        listener="alex",
+    )
     with pytest.raises(StageError):
         async with asyncio.timeout(5):
-            await stage.open(entries)
+            await stage.open(cast, StageEvents.ignored())
     assert tokens["agent_alex_room-9"].can_subscribe is True
     assert tokens["agent_maria_room-9"].can_subscribe is False
     assert all(v.can_publish_sources == ["microphone"] for v in tokens.values())

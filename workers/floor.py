@@ -10,26 +10,23 @@ loop guard, and the humans having left.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 from livekit.agents import AgentSession, llm, utils
 
-from agents.persona import (
-    HUMAN_CUT_MARKER,
-    EndRequest,
-    HandOverRequest,
-    NextSpeakerRequest,
-    format_human_line,
-)
+from agents.instructions import format_human_line
+from agents.persona import EndRequest, HandOverRequest, NextSpeakerRequest, PersonaAgent
 from config.catalog import Persona
 from config.logging import get_logger
 from config.scenario import Scenario
+from workers.human_line import HumanLine
+from workers.seat import Seat
+from workers.stage.base import Humans
+from workers.turns import HUMANS, answers_human, next_speaker, repeat_key
 
 log = get_logger("workers.floor")
 
@@ -55,217 +52,40 @@ class Ending:
     persona: str | None = None
 
 
-MAX_HUMAN_CHARS = 1000  # one spoken or typed turn; longer is cut, visibly
-MAX_IDENTITY_CHARS = 64
-_SCAN_FACTOR = 8  # never scan more than 8x the bound of a huge line: its end is cut anyway
-# control, format (bidi overrides, zero-width), lone surrogates, line and paragraph separators
-_DROPPED = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
-_IDENTITY_UNSAFE = re.compile(r"[^\w.@:+-]")
-
-
-def _one_line(text: str, limit: int) -> tuple[str, bool]:
-    """`text` on one line: whitespace (line breaks included) collapsed to single spaces,
-    control and format characters dropped; and whether it was longer than `limit`."""
-    raw = text[: limit * _SCAN_FACTOR]
-    kept = "".join(
-        " " if ch.isspace() else ch
-        for ch in raw
-        if ch.isspace() or unicodedata.category(ch) not in _DROPPED
-    )
-    clean = " ".join(kept.split())
-    return clean, len(clean) > limit or len(raw) < len(text)
-
-
-def normalise_human_text(text: str) -> str:
-    """What a human said, as the floor relays and records it: one line, no control or format
-    characters, at most MAX_HUMAN_CHARS with a visible marker where it was cut."""
-    clean, too_long = _one_line(text, MAX_HUMAN_CHARS)
-    if not too_long:
-        return clean
-    keep = MAX_HUMAN_CHARS - len(HUMAN_CUT_MARKER) - 1
-    return f"{clean[:keep].rstrip()} {HUMAN_CUT_MARKER}"
-
-
-def normalise_identity(identity: str) -> str:
-    """A human's identity as the floor shows it: one token of letters, digits and ._@:+-
-    (anything else becomes "_"), so it cannot close the "[human ... said]" tag."""
-    clean, _ = _one_line(identity, MAX_IDENTITY_CHARS)
-    return _IDENTITY_UNSAFE.sub("_", clean[:MAX_IDENTITY_CHARS]) or "human"
-
-
-@dataclass(frozen=True)
-class HumanLine:
-    """One thing a human said. Every source (speech, typed chat, a scripted caller) builds
-    one, so the text and identity are normalised here, once, whatever they came from."""
-
-    identity: str
-    text: str
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "identity", normalise_identity(self.identity))
-        object.__setattr__(self, "text", normalise_human_text(self.text))
-
-    @classmethod
-    def of(cls, identity: str, text: str) -> HumanLine | None:
-        """The normalised line, or None when nothing is left to say (it is dropped)."""
-        line = cls(identity, text)
-        return line if line.text else None
-
-
-class Humans(Protocol):
-    """The people in the room, as the floor sees them."""
-
-    # Set by the room runner: called when the last human who joined has left.
-    on_all_left: Callable[[], None] | None
-
-    def pending(self) -> HumanLine | None:
-        """A line already said and not yet answered (live rooms)."""
-
-    def interject(self) -> HumanLine | None:
-        """At the end of a round of persona turns: a simulated caller's next line, if any."""
-
-    async def listen(self) -> HumanLine | None:
-        """The floor turns to the humans: their next line, or None if they have all left."""
-
-    def present(self) -> bool:
-        """Whether anyone human can still speak."""
-
-    def left(self) -> bool:
-        """Every human who joined has left (ends the room)."""
-
-
-class ScriptedHumans:
-    """The local stage's caller: says its lines, in order, when the floor turns to it."""
-
-    on_all_left: Callable[[], None] | None = None  # never called: the caller hangs up in listen()
-
-    def __init__(self, lines: Sequence[str], identity: str = "caller") -> None:
-        self._lines = [h for h in (HumanLine.of(identity, text) for text in lines) if h]
-        self._here = bool(self._lines)  # a caller with nothing left to say hangs up
-
-    def pending(self) -> HumanLine | None:
-        return None
-
-    def interject(self) -> HumanLine | None:
-        return self._lines.pop(0) if self._lines else None
-
-    async def listen(self) -> HumanLine | None:
-        if self._lines:
-            return self._lines.pop(0)
-        self._here = False
-        return None
-
-    def present(self) -> bool:
-        return self._here
-
-    def left(self) -> bool:
-        return False  # the floor learns it from listen(); nobody "was here" without lines
-
-
-class LiveHumans:
-    """Humans in a LiveKit room: lines arrive from the lead's speech-to-text as they are said."""
-
-    # Set by the room runner: the last human has left.
-    on_all_left: Callable[[], None] | None = None
-
-    def __init__(self) -> None:
-        self._lines: asyncio.Queue[HumanLine] = asyncio.Queue()
-        self._here: set[str] = set()
-        self._seen_any = False
-        self._closed = False
-        self._changed = asyncio.Event()
-
-    def close(self) -> None:
-        """The room is closing: nobody will speak again; wake the floor if it is listening."""
-        self._closed = True
-        self._changed.set()
-
-    def joined(self, identity: str) -> None:
-        self._here.add(identity)
-        self._seen_any = True
-        self._changed.set()
-
-    def gone(self, identity: str) -> None:
-        self._here.discard(identity)
-        self._changed.set()
-        if self.left() and self.on_all_left is not None:
-            self.on_all_left()  # the floor stops now, even mid-turn
-
-    def said(self, identity: str, text: str) -> None:
-        """A human's finished turn, spoken or typed (an empty one is dropped)."""
-        line = HumanLine.of(identity, text)
-        if line is None:
-            return
-        self._lines.put_nowait(line)
-        self._changed.set()
-
-    def pending(self) -> HumanLine | None:
-        return None if self._lines.empty() else self._lines.get_nowait()
-
-    def interject(self) -> HumanLine | None:
-        return None
-
-    async def listen(self) -> HumanLine | None:
-        while True:
-            if not self._lines.empty():
-                return self._lines.get_nowait()
-            # None once everyone who came has left; before anyone came, wait for them
-            # (the room's time limit bounds the wait)
-            if self._closed or self.left():
-                return None
-            self._changed.clear()
-            await self._changed.wait()
-
-    def present(self) -> bool:
-        return bool(self._here)
-
-    def left(self) -> bool:
-        return self._seen_any and not self._here
-
-
 @dataclass(eq=False)
 class Speaker:
-    """One persona on the floor: its session, its agent and its participant identity."""
+    """One persona on the floor: its seat, session and agent, and the floor's count of its
+    turns (failures, repeats, errors). Optional seats start on standby."""
 
-    persona: Persona
+    seat: Seat
     session: AgentSession
-    agent: Any  # agents.persona.PersonaAgent
-    identity: str
+    agent: PersonaAgent
     standby: bool = False
+    closed: bool = False  # its session closed (livekit's public "close" event)
     failures: int = 0
     last_text: str = ""
     repeats: int = 0
     errors: list[str] = field(default_factory=list)
 
+    @classmethod
+    def of(cls, seat: Seat, session: AgentSession, agent: PersonaAgent) -> Speaker:
+        return cls(seat, session, agent, standby=not seat.slot.required)
+
+    @property
+    def persona(self) -> Persona:
+        return self.seat.persona
+
     @property
     def id(self) -> str:
-        return self.persona.id
+        return self.seat.persona.id
+
+    @property
+    def identity(self) -> str:
+        return self.seat.identity
 
     @property
     def label(self) -> str:
         return f"{self.persona.name} ({self.persona.role})"
-
-
-_HUMANS = object()  # "the floor turns to the humans"
-_WORD = re.compile(r"[a-z0-9']+")
-
-
-def _normalise(text: str) -> str:
-    return " ".join(_WORD.findall(text.lower()))
-
-
-def _mention(name: str) -> re.Pattern[str]:
-    return re.compile(rf"\b{re.escape(name)}\b", re.IGNORECASE)
-
-
-_GREETING = r"(?:hey|hi|hello|thanks|thank you|ok|okay|so|right|great)"
-
-
-def _vocative(name: str) -> re.Pattern[str]:
-    n = re.escape(name)
-    return re.compile(
-        rf"(?:^|[.!?]\s+|\b{_GREETING}\s+){n}\s*[,!?:]|,\s*{n}\s*(?:[.!?]|$)", re.IGNORECASE
-    )
 
 
 async def append_user_line(agent: Any, session: AgentSession, line: str) -> None:
@@ -323,12 +143,20 @@ class Floor:
         self._lead = self._by_id[lead]
         for s in self.speakers:
             s.session.on("error", self._on_session_error(s))
+            s.session.on("close", self._on_session_close(s))
 
     def _on_session_error(self, speaker: Speaker) -> Callable[[Any], None]:
         def handler(ev: Any) -> None:
             err = getattr(ev, "error", ev)
             if not getattr(err, "recoverable", False):
                 speaker.errors.append(repr(getattr(err, "error", err)))
+
+        return handler
+
+    @staticmethod
+    def _on_session_close(speaker: Speaker) -> Callable[[Any], None]:
+        def handler(_: Any) -> None:
+            speaker.closed = True
 
         return handler
 
@@ -410,26 +238,27 @@ class Floor:
             self.ending = Ending(reason, detail, persona)
 
     async def _loop(self) -> None:
-        nxt: Any = self._opener
+        nxt = self._opener.id  # a persona id, or HUMANS
         instructions: str | None = None
         round_left = len(self.active)
+        pause = False  # a round of persona turns has just ended
         while self.ending is None:
             if self.humans.left():
                 self._end(EndReason.HUMANS_LEFT, "every human has left")
                 break
-            line = self.humans.pending()
-            if line is None and nxt is _HUMANS:
-                line = await self.humans.listen()
+            line, pause = self.humans.next_line(pause=pause), False
+            if line is None and nxt == HUMANS:
+                line = await self.humans.wait_line()
                 if line is None:
                     self._end(EndReason.HUMANS_LEFT, "no human left to answer")
                     break
             if line is not None:
-                nxt, instructions = await self._hear(line), None
+                nxt, instructions = (await self._hear(line)).id, None
                 continue
             if self.turns >= self.rules.max_turns:
                 self._end(EndReason.MAX_TURNS, f"{self.turns} turns")
                 break
-            speaker: Speaker = nxt
+            speaker = self._by_id[nxt]
             text = await self._turn(speaker, instructions)
             if self.ending is not None:
                 break
@@ -440,9 +269,7 @@ class Floor:
             round_left -= 1
             if round_left <= 0 and self.rules.turn_policy in ("alternate", "round_robin"):
                 round_left = len(self.active)
-                extra = self.humans.interject()
-                if extra is not None:
-                    nxt, instructions = await self._hear(extra), None
+                pause = True
 
     async def _turn(self, speaker: Speaker, instructions: str | None) -> str | None:
         """Ask one persona to speak; relay what it said. None when its model failed."""
@@ -453,8 +280,9 @@ class Floor:
             handle = speaker.session.generate_reply(instructions=instructions or None)
             await handle
             failure = handle.exception()
-        except RuntimeError as e:  # the session is closing
+        except RuntimeError as e:  # the session is closed or closing: it cannot take a turn
             handle, failure = None, e
+            speaker.closed = True
         finally:
             self._current = None
         items = list(handle.chat_items) if handle is not None else []
@@ -492,12 +320,9 @@ class Floor:
     def _failed(self, speaker: Speaker, failure: BaseException) -> None:
         """Log the failure; end the room if the persona's session closed or keeps failing."""
         speaker.failures += 1
-        closed = not getattr(speaker.session, "_started", True) or getattr(
-            speaker.session, "_closing", False
-        )
         self._emit("error", persona=speaker.id, error=repr(failure), consecutive=speaker.failures)
         log.warning("persona_turn_failed", persona=speaker.id, error=repr(failure))
-        if closed or speaker.failures >= self._max_failures:
+        if speaker.closed or speaker.failures >= self._max_failures:
             self._end(EndReason.PERSONA_ERROR, f"{speaker.label}: {failure!r}", speaker.id)
         self._requests.clear()
         return None
@@ -516,7 +341,7 @@ class Floor:
             )
 
     def _loop_guard(self, speaker: Speaker, text: str) -> None:
-        norm = _normalise(text)
+        norm = repeat_key(text)
         speaker.repeats = speaker.repeats + 1 if norm and norm == speaker.last_text else 0
         speaker.last_text = norm
         if speaker.repeats >= self.rules.loop_guard:
@@ -530,49 +355,46 @@ class Floor:
     async def _hear(self, line: HumanLine) -> Speaker:
         """A human spoke: every persona hears it; exactly one answers."""
         self._emit("human", identity=line.identity, text=line.text)
-        await self._relay(format_human_line(line.identity, line.text), exclude=None)
-        responder = (
-            self._named_in(line.text, self.active)
-            or (self._holder if self._holder and not self._holder.standby else None)
-            or self._lead
-        )
+        # a realtime lead heard it with its own model: relayed, it would be there twice
+        heard_it = self._by_id.get(line.heard_by) if line.heard_by else None
+        await self._relay(format_human_line(line.identity, line.text), exclude=heard_it)
+        responder = self._by_id[
+            answers_human(
+                line.text,
+                self._names(self.active),
+                holder=self._holder.id if self._holder is not None else None,
+                lead=self._lead.id,
+            )
+        ]
         self._emit("floor", to=responder.id, reason="answers the human")
         return responder
 
-    def _named_in(
-        self, text: str, candidates: Sequence[Speaker], *, vocative_only: bool = False
-    ) -> Speaker | None:
-        """The first candidate addressed in `text`. A persona addresses someone by vocative
-        use ("Chris, where are you?", "Will do, Tim."); a mere mention ("Alex tells me...")
-        does not pass the floor. A human naming a persona anywhere is enough."""
-        found: list[tuple[int, Speaker]] = []
-        for s in candidates:
-            pattern = _vocative(s.persona.name) if vocative_only else _mention(s.persona.name)
-            m = pattern.search(text)
-            if m is not None:
-                found.append((m.start(), s))
-        return min(found, key=lambda f: f[0])[1] if found else None
+    @staticmethod
+    def _names(speakers: Sequence[Speaker]) -> dict[str, str]:
+        return {s.id: s.persona.name for s in speakers}
 
-    async def _after(self, speaker: Speaker, text: str) -> tuple[Any, str | None]:
-        """Who speaks after `speaker` said `text`, and any instructions for them."""
+    async def _after(self, speaker: Speaker, text: str) -> tuple[str, str | None]:
+        """Who speaks after `speaker` said `text` (a persona id or HUMANS), and any
+        instructions for them."""
         requests, self._requests = self._requests, []
         for req in requests:
             if isinstance(req, EndRequest):
                 self._end(EndReason.END_CONVERSATION, req.reason, req.persona)
-                return None, None
+                return HUMANS, None  # not reached: the loop stops on the ending
         for req in requests:
             if isinstance(req, HandOverRequest):
-                return await self._hand_over(speaker, req)
+                target, instructions = await self._hand_over(speaker, req)
+                return target.id, instructions
         for req in requests:
             if isinstance(req, NextSpeakerRequest):
                 target = self._by_id[req.to_persona]
                 self._emit(
                     "floor", from_persona=speaker.id, to=target.id, reason="chosen by the moderator"
                 )
-                return target, None
+                return target.id, None
         nxt = self._next_by_policy(speaker, text)
-        if nxt is not _HUMANS:
-            self._emit("floor", from_persona=speaker.id, to=nxt.id, reason=self.rules.turn_policy)
+        if nxt != HUMANS:
+            self._emit("floor", from_persona=speaker.id, to=nxt, reason=self.rules.turn_policy)
         return nxt, None
 
     async def _hand_over(self, speaker: Speaker, req: HandOverRequest) -> tuple[Speaker, str]:
@@ -592,29 +414,18 @@ class Floor:
             f"above. Open with one short bridge line to the person you now help, then continue."
         )
 
-    def _next_by_policy(self, speaker: Speaker, text: str) -> Any:
+    def _next_by_policy(self, speaker: Speaker, text: str) -> str:
         active = self.active
-        others = [s for s in active if s is not speaker]
-        if not others:  # nobody else on the floor: whoever speaks next is human
-            return _HUMANS
-        policy = self.rules.turn_policy
-        if policy in ("alternate", "round_robin"):
-            if speaker not in active:
-                return active[0]
-            return active[(active.index(speaker) + 1) % len(active)]
-        if policy == "moderated":
-            if speaker is not self._lead:
-                return self._lead
-            return _HUMANS if self.humans.present() else others[0]
-        # addressed: whoever is named; else the humans if any; else whom the speaker answered
-        named = self._named_in(text, others, vocative_only=True)
-        if named is not None:
-            return named
-        if self.humans.present():
-            return _HUMANS
-        if self._previous is not None and self._previous in others:
-            return self._previous
-        return self._lead if self._lead in others else others[0]
+        return next_speaker(
+            self.rules.turn_policy,
+            speaker=speaker.id,
+            text=text,
+            active=[s.id for s in active],
+            names=self._names(active),
+            lead=self._lead.id,
+            answering=self._previous.id if self._previous is not None else None,
+            humans_present=self.humans.present(),
+        )
 
     def chat_ctx_of(self, persona_id: str) -> llm.ChatContext:
         return self._by_id[persona_id].agent.chat_ctx

@@ -27,11 +27,10 @@ from config.scenario import (
     load_scenario,
     scenario_from_data,
 )
-from workers.tokens import persona_identity
+from workers.seat import Seat
 
 if TYPE_CHECKING:
     from workers.selector import Cast
-    from workers.stage import Seat
 
 NAME_FORM_FIELDS = ("scenario", "campaign", "inbound")
 PLAN_VERSION = 1
@@ -255,21 +254,22 @@ class JobPlan:
             personas={m.persona_id: catalog.persona(m.persona_id) for m in members},
         )
 
-    def seats(self, room: str, *, job_identity: str | None = None) -> list[Seat]:
-        """One seat per member. The first member is the job participant: its identity is
-        `job_identity` when given (what the job actually joined as), else the same
-        `persona_identity` accept used."""
-        # The main process never builds seats; importing the stage only here keeps it light.
-        from workers.stage import Seat
-
+    def seats(self, room: str, *, job_id: str = "", job_identity: str = "") -> list[Seat]:
+        """One seat per member, with the identities of this job's participants. The first
+        member is the job participant: its identity is `job_identity` when given (what the job
+        actually joined as), else the same `persona_identity` accept used."""
         slots = {s.role: s for s in self.scenario.cast}
-        seats = []
-        for i, m in enumerate(self.members):
-            identity = persona_identity(m.persona_id, room)
-            if i == 0 and job_identity:
-                identity = job_identity
-            seats.append(Seat(self.personas[m.persona_id], slots[m.role], m.reason, identity))
-        return seats
+        return [
+            Seat.in_room(
+                self.personas[m.persona_id],
+                slots[m.role],
+                m.reason,
+                room,
+                job_id=job_id,
+                identity=job_identity if i == 0 else "",
+            )
+            for i, m in enumerate(self.members)
+        ]
 
     def cast_names(self) -> dict[str, str]:
         """Role -> persona name (the offline model's {dispatcher}, {driver}, ...)."""

@@ -9,23 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.models import SessionModels
 from agents.persona import build_agent
 from agents.room_data import RoomData
-from config.catalog import Catalog, Persona
+from config.catalog import Catalog
 from config.logging import get_logger
 from config.scenario import Scenario
 from workers.floor import Ending, EndReason, Floor, Speaker
-from workers.stage import Seat, Stage, StageEntry, StageError
+from workers.seat import Seat
+from workers.selector import CastMember
+from workers.stage import ModelsFor, Stage, StageCast, StageError, StageEvents
+from workers.tokens import persona_identity
 from workers.transcript import Listener, Transcript
 
 log = get_logger("workers.room")
 
-ModelsFor = Callable[[Persona], SessionModels]
 SeatFailed = Callable[[Seat], None]
 
 
@@ -41,7 +42,9 @@ class RoomResult:
 
 
 def seats_for(
-    cast_members: Sequence, room: str, identity_of: Callable[[str, str], str]
+    cast_members: Sequence[CastMember],
+    room: str,
+    identity_of: Callable[[str, str], str] = persona_identity,
 ) -> list[Seat]:
     """Seats from a selector Cast's members (persona, slot, reason)."""
     return [
@@ -106,38 +109,39 @@ async def run_room(
     )
     try:
         opener, lead = _ordered(seats, scenario)
+        seats = _opener_first(seats, opener)
         cast_map = {s.slot.role: s.persona for s in seats}
         moderated = scenario.rules.turn_policy == "moderated"
-        entries = [
-            StageEntry(
-                seat=s,
-                agent=build_agent(
-                    s.persona,
-                    room=room_data,
-                    cast=cast_map,
-                    floor=floor,
-                    moderator=moderated and s is lead,
-                ),
-                models=(lambda p=s.persona: models_for(p)),
-                hears_humans=s is lead,
+        agents = {
+            s.persona.id: build_agent(
+                s.persona,
+                room_data=room_data,
+                cast=cast_map,
+                floor=floor,
+                moderator=moderated and s is lead,
             )
-            for s in _first(seats, opener)
-        ]
-        # Before open(): the room can be deleted (or the job stopped) while personas join.
-        stage.on_close = lambda: floor.request_end(EndReason.SHUTDOWN, "the stage was closed")
-        stage.on_human_speaking = floor.human_started_speaking
-        stage.on_persona_lost = floor.persona_lost
-        stage.humans.on_all_left = lambda: floor.request_end(
-            EndReason.HUMANS_LEFT, "every human has left"
+            for s in seats
+        }
+        events = StageEvents(
+            # the room can be deleted (or the job stopped) while personas still join
+            closing=lambda: floor.request_end(EndReason.SHUTDOWN, "the stage was closed"),
+            human_speaking=floor.human_started_speaking,
+            persona_lost=floor.persona_lost,
+            humans_left=lambda: floor.request_end(EndReason.HUMANS_LEFT, "every human has left"),
         )
-        sessions = await stage.open(entries)
-        _report_failed_seats(entries, sessions, transcript, on_seat_failed)
+        cast = StageCast(
+            seats=seats,
+            agents=agents,
+            models_for=models_for,
+            own=opener.persona.id,
+            listener=lead.persona.id,
+        )
+        sessions = await stage.open(cast, events)
+        _report_failed_seats(seats, sessions, transcript, on_seat_failed)
         speakers = [
-            Speaker(
-                e.seat.persona, sess, e.agent, e.seat.identity, standby=not e.seat.slot.required
-            )
-            for e, sess in zip(entries, sessions, strict=True)
-            if sess is not None
+            Speaker.of(s, sessions[s.persona.id], agents[s.persona.id])
+            for s in seats
+            if s.persona.id in sessions
         ]
         floor.seat(speakers, opener=opener.persona.id, lead=lead.persona.id)
         ending = await floor.run()
@@ -164,16 +168,15 @@ async def run_room(
 
 
 def _report_failed_seats(
-    entries: Sequence[StageEntry],
-    sessions: Sequence[object | None],
+    seats: Sequence[Seat],
+    sessions: Mapping[str, object],
     transcript: Transcript,
     on_seat_failed: SeatFailed | None,
 ) -> None:
     """Optional seats the stage could not start: noted, and handed back at once."""
-    for entry, session in zip(entries, sessions, strict=True):
-        if session is not None:
+    for seat in seats:
+        if seat.persona.id in sessions:
             continue
-        seat = entry.seat
         transcript.write(
             "error",
             persona=seat.persona.id,
@@ -190,9 +193,9 @@ def _report_failed_seats(
             log.error("seat_failed_hook_failed", persona=seat.persona.id, error=repr(e))
 
 
-def _first(seats: Sequence[Seat], first: Seat) -> list[Seat]:
-    """The opener goes first: on the LiveKit stage it is the job's own participant."""
-    return [first, *[s for s in seats if s is not first]]
+def _opener_first(seats: Sequence[Seat], opener: Seat) -> list[Seat]:
+    """The floor's seat order (round robin's turn order) starts with the opener."""
+    return [opener, *[s for s in seats if s is not opener]]
 
 
 def _entry(entry) -> dict:
@@ -220,7 +223,7 @@ async def _finish(
         await close
     except Exception as e:
         transcript.write("error", error=repr(e), stage="close")
-    reports = getattr(stage, "reports", None)
+    reports = stage.session_reports()
     if reports:
         transcript.write("session_reports", reports=reports)
     transcript.write("outcome", **room_data.outcome.to_dict())

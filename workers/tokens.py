@@ -17,8 +17,11 @@ HUMAN_TOKEN_TTL = timedelta(hours=1)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
-def persona_identity(persona_id: str, room: str) -> str:
-    """`agent_<persona>_<room>`: unique per persona and room, readable, at most 96 chars.
+def persona_identity(persona_id: str, room: str, job_id: str = "") -> str:
+    """`agent_<persona>_<room>`, and `_<job>` (6 hex of the job id's hash) for a worker's job:
+    unique per persona, room and job (the same room dispatched twice must not have one
+    persona's two participants replace each other), readable, at most 96 chars plus the
+    job part.
 
     A long or oddly spelled room name is shortened and given a hash suffix so two rooms
     never collide."""
@@ -26,7 +29,8 @@ def persona_identity(persona_id: str, room: str) -> str:
     if len(clean_room) > 48 or clean_room != room:
         digest = hashlib.sha256(room.encode()).hexdigest()[:8]
         clean_room = f"{clean_room[:39]}-{digest}"
-    return f"{AGENT_IDENTITY_PREFIX}{persona_id}_{clean_room}"
+    job = f"_{hashlib.sha256(job_id.encode()).hexdigest()[:6]}" if job_id else ""
+    return f"{AGENT_IDENTITY_PREFIX}{persona_id}_{clean_room}{job}"
 
 
 def persona_attributes(persona: Persona, campaign: str) -> dict[str, str]:
@@ -63,14 +67,15 @@ def mint_persona_token(
     room: str,
     persona: Persona,
     campaign: str,
+    identity: str = "",
     subscribe: bool = False,
     ttl: timedelta = PERSONA_TOKEN_TTL,
 ) -> str:
-    """A token that lets one persona join one room, as an agent participant (see
-    `persona_grants` for what it may do there)."""
+    """A token that lets one persona join one room, as an agent participant with `identity`
+    (default: `persona_identity` for the room; see `persona_grants` for what it may do)."""
     return (
         api.AccessToken(api_key, api_secret)
-        .with_identity(persona_identity(persona.id, room))
+        .with_identity(identity or persona_identity(persona.id, room))
         .with_name(persona.name)
         .with_kind("agent")
         .with_attributes(persona_attributes(persona, campaign))

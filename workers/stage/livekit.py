@@ -1,167 +1,96 @@
-"""Where a cast's sessions run.
+"""The LiveKit stage: every persona its own participant in a real LiveKit room.
 
-`LocalStage`: every persona's AgentSession in-process with no room (text in, text out): tests
-and `workers.simulate`. `LiveKitStage`: every persona its own participant in a real room: the
-first on the job's `ctx.room`, each other on its own `rtc.Room` joined with a token minted for
-it. Everything above (floor, relay, hand-over, transcript) is the same code for both.
+The persona `own` takes the job's connection (`ctx.room`, joined as the identity on_request
+accepted with); each other persona joins on its own `rtc.Room` with a token minted for it.
+Each publishes its voice on its own track from the moment it joins. The persona that hears
+the humans subscribes to their audio (and nothing else) and reads their typed chat.
 """
 
 from __future__ import annotations
 
 import asyncio
-from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from livekit import rtc
-from livekit.agents import AgentSession
+from livekit.agents import AgentSession, JobContext
 from livekit.agents.llm import RealtimeModel
 from livekit.agents.types import TOPIC_CHAT
 from livekit.agents.voice import room_io
-from livekit.agents.voice.turn import TurnHandlingOptions
 
-from agents.models import SessionModels
+from agents.persona import PersonaAgent
 from config.catalog import Persona
 from config.logging import get_logger
-from config.scenario import CastSlot
-from workers.floor import Humans, LiveHumans, ScriptedHumans
+from workers.human_line import HumanLine
 from workers.persona_audio import persona_audio_output
+from workers.seat import Seat
+from workers.stage.base import (
+    Stage,
+    StageCast,
+    StageError,
+    StageEvents,
+    close_sessions,
+    make_session,
+    started_or_raise,
+)
 from workers.tokens import AGENT_IDENTITY_PREFIX, mint_persona_token
 
 log = get_logger("workers.stage")
 
 
-class StageError(RuntimeError):
-    """A required persona could not start or join; the whole cast was torn down."""
+class LiveHumans:
+    """Humans in a LiveKit room: lines arrive (speech-to-text, typed chat) as they are said,
+    and the floor answers them before the next persona turn."""
 
+    def __init__(self) -> None:
+        self._lines: asyncio.Queue[HumanLine] = asyncio.Queue()
+        self._here: set[str] = set()
+        self._seen_any = False
+        self._closed = False
+        self._changed = asyncio.Event()
 
-@dataclass(frozen=True)
-class Seat:
-    """One persona's place in a room: who, which slot, why it was chosen, its identity."""
+    def close(self) -> None:
+        """The room is closing: nobody will speak again; wake the floor if it is listening."""
+        self._closed = True
+        self._changed.set()
 
-    persona: Persona
-    slot: CastSlot
-    reason: str
-    identity: str
+    def joined(self, identity: str) -> None:
+        self._here.add(identity)
+        self._seen_any = True
+        self._changed.set()
 
+    def gone(self, identity: str) -> None:
+        self._here.discard(identity)
+        self._changed.set()
 
-@dataclass
-class StageEntry:
-    seat: Seat
-    agent: Any  # agents.persona.PersonaAgent
-    models: Callable[[], SessionModels]  # built inside the stage so a failure tears down cleanly
-    hears_humans: bool = False
+    def said(self, identity: str, text: str, *, heard_by: str = "") -> None:
+        """A human's finished turn, spoken or typed (an empty one is dropped). `heard_by`: the
+        persona whose model took it in itself (a realtime model hearing the audio)."""
+        line = HumanLine.of(identity, text, heard_by=heard_by)
+        if line is None:
+            return
+        self._lines.put_nowait(line)
+        self._changed.set()
 
+    def next_line(self, *, pause: bool) -> HumanLine | None:
+        return None if self._lines.empty() else self._lines.get_nowait()
 
-def make_session(models: SessionModels) -> AgentSession:
-    """The AgentSession for one persona. `vad=None` is passed explicitly: left out, the
-    framework would build its own VAD. With no VAD, turn detection is off: the floor decides
-    who speaks, and only the persona that hears humans needs VAD.
+    async def wait_line(self) -> HumanLine | None:
+        while True:
+            if not self._lines.empty():
+                return self._lines.get_nowait()
+            # None once everyone who came has left; before anyone came, wait for them
+            # (the room's time limit bounds the wait)
+            if self._closed or self.left():
+                return None
+            self._changed.clear()
+            await self._changed.wait()
 
-    With a VAD, turn detection is the VAD's end of speech, chosen here: livekit's default would
-    be its local end-of-turn model (~244 MB a process). The floor, not the framework, decides
-    who answers a human, so no reply is generated ahead of it either (preemptive generation
-    would also spend an offline persona's script lines)."""
-    kwargs: dict[str, Any] = models.session_kwargs()
-    if models.vad is None:
-        kwargs["turn_handling"] = TurnHandlingOptions(turn_detection=None)
-    else:
-        kwargs["turn_handling"] = TurnHandlingOptions(
-            turn_detection="vad", preemptive_generation={"enabled": False}
-        )
-        # At close, livekit waits for a half-heard human line (2 s by default): the floor has
-        # ended by then and would never answer it, so the room need not wait for it.
-        kwargs["session_close_transcript_timeout"] = 0.2
-    return AgentSession(**kwargs)
+    def present(self) -> bool:
+        return bool(self._here)
 
-
-class Stage(ABC):
-    humans: Humans
-    # Set by the room runner: called once when the stage starts closing, so a shutdown from
-    # outside (the job draining) ends the floor as "shutdown" before the sessions go away.
-    on_close: Callable[[], None] | None = None
-    # Set by the room runner: a human started speaking (the LiveKit stage's listener calls it;
-    # on the local stage humans only speak between turns).
-    on_human_speaking: Callable[[], None] | None = None
-    # Set by the room runner: a persona's connection was dropped (persona id, required seat).
-    on_persona_lost: Callable[[str, bool], None] | None = None
-
-    def stop(self) -> None:
-        """Asked to stop from outside (the job's stop signal): the floor ends as `shutdown`;
-        close() follows from the room runner."""
-        self._closing()
-
-    def _closing(self) -> None:
-        callback, self.on_close = self.on_close, None
-        if callback is not None:
-            callback()
-
-    @abstractmethod
-    async def open(self, entries: Sequence[StageEntry]) -> list[AgentSession | None]:
-        """Start every persona; all-or-nothing for required seats (optional ones that fail
-        come back as None). On a required failure everything started is closed and
-        StageError raised."""
-
-    @abstractmethod
-    async def close(self) -> None:
-        """Close every session and connection. Idempotent."""
-
-
-async def _close_sessions(sessions: Sequence[AgentSession]) -> None:
-    results = await asyncio.gather(*(s.aclose() for s in sessions), return_exceptions=True)
-    for r in results:
-        if isinstance(r, BaseException):
-            log.warning("session_close_failed", error=repr(r))
-
-
-def _raise_if_required_failed(entries: Sequence[StageEntry], results: Sequence[Any]) -> None:
-    for entry, result in zip(entries, results, strict=True):
-        if isinstance(result, BaseException):
-            log.error(
-                "persona_start_failed",
-                persona=entry.seat.persona.id,
-                required=entry.seat.slot.required,
-                error=repr(result),
-            )
-    failed = [
-        (e, r)
-        for e, r in zip(entries, results, strict=True)
-        if isinstance(r, BaseException) and e.seat.slot.required
-    ]
-    if failed:
-        entry, error = failed[0]
-        raise StageError(
-            f"{entry.seat.persona.id} ({entry.seat.slot.role}) failed to start: {error!r}"
-        )
-
-
-class LocalStage(Stage):
-    """Sessions with no room and no network: text in, text out."""
-
-    def __init__(self, human_lines: Sequence[str] = (), *, human_identity: str = "caller") -> None:
-        self.humans = ScriptedHumans(human_lines, human_identity)
-        self._sessions: list[AgentSession] = []
-
-    async def open(self, entries: Sequence[StageEntry]) -> list[AgentSession | None]:
-        async def start(entry: StageEntry) -> AgentSession:
-            session = make_session(entry.models())
-            self._sessions.append(session)
-            await session.start(entry.agent)
-            return session
-
-        results = await asyncio.gather(*(start(e) for e in entries), return_exceptions=True)
-        try:
-            _raise_if_required_failed(entries, results)
-        except StageError:
-            await self.close()
-            raise
-        return [None if isinstance(r, BaseException) else r for r in results]
-
-    async def close(self) -> None:
-        self._closing()
-        sessions, self._sessions = self._sessions, []
-        await _close_sessions(sessions)
+    def left(self) -> bool:
+        return self._seen_any and not self._here
 
 
 Connect = Callable[[rtc.Room, str, str], Awaitable[None]]
@@ -237,7 +166,7 @@ class LiveKitStage(Stage):
 
     def __init__(
         self,
-        ctx: Any,  # livekit.agents.JobContext
+        ctx: JobContext,
         *,
         url: str,
         api_key: str,
@@ -246,6 +175,7 @@ class LiveKitStage(Stage):
         connect: Connect = _connect,
         room_factory: Callable[[], rtc.Room] = rtc.Room,
     ) -> None:
+        super().__init__()
         self._ctx = ctx
         self._url, self._key, self._secret = url, api_key, api_secret
         self._campaign = campaign
@@ -257,9 +187,10 @@ class LiveKitStage(Stage):
         self._reported = False
         self._chat_tasks: set[asyncio.Task[None]] = set()
         self._listener: AgentSession | None = None  # the session that hears humans
+        self._open_events: StageEvents | None = None  # kept after a close starts
         self._stopping = False
         self._outputs: list[Any] = []  # persona voice outputs, closed after their sessions
-        self.reports: dict[str, dict] = {}  # persona id -> livekit SessionReport.to_dict()
+        self._reports: dict[str, dict[str, Any]] = {}  # persona id -> SessionReport.to_dict()
         ctx.add_shutdown_callback(self.close)
 
     @property
@@ -267,7 +198,7 @@ class LiveKitStage(Stage):
         """The server's name for the room (set on the job before any connection exists)."""
         return self._ctx.job.room.name or self._ctx.room.name
 
-    async def _join(self, entry: StageEntry) -> rtc.Room:
+    async def _join(self, seat: Seat, *, listens: bool) -> rtc.Room:
         """A persona's own connection to the room, with a token minted for it alone."""
         room = self._room_factory()
         self._rooms.append(room)  # recorded first, so a half-made join is still disconnected
@@ -275,22 +206,21 @@ class LiveKitStage(Stage):
             api_key=self._key,
             api_secret=self._secret,
             room=self.room_name,
-            persona=entry.seat.persona,
+            persona=seat.persona,
             campaign=self._campaign,
-            subscribe=entry.hears_humans,  # only the listener needs the humans' audio
+            identity=seat.identity,
+            subscribe=listens,  # only the listener needs the humans' audio
         )
         await self._connect(room, self._url, token)
-        room.on("disconnected", lambda reason: self._persona_dropped(entry, reason))
+        room.on("disconnected", lambda reason: self._persona_dropped(seat, reason))
         return room
 
-    def _persona_dropped(self, entry: StageEntry, reason: Any) -> None:
+    def _persona_dropped(self, seat: Seat, reason: Any) -> None:
         """The server or the network dropped a persona's own connection (not our close)."""
-        if self._stopping:
+        if self._stopping or self._open_events is None:
             return
-        persona = entry.seat.persona.id
-        log.warning("persona_connection_lost", persona=persona, reason=str(reason))
-        if self.on_persona_lost is not None:
-            self.on_persona_lost(persona, entry.seat.slot.required)
+        log.warning("persona_connection_lost", persona=seat.persona.id, reason=str(reason))
+        self._open_events.persona_lost(seat.persona.id, seat.required)
 
     def _watch_humans(self) -> None:
         room: rtc.Room = self._ctx.room
@@ -308,6 +238,8 @@ class LiveKitStage(Stage):
         if is_human(participant):
             log.info("human_left", identity=participant.identity)
             self.humans.gone(participant.identity)
+            if self.humans.left() and self._open_events is not None:
+                self._open_events.humans_left()  # the floor stops now, even mid-turn
             self._relink(participant.identity)
 
     def _relink(self, gone: str) -> None:
@@ -324,57 +256,61 @@ class LiveKitStage(Stage):
             self._listener.room_io.set_participant(others[0])
             log.info("listening_to", identity=others[0], after=gone)
 
-    async def open(self, entries: Sequence[StageEntry]) -> list[AgentSession | None]:
-        first, rest = entries[0], list(entries[1:])
+    async def _open(self, cast: StageCast, events: StageEvents) -> dict[str, AgentSession]:
+        self._open_events = events
+        own = next(s for s in cast.seats if s.persona.id == cast.own)
+        rest = [s for s in cast.seats if s is not own]
         # The room deleted, the server gone, the job's connection dropped: livekit runs
         # shutdown callbacks only once the entrypoint returns, so the floor learns it here.
         self._ctx.room.on("disconnected", self._room_disconnected)
         self._watch_humans()  # before the other personas join: a caller may come meanwhile
         try:
-            joined = await asyncio.gather(*(self._join(e) for e in rest), return_exceptions=True)
-            _raise_if_required_failed(rest, joined)
-            rooms: list[rtc.Room | None] = [self._ctx.room] + [
-                None if isinstance(r, BaseException) else r for r in joined
-            ]
-            for entry, room in zip([first, *rest], rooms, strict=True):
-                if entry.hears_humans and room is not None:
-                    # at once, not after session start: a caller may type before the opener speaks
-                    room.register_text_stream_handler(TOPIC_CHAT, self._on_chat)
-                    hear_humans_only(room)
+            joined = await asyncio.gather(
+                *(self._join(s, listens=s.persona.id == cast.listener) for s in rest),
+                return_exceptions=True,
+            )
+            rooms = {own.persona.id: self._ctx.room, **started_or_raise(rest, joined)}
+            listener_room = rooms.get(cast.listener)
+            if listener_room is not None:
+                # at once, not after session start: a caller may type before the opener speaks
+                listener_room.register_text_stream_handler(TOPIC_CHAT, self._on_chat)
+                hear_humans_only(listener_room)
 
-            async def start(entry: StageEntry, room: rtc.Room | None) -> AgentSession:
+            async def start(seat: Seat) -> AgentSession:
+                room = rooms.get(seat.persona.id)
                 if room is None:
-                    raise StageError(f"{entry.seat.persona.id} did not join")
-                models = entry.models()
+                    raise StageError(f"{seat.persona.id} did not join")
+                listens = seat.persona.id == cast.listener
+                agent = cast.agents[seat.persona.id]
+                models = cast.models_for(seat.persona)
                 session = make_session(models)
-                self._sessions[entry.seat.persona.id] = session
-                if entry.hears_humans:
-                    self._listen(session, entry)
+                self._sessions[seat.persona.id] = session
+                if listens:
+                    self._listen(session, seat, agent, events)
                 if models.speaks:
                     # published now, before the session starts: the persona is heard from
                     # its first word, in a room of personas alone too
-                    output = persona_audio_output(room, voice_track(entry.seat.persona))
+                    output = persona_audio_output(room, voice_track(seat.persona))
                     self._outputs.append(output)
                     await output.start()
                     session.output.audio = output
                 await session.start(
-                    entry.agent,
+                    agent,
                     room=room,
-                    room_options=room_options(entry.seat.persona, hears_humans=entry.hears_humans),
+                    room_options=room_options(seat.persona, hears_humans=listens),
                 )
                 return session
 
-            started = await asyncio.gather(
-                *(start(e, r) for e, r in zip([first, *rest], rooms, strict=True)),
-                return_exceptions=True,
-            )
-            _raise_if_required_failed([first, *rest], started)
+            seats = [own, *rest]
+            started = await asyncio.gather(*(start(s) for s in seats), return_exceptions=True)
+            return started_or_raise(seats, started)
         except BaseException:
             await self.close()
             raise
-        return [None if isinstance(r, BaseException) else r for r in started]
 
-    def _listen(self, session: AgentSession, entry: StageEntry) -> None:
+    def _listen(
+        self, session: AgentSession, seat: Seat, agent: PersonaAgent, events: StageEvents
+    ) -> None:
         """The persona that hears humans passes each finished human turn to the floor (its
         agent stops the framework's own reply) and reports barge-ins so the floor can
         interrupt whichever persona is speaking."""
@@ -384,17 +320,23 @@ class LiveKitStage(Stage):
         def heard(text: str) -> None:
             self.humans.said(self._linked_human(session), text)
 
-        entry.agent.on_human_turn = heard  # pipeline: the agent's on_user_turn_completed
+        agent.on_human_turn = heard  # pipeline: the agent's on_user_turn_completed
         if isinstance(session.llm, RealtimeModel):
-            # a realtime model transcribes the human itself and never calls that hook
-            session.on(
-                "user_input_transcribed",
-                lambda ev: ev.is_final and ev.transcript.strip() and heard(ev.transcript.strip()),
-            )
+            # A realtime model transcribes the human itself and never calls that hook; the
+            # human's turn is already in its own context, so the floor relays it to the others.
+            def transcribed(ev: Any) -> None:
+                if ev.is_final and ev.transcript.strip():
+                    self.humans.said(
+                        self._linked_human(session),
+                        ev.transcript.strip(),
+                        heard_by=seat.persona.id,
+                    )
+
+            session.on("user_input_transcribed", transcribed)
 
         def on_user_state(ev: Any) -> None:
-            if ev.new_state == "speaking" and self.on_human_speaking is not None:
-                self.on_human_speaking()
+            if ev.new_state == "speaking":
+                events.human_speaking()
 
         session.on("user_state_changed", on_user_state)
 
@@ -437,9 +379,12 @@ class LiveKitStage(Stage):
         self._reported = True
         for persona_id, session in self._sessions.items():
             try:
-                self.reports[persona_id] = self._ctx.make_session_report(session).to_dict()
+                self._reports[persona_id] = self._ctx.make_session_report(session).to_dict()
             except Exception as e:  # a report must never block teardown
                 log.warning("session_report_failed", error=repr(e))
+
+    def session_reports(self) -> dict[str, dict[str, Any]]:
+        return dict(self._reports)
 
     async def close(self, *_: Any) -> None:
         self._stopping = True  # the disconnects that follow are ours
@@ -449,7 +394,7 @@ class LiveKitStage(Stage):
             task.cancel()
         self._report()
         sessions, self._sessions = list(self._sessions.values()), {}
-        await _close_sessions(sessions)
+        await close_sessions(sessions)
         outputs, self._outputs = self._outputs, []
         for output in outputs:
             try:
