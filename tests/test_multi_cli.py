@@ -1,28 +1,27 @@
-"""`workers.multi`: clear messages instead of tracebacks when LiveKit is not set, through
-main(argv) in-process; one test runs `python -m workers.multi` as a program."""
+"""`workers.multi`'s command line: clear messages instead of tracebacks when LiveKit or the
+catalog is not set, and the built server handed to the livekit CLI, through main(argv)
+in-process (the livekit CLI's runner stubbed); one test runs `python -m workers.multi` as a
+program. The environment helpers it uses live in workers/livekit_check.py."""
 
 from __future__ import annotations
 
 import os
+import sys
+from typing import Any
 
 import pytest
+from livekit.agents import cli
 
 from config.settings import Settings
 from workers import multi
-from workers.multi import export_livekit_env, missing_livekit
+from workers.livekit_check import export_livekit_env, missing_livekit
+from workers.worker_load import MultiPersonaServer
 
 LIVEKIT_VARS = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
 DEV_MESSAGE = (
     "workers.multi: set LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET "
     "(in the environment or .env) to run `dev`"
 )
-
-
-@pytest.mark.subprocess(argv=["-m", "workers.multi", "dev"])  # in a directory with no .env
-def test_runs_as_a_program_and_exits_with_mains_status(program):
-    assert program.returncode == 2
-    assert program.stderr.strip().splitlines() == [DEV_MESSAGE]
-    assert "Traceback" not in program.stdout + program.stderr
 
 
 @pytest.fixture
@@ -81,3 +80,56 @@ def test_dotenv_values_reach_the_livekit_cli(no_livekit_env, tmp_path, monkeypat
     assert os.environ["LIVEKIT_URL"] == "ws://from-dotenv:7880"
     assert os.environ["LIVEKIT_API_KEY"] == "from-env"
     assert os.environ["LIVEKIT_API_SECRET"] == "secret"
+
+
+@pytest.fixture
+def livekit_cli(monkeypatch) -> list[tuple[Any, list[str]]]:
+    """Stands in for the livekit CLI's runner (not our code): what main() handed it, and
+    the argv (typer parses sys.argv) it would have parsed."""
+    runs: list[tuple[Any, list[str]]] = []
+    monkeypatch.setattr(sys, "argv", ["workers.multi"])  # main() sets it; teardown restores
+    monkeypatch.setattr(cli, "run_app", lambda server: runs.append((server, list(sys.argv))))
+    return runs
+
+
+def test_main_hands_the_built_server_to_the_livekit_cli(no_livekit_env, livekit_cli, run_main):
+    # a command that needs no LiveKit server, so no credentials are checked
+    result = run_main(multi.main, "download-files")
+    assert (result.returncode, result.stderr) == (0, "")
+    ((server, argv),) = livekit_cli
+    assert argv == ["workers.multi", "download-files"]
+    assert isinstance(server, MultiPersonaServer)
+    assert server.setup_fnc is multi.prewarm
+    assert server.load_fnc == server.worker.load  # the worker's own load, capacity included
+    assert server.worker.settings.agent_name == "multi-persona"
+
+
+def test_main_passes_dotenv_livekit_values_to_the_cli(
+    no_livekit_env, livekit_cli, tmp_path, run_main
+):
+    (tmp_path / ".env").write_text(
+        "LIVEKIT_URL=ws://from-dotenv:7880\nLIVEKIT_API_KEY=key\nLIVEKIT_API_SECRET=secret\n"
+    )
+    assert run_main(multi.main, "download-files").returncode == 0
+    assert os.environ["LIVEKIT_URL"] == "ws://from-dotenv:7880"
+    assert os.environ["LIVEKIT_API_SECRET"] == "secret"
+
+
+def test_a_bad_catalog_is_one_line_naming_the_file(
+    no_livekit_env, livekit_cli, tmp_path, monkeypatch, run_main
+):
+    bad = tmp_path / "catalog.json"
+    bad.write_text("{not json")
+    monkeypatch.setenv("CATALOG_PATH", str(bad))
+    result = run_main(multi.main, "download-files")
+    assert result.returncode == 2 and livekit_cli == []
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("workers.multi: ") and str(bad) in line
+
+
+# Last in the file: the program started at collection, so its start-up overlaps the tests above.
+@pytest.mark.subprocess(argv=["-m", "workers.multi", "dev"])  # in a directory with no .env
+def test_runs_as_a_program_and_exits_with_mains_status(program):
+    assert program.returncode == 2
+    assert program.stderr.strip().splitlines() == [DEV_MESSAGE]
+    assert "Traceback" not in program.stdout + program.stderr

@@ -21,8 +21,11 @@ from config.scenario import load_scenario
 from config.settings import Settings, get_settings
 from tests.conftest import SCENARIOS_DIR
 from workers import dispatch, multi, plan, simulate
+from workers.admission import plan_directory
 from workers.job_plan import JobPlan
+from workers.plan_handoff import PlanHandoff
 from workers.selector import Selector
+from workers.worker_load import Worker
 
 MARK = "XYZZY"  # in every secret below: no output may contain it
 SECRETS = {
@@ -100,9 +103,7 @@ async def test_a_failing_job_logs_its_traceback_without_a_secret(
     buf = log_buffer(fmt)
     ctx = _JobCtx('{"persona": "tim"}', catalog)
     # the plan as the worker's main process hands it to the job
-    multi.PlanHandoff(multi.plan_directory(get_settings())).put(
-        "AJ_secret", _plan_metadata(catalog)
-    )
+    PlanHandoff(plan_directory(get_settings())).put("AJ_secret", _plan_metadata(catalog))
     with pytest.raises(RuntimeError, match="connection dropped") as failure:
         await multi.entrypoint(ctx)  # type: ignore[arg-type]
     # what livekit's job runner does with an exception that leaves the entrypoint
@@ -110,7 +111,7 @@ async def test_a_failing_job_logs_its_traceback_without_a_secret(
         "unhandled exception while running the job task", exc_info=failure.value
     )
     out = buf.getvalue() + "".join(capsys.readouterr())
-    assert "unhandled exception" in out and "in entrypoint" in out  # the traceback is there
+    assert "unhandled exception" in out and "in run_job" in out  # the traceback is there
     assert ctx.shutdowns  # the job still ended
     assert MARK not in out
 
@@ -244,7 +245,7 @@ def test_simulate_with_an_empty_key_says_offline_and_runs_offline(tmp_path, caps
 async def test_the_worker_warns_when_the_key_is_empty(tmp_path, catalog, log_buffer):
     buf = log_buffer("json")
     env = _dotenv(tmp_path, "OPENAI_API_KEY=\n")
-    worker = multi.Worker(Settings(_env_file=env, stats_port=0), catalog, cpu_load=lambda: 0.0)
+    worker = Worker(Settings(_env_file=env, stats_port=0), catalog, cpu_load=lambda: 0.0)
     worker.attach(SimpleNamespace())  # type: ignore[arg-type]  # no process pool yet
     await worker.stats_attempted.wait()
     await worker.aclose()

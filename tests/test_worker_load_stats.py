@@ -18,8 +18,9 @@ from structlog.testing import capture_logs
 from config.catalog import Catalog
 from config.settings import Settings
 from tests.conftest import SCENARIOS_DIR
-from workers.multi import Worker, build_server, prewarm
+from workers.multi import build_server, prewarm
 from workers.stats_server import StatsServer, summarize
+from workers.worker_load import Worker
 
 
 class Cpu:
@@ -69,7 +70,7 @@ async def start_room(worker: Worker, job_id: str, scenario: str = "dispatch_chec
         metadata=json.dumps({"scenario": scenario}),
     )
     async with asyncio.timeout(5):
-        await worker.requests.handle(JobRequest(job=job, on_reject=on_reject, on_accept=on_accept))
+        await worker.admission.handle(JobRequest(job=job, on_reject=on_reject, on_accept=on_accept))
     assert answers == ["accept"]
 
 

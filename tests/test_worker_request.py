@@ -1,5 +1,7 @@
-"""on_request in the worker's main process: real JobRequests built from livekit's protocol
-messages, a recorder of accept/reject, the real selector and the lease book."""
+"""on_request in the worker's main process (workers/admission.py, held by the Worker of
+workers/worker_load.py): real JobRequests built from livekit's protocol messages, a recorder of
+accept/reject, the real selector and the lease book; and the same rules in a job that came with
+no plan (`cast_in_job`)."""
 
 from __future__ import annotations
 
@@ -20,10 +22,11 @@ from config.catalog import Catalog
 from config.scenario import load_scenario
 from config.settings import Settings
 from tests.conftest import SCENARIOS_DIR
+from workers.admission import Accept, Reject, cast_in_job, release_leases
 from workers.job_plan import JobPlan, PlanError, voicemail_plan
 from workers.leases import LeaseBook
-from workers.multi import Worker
 from workers.tokens import persona_identity
+from workers.worker_load import Worker
 
 ROOM = "room-1"
 
@@ -81,7 +84,7 @@ def worker(settings: Settings, catalog: Catalog) -> Worker:
 
 async def handle(worker: Worker, req: JobRequest) -> None:
     async with asyncio.timeout(5):
-        await worker.requests.handle(req)
+        await worker.admission.handle(req)
 
 
 def handed_plan(worker: Worker, args, job_id: str = "AJ_1") -> str:
@@ -89,7 +92,7 @@ def handed_plan(worker: Worker, args, job_id: str = "AJ_1") -> str:
     none of it (no context, script or reasons)."""
     public = json.loads(args.metadata)
     assert set(public) == {"persona", "role", "room"}
-    text = worker.requests.handoff.take(job_id)
+    text = worker.admission.handoff.take(job_id)
     assert text is not None
     return text
 
@@ -119,7 +122,9 @@ async def test_named_scenario_is_accepted_as_the_opener(worker: Worker, catalog:
 
     kind, args = rec.last
     assert kind == "accept"
-    assert args.identity == persona_identity("tim", ROOM) == "agent_tim_room-1"
+    # one job's identity: the same room dispatched twice must not replace Tim's participant
+    assert args.identity == persona_identity("tim", ROOM, "AJ_1")
+    assert args.identity.startswith("agent_tim_room-1_")
     assert args.name == "Tim"
     assert args.attributes == {
         "role": "dispatcher",
@@ -132,8 +137,11 @@ async def test_named_scenario_is_accepted_as_the_opener(worker: Worker, catalog:
         ("dispatcher", "tim", "primary"),
         ("driver", "chris", "primary"),
     ]
-    seats = plan.seats(ROOM)
-    assert [s.identity for s in seats] == ["agent_tim_room-1", "agent_chris_room-1"]
+    seats = plan.seats(ROOM, job_id="AJ_1")
+    assert [s.identity for s in seats] == [
+        persona_identity("tim", ROOM, "AJ_1"),
+        persona_identity("chris", ROOM, "AJ_1"),
+    ]
     assert seats[0].identity == args.identity  # the job participant is the first seat
     assert plan.seats(ROOM, job_identity="agent-x")[0].identity == "agent-x"
     # leases are held under the job id (already while accepting) until the job ends
@@ -148,7 +156,7 @@ async def test_inline_scenario_is_accepted_and_round_trips(worker: Worker, catal
 
     kind, args = rec.last
     assert kind == "accept"
-    assert (args.identity, args.name) == ("agent_jordan_room-1", "Jordan")
+    assert (args.identity, args.name) == (persona_identity("jordan", ROOM, "AJ_1"), "Jordan")
     text = handed_plan(worker, args)
     plan = JobPlan.from_metadata(text, catalog)
     assert plan.to_metadata() == text  # round-trips
@@ -280,7 +288,7 @@ async def test_no_cast_with_voicemail_accepts_the_voicemail_persona(
 
     kind, args = rec.last
     assert kind == "accept"
-    assert (args.identity, args.name) == (persona_identity("vera", ROOM), "Vera")
+    assert (args.identity, args.name) == (persona_identity("vera", ROOM, "AJ_1"), "Vera")
     assert args.attributes == {
         "role": "voicemail",
         "persona": "vera",
@@ -372,7 +380,7 @@ async def test_process_closed_releases_the_job_leases(worker: Worker):
 async def test_reconcile_with_active_jobs(worker: Worker):
     now = [0.0]
     worker.leasebook = book = LeaseBook(grace_s=30.0, clock=lambda: now[0])
-    worker.requests.leasebook = book
+    worker.admission.leasebook = book
     rec = Recorder()
     await handle(worker, job_request(rec, json.dumps({"scenario": "dispatch_checkin"})))
     server = SimpleNamespace(active_jobs=[closed_proc("AJ_1", JobStatus.RUNNING).running_job])
@@ -395,6 +403,33 @@ async def test_worker_close_releases_everything(worker: Worker):
     await handle(worker, job_request(rec, json.dumps({"scenario": "all_four"})))
     await worker.aclose()
     assert worker.leasebook.held() == {} and rooms_in_use(worker) == 0
+
+
+# -- a job with no plan (`connect --room`) casts for itself -----------------------------------
+
+
+def unplanned_job(metadata: str = "", room_metadata: str = "") -> Any:
+    """What cast_in_job reads of a JobContext: its job, as livekit's protocol message."""
+    room = models.Room(sid="RM_1", name=ROOM, metadata=room_metadata)
+    return SimpleNamespace(job=agent_pb.Job(id="AJ_1", room=room, metadata=metadata))
+
+
+def test_a_job_with_no_plan_casts_for_itself_by_the_same_rules(
+    settings: Settings, catalog: Catalog
+):
+    room_md = json.dumps({"scenario": "dispatch_checkin"})  # as workers.dispatch sets it
+    decision = cast_in_job(unplanned_job(room_metadata=room_md), settings, catalog)
+    assert isinstance(decision, Accept)
+    assert [(m.role, m.persona_id) for m in decision.plan.members] == [
+        ("dispatcher", "tim"),
+        ("driver", "chris"),
+    ]
+    assert JobPlan.from_metadata(decision.plan_text, catalog) == decision.plan
+    release_leases(decision.leases)
+    assert all(lease.released for lease in decision.leases)  # type: ignore[attr-defined]
+
+    refused = cast_in_job(unplanned_job(metadata="not json"), settings, catalog)
+    assert refused == Reject("not_json", refused.detail, bad_metadata=True)
 
 
 # -- the plan on the job's side --------------------------------------------------------------

@@ -1,4 +1,10 @@
-"""Before the worker registers: does the LiveKit server take these credentials?
+"""Before the worker registers: are LiveKit's url, key and secret given, and does the server
+take them?
+
+The livekit CLI reads LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET from the environment
+or its own flags only: `missing_livekit` names what neither the environment, `.env` nor a flag
+gives, and `export_livekit_env` passes `.env`'s values on to the environment the CLI (and the
+job processes it starts) reads.
 
 livekit-agents retries a refused registration 16 times over about two minutes and then exits 0,
 so a mistyped key or secret looked like a worker that ran and stopped. One API call up front
@@ -9,12 +15,42 @@ unreachable server is not refused credentials: livekit's own retries stay in cha
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Sequence
 
 import aiohttp
 from livekit import api
+from pydantic import SecretStr
+
+from config.settings import Settings
 
 CHECK_TIMEOUT_S = 5.0
+# The livekit CLI takes these from the environment or from its own flags.
+LIVEKIT_FLAGS = {
+    "LIVEKIT_URL": "--url",
+    "LIVEKIT_API_KEY": "--api-key",
+    "LIVEKIT_API_SECRET": "--api-secret",
+}
+COMMANDS_NEEDING_LIVEKIT = ("dev", "start", "connect")
+
+
+def missing_livekit(argv: Sequence[str], settings: Settings) -> list[str]:
+    """LiveKit settings given neither by the environment/.env nor by the CLI's flags."""
+    given = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
+    return [name for name in settings.livekit_missing() if LIVEKIT_FLAGS[name] not in given]
+
+
+def export_livekit_env(settings: Settings) -> None:
+    """The livekit CLI reads LIVEKIT_* from the environment only: pass on the .env values."""
+    values: tuple[tuple[str, str | SecretStr | None], ...] = (
+        ("LIVEKIT_URL", settings.livekit_url),
+        ("LIVEKIT_API_KEY", settings.livekit_api_key),
+        ("LIVEKIT_API_SECRET", settings.livekit_api_secret),
+    )
+    for name, value in values:
+        if value and not os.environ.get(name):
+            # the secret is unwrapped only as it is handed to the livekit CLI
+            os.environ[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
 
 
 def flag_value(argv: Sequence[str], flag: str) -> str | None:

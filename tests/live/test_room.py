@@ -28,6 +28,7 @@ from tests.live.harness import (
     wait_participants,
     worker_env,
 )
+from workers.tokens import persona_identity
 
 pytestmark = pytest.mark.live
 
@@ -79,8 +80,9 @@ async def test_dispatched_room_holds_exactly_the_cast(worker: WorkerProcess, tmp
             )
             agents = {p.identity: p for p in agents_of(people)}
             assert human.local_participant.identity == "caller-1"
+            job_id = accepted["job_id"]
             for role, persona_id in cast.items():
-                identity = f"agent_{persona_id}_{room}"
+                identity = persona_identity(persona_id, room, job_id)  # unique to this job
                 assert identity in agents, f"{identity} not in {sorted(agents)}"
                 p = agents[identity]
                 assert p.kind == AGENT
@@ -98,7 +100,7 @@ async def test_dispatched_room_holds_exactly_the_cast(worker: WorkerProcess, tmp
                 for secret in ("Jamie Rivera", "BC-55102", "Thanks for calling", "least loaded"):
                     assert secret not in seen, (p.identity, secret)
             names = {p.identity: p.name for p in people}
-            assert all(names[f"agent_{pid}_{room}"] for pid in cast.values())
+            assert all(names[persona_identity(pid, room, job_id)] for pid in cast.values())
             # the caller hears the greeting before hanging up (one who leaves before the job
             # has seen them is never known to it; the server closes the empty room later)
             await transcript_event(worker, room, "utterance")

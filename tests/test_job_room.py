@@ -1,0 +1,125 @@
+"""The job in its process (workers/job_room.py), up to the point the room would run: the plan
+found or refused, a stop while still joining, a join that fails. The room itself runs on the
+real server in tests/live/."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+
+from config.catalog import Catalog
+from config.scenario import load_scenario
+from config.settings import Settings
+from workers.admission import plan_directory
+from workers.job_plan import JobPlan
+from workers.job_room import find_plan, run_job
+from workers.plan_handoff import PlanHandoff
+from workers.selector import Selector
+
+
+class _Owner:
+    """What livekit's job process keeps: the future its stop signal resolves."""
+
+    def __init__(self) -> None:
+        self._shutdown_fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+
+class JobCtx:
+    """The parts of livekit's JobContext the job reads before its room runs."""
+
+    def __init__(self, accepted_with: str, catalog: Catalog, connect: object) -> None:
+        self.job = SimpleNamespace(id="AJ_7", room=SimpleNamespace(name="room-7", metadata=""))
+        self.job.metadata = ""
+        self.room = SimpleNamespace(name="room-7")
+        self.proc = SimpleNamespace(userdata={"catalog": catalog})
+        self._info = SimpleNamespace(
+            accept_arguments=SimpleNamespace(metadata=accepted_with), url="ws://10.1.2.3:7880"
+        )
+        self.owner = _Owner()
+        owner = self.owner
+
+        def _on_ctx_shutdown(reason: str) -> None:  # as livekit's job process wires it
+            owner._shutdown_fut.set_result(reason)
+
+        self._on_shutdown = _on_ctx_shutdown
+        self.connect = connect
+        self.shutdowns: list[str] = []
+
+    def add_shutdown_callback(self, callback: object) -> None:
+        return None
+
+    def shutdown(self, reason: str = "") -> None:
+        self.shutdowns.append(reason)
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(
+        _env_file=None,
+        transcripts_dir=tmp_path,
+        livekit_url="ws://127.0.0.1:1",
+        livekit_api_key="devkey",
+        livekit_api_secret="secret",
+        openai_api_key=None,
+    )
+
+
+def _hand_plan(settings: Settings, catalog: Catalog, scenarios_dir) -> None:
+    scenario = load_scenario("dispatch_checkin", scenarios_dir=scenarios_dir)
+    plan = JobPlan.from_cast(scenario, Selector(catalog).cast(scenario))
+    PlanHandoff(plan_directory(settings)).put("AJ_7", plan.to_metadata())
+
+
+async def test_a_stop_while_joining_ends_the_job_at_once(settings, catalog, scenarios_dir):
+    """The room deleted or the worker draining while the job still joins: the job does not
+    wait for the join to give up; it ends now and says why."""
+    joining = asyncio.Event()
+
+    async def connect_forever(**_: object) -> None:
+        joining.set()
+        await asyncio.Event().wait()
+
+    _hand_plan(settings, catalog, scenarios_dir)
+    ctx = JobCtx('{"persona": "tim"}', catalog, connect_forever)
+    job = asyncio.create_task(run_job(ctx, settings, catalog))  # type: ignore[arg-type]
+    async with asyncio.timeout(10):
+        await joining.wait()
+        ctx.owner._shutdown_fut.set_result("drain timeout")
+        await job
+    assert ctx.shutdowns == ["stopped while joining"]
+
+
+async def test_a_join_that_fails_fails_the_job_and_says_so(settings, catalog, scenarios_dir):
+    async def refused(**_: object) -> None:
+        raise ConnectionError("server refused the join")
+
+    _hand_plan(settings, catalog, scenarios_dir)
+    ctx = JobCtx('{"persona": "tim"}', catalog, refused)
+    with pytest.raises(ConnectionError):
+        async with asyncio.timeout(10):
+            await run_job(ctx, settings, catalog)  # type: ignore[arg-type]
+    assert ctx.shutdowns == ["job failed: ConnectionError"]
+
+
+async def test_an_accepted_job_without_its_plan_ends_saying_so(settings, catalog):
+    ctx = JobCtx('{"persona": "tim"}', catalog, None)
+    assert find_plan(ctx, settings, catalog) == "job plan missing"  # type: ignore[arg-type]
+    await run_job(ctx, settings, catalog)  # type: ignore[arg-type]
+    assert ctx.shutdowns == ["job plan missing"]
+
+
+async def test_a_job_nobody_accepted_casts_for_itself_from_the_job_metadata(settings, catalog):
+    """`connect --room`: livekit builds the job itself, with no on_request and no plan."""
+    ctx = JobCtx("", catalog, None)
+    ctx.job.metadata = '{"scenario": "dispatch_checkin"}'
+    found = find_plan(ctx, settings, catalog)  # type: ignore[arg-type]
+    assert not isinstance(found, str)
+    plan, leases = found
+    assert [m.persona_id for m in plan.members] == ["tim", "chris"]
+    assert len(leases) == 2
+    for lease in leases:
+        lease.release()
+    ctx.job.metadata = '{"scenario": "no_such_scenario"}'
+    assert find_plan(ctx, settings, catalog).startswith("cannot cast: ")  # type: ignore

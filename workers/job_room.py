@@ -1,0 +1,156 @@
+"""One job, in its job process: find the plan, join the room, run it on the LiveKit stage.
+
+`workers.multi.entrypoint` calls `run_job`. The plan comes from the main process (on_request
+left it in the plan handoff); a job livekit built itself (`connect --room`) casts for itself.
+The job's stop signal (drain timeout, the server terminating the job) ends the room at once, as
+`shutdown`, also while the job is still joining. Leases the job took itself are released here;
+the main process releases the ones it took when the job process ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from livekit.agents import AutoSubscribe, JobContext
+
+from agents.models import SessionModels, room_models, room_models_choice
+from config.catalog import Catalog, Persona
+from config.logging import bind_context, get_logger
+from config.settings import Settings
+from workers.admission import Reject, cast_in_job, plan_directory, release_leases
+from workers.job_internals import accept_metadata, job_stop_requested, job_url
+from workers.job_plan import JobPlan, PlanError
+from workers.leases import Releasable
+from workers.plan_handoff import PlanHandoff
+from workers.room import RoomResult, run_room
+from workers.stage.livekit import LiveKitStage
+
+log = get_logger("workers.job_room")
+
+
+def find_plan(
+    ctx: JobContext, settings: Settings, catalog: Catalog
+) -> tuple[JobPlan, list[Releasable]] | str:
+    """The job's plan and the leases the job holds itself, or why there is none."""
+    text = PlanHandoff(plan_directory(settings)).take(ctx.job.id)
+    if text is None and accept_metadata(ctx):
+        # on_request accepted this job, but its plan is not where it left it
+        log.error("job_plan_missing", directory=str(plan_directory(settings)))
+        return "job plan missing"
+    if text:
+        try:
+            return JobPlan.from_metadata(text, catalog), []
+        except PlanError as e:
+            log.error("job_plan_invalid", error=str(e))
+            return f"bad job plan: {e}"
+    decision = cast_in_job(ctx, settings, catalog)
+    if isinstance(decision, Reject):
+        log.error("job_cannot_cast", problem=decision.problem, detail=decision.detail)
+        return f"cannot cast: {decision.problem}"
+    return decision.plan, list(decision.leases)
+
+
+async def run_job(ctx: JobContext, settings: Settings, catalog: Catalog) -> None:
+    """The whole job; the job process ends when it returns (the room ended, or the job
+    could not start)."""
+    # The server's name for the room (a fake job's mock room calls itself "console").
+    room = ctx.job.room.name or ctx.room.name
+    bind_context(room=room, job_id=ctx.job.id)
+    found = find_plan(ctx, settings, catalog)
+    if isinstance(found, str):
+        ctx.shutdown(reason=found)
+        return
+    plan, own_leases = found
+    bind_context(scenario=plan.scenario.name)
+    log.info("job_started", **plan.summary())
+    reason = "room ended"
+    try:
+        result = await _run_plan(ctx, settings, catalog, plan, room)
+        if result is None:
+            reason = "stopped while joining"
+        else:
+            reason = f"room ended: {result.reason}"
+    except Exception as e:
+        # the room connection failed, or the stage could not even be set up
+        log.error("job_failed", error=repr(e))
+        reason = f"job failed: {type(e).__name__}"
+        raise
+    finally:
+        release_leases(own_leases)
+        # Ends the job process; the main process then releases this job's leases.
+        with contextlib.suppress(Exception):
+            ctx.shutdown(reason=reason)
+
+
+async def _run_plan(
+    ctx: JobContext, settings: Settings, catalog: Catalog, plan: JobPlan, room: str
+) -> RoomResult | None:
+    """Join and run the room; None when the job was stopped while it was still joining."""
+    url = job_url(ctx, settings.livekit_url or "")
+    secret = settings.livekit_api_secret
+    # Secrets stay wrapped in this frame: unwrapped only as they are handed over.
+    stage = LiveKitStage(
+        ctx,
+        url=url,
+        api_key=settings.livekit_api_key or "",
+        api_secret=secret.get_secret_value() if secret is not None else "",
+        campaign=plan.scenario.campaign,
+    )
+    # the stage subscribes the persona that hears humans to their audio, and nothing else
+    joining = asyncio.ensure_future(ctx.connect(auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE))
+    stop = job_stop_requested(ctx)
+    if stop is not None:  # drain timeout, job terminated: the floor ends now, by its rules
+
+        def stopped(_: Any) -> None:
+            stage.stop()
+            joining.cancel()  # a no-op once joined
+
+        stop.add_done_callback(stopped)
+    else:
+        log.warning("job_stop_signal_unavailable", fallback="livekit cancels after 15 s")
+    try:
+        await joining
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if stop is None or not stop.done() or (task is not None and task.cancelling()):
+            raise
+        log.info("job_stopped_while_joining")
+        return None
+    log.info("room_models", **room_models_choice(settings.openai_key()))
+    result = await run_room(
+        room=room,
+        scenario=plan.scenario,
+        catalog=catalog,
+        seats=plan.seats(room, job_id=ctx.job.id, job_identity=ctx.room.local_participant.identity),
+        stage=stage,
+        models_for=_models_for(ctx, settings, plan),
+        transcripts_dir=settings.transcripts_dir,
+        job_id=ctx.job.id,
+    )
+    log.info(
+        "job_room_ended",
+        reason=result.reason,
+        detail=result.detail,
+        turns=result.turns,
+        transcript=str(result.transcript_path),
+    )
+    return result
+
+
+def _models_for(ctx: JobContext, settings: Settings, plan: JobPlan) -> Any:
+    vad = ctx.proc.userdata.get("vad")
+    names, lead = plan.cast_names(), plan.lead_role()
+
+    def models_for(p: Persona) -> SessionModels:
+        return room_models(
+            p,
+            plan.scenario,
+            names,
+            hears_humans=p.role == lead,
+            vad=vad,
+            openai_api_key=settings.openai_key(),  # unwrapped inside build_models
+        )
+
+    return models_for

@@ -1,0 +1,154 @@
+"""The worker's main-process state: its load, its leases by job, and the stats endpoint.
+
+One `Worker` per process holds the one selector and the lease book. `load` is livekit's
+`load_fnc`: it reports the share of persona capacity in use (never below the CPU share, when
+counted), after dropping the leases of jobs the server no longer runs (`reconcile`). A job
+that ends, normally or by crashing, gives its leases back at once through the process pool's
+`process_closed`; `reconcile` is the backstop. `MultiPersonaServer` is the AgentServer whose
+close releases whatever is still held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from livekit.agents import AgentServer
+
+from config.catalog import Catalog
+from config.logging import get_logger
+from config.settings import Settings
+from workers.admission import RequestHandler
+from workers.cpu_load import CpuLoad
+from workers.leases import LeaseBook
+from workers.selector import Selector
+from workers.stats_server import StatsServer
+
+log = get_logger("workers.worker_load")
+
+
+class Worker:
+    """The main process's state: the one selector, the leases by job, the load it reports."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        *,
+        selector: Selector | None = None,
+        leasebook: LeaseBook | None = None,
+        cpu_load: Callable[[], float] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.selector = selector if selector is not None else Selector(catalog)
+        self.leasebook = leasebook if leasebook is not None else LeaseBook()
+        self.admission = RequestHandler(settings, catalog, self.selector, self.leasebook)
+        self._cpu_load = cpu_load if cpu_load is not None else CpuLoad()
+        self.stats_server: StatsServer | None = None
+        self.stats_attempted = asyncio.Event()  # set once start_stats() has succeeded or failed
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def load(self, server: AgentServer | None = None) -> float:
+        """`load_fnc` (an executor thread, every 0.5 s): drop the leases of jobs that are gone,
+        then report max(persona capacity in use, CPU)."""
+        if server is not None:
+            self.reconcile(server)
+        return max(self.selector.worker_load(), self._counted_cpu())
+
+    def _counted_cpu(self) -> float:
+        return self._cpu_load() if self.settings.load_counts_cpu else 0.0
+
+    def reconcile(self, server: AgentServer) -> list[str]:
+        try:
+            # Public path. The list is built on the loop thread's data from this thread;
+            # a stale read only delays a release to the next call.
+            active = {info.job.id for info in server.active_jobs}
+        except AttributeError:  # the process pool exists only once run() started
+            return []
+        return self.leasebook.reconcile(active)
+
+    def on_process_closed(self, proc: Any) -> None:
+        """The pool's `process_closed`: one process runs one job, so its job has ended
+        (normally or by crashing); `running_job` is still set at this point."""
+        info = getattr(proc, "running_job", None)
+        if info is not None:
+            self.admission.handoff.discard(info.job.id)  # a plan its job never took
+        if info is not None and self.leasebook.release(info.job.id):
+            log.info("job_leases_released", job_id=info.job.id, status=str(proc.status))
+
+    def stats(self) -> dict[str, Any]:
+        persona_load = self.selector.worker_load()
+        cpu = self._cpu_load()
+        return {
+            "worker_load": round(max(persona_load, self._counted_cpu()), 4),
+            "persona_load": round(persona_load, 4),
+            "cpu_load": round(cpu, 4),
+            "load_threshold": self.settings.load_threshold,
+            **self.selector.stats(),
+            "jobs": self.leasebook.held(),
+        }
+
+    def attach(self, server: AgentServer) -> None:
+        """From `worker_started`: watch job ends, start the stats endpoint."""
+        # Private API (livekit-agents 1.8): the pool only exists once run() started, and its
+        # `process_closed` is the only immediate "job ended" signal, crashes included.
+        # `reconcile()` over the public `server.active_jobs` in load() is the backstop.
+        pool = getattr(server, "_proc_pool", None)
+        if pool is not None:
+            pool.on("process_closed", self.on_process_closed)
+        else:
+            log.warning("job_end_hook_unavailable", fallback="reconcile with active_jobs")
+        if self.settings.openai_key() is None:
+            log.warning(
+                "openai_key_missing",
+                models="offline",
+                hint="personas speak their script lines; set OPENAI_API_KEY for real models",
+            )
+        task = asyncio.get_running_loop().create_task(self.start_stats())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def start_stats(self) -> None:
+        s = self.settings
+        server = StatsServer(
+            self.stats, host=s.stats_host, port=s.stats_port, log_interval_s=s.stats_log_interval_s
+        )
+        try:
+            await server.start()
+            self.stats_server = server
+        except OSError as e:  # a busy port must not stop the worker from taking rooms
+            log.error(
+                "stats_server_failed",
+                error=str(e),
+                hint="set STATS_PORT to a free port (0 picks one) for each worker on a host",
+            )
+        finally:
+            self.stats_attempted.set()
+
+    async def aclose(self) -> None:
+        """Worker closed: every job process is gone, so nothing may stay reserved."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.stats_server is not None:
+            await self.stats_server.aclose()
+            self.stats_server = None
+        released = self.leasebook.release_all()
+        log.info("worker_closed", released_jobs=released)
+
+
+class MultiPersonaServer(AgentServer):
+    """An AgentServer whose close also releases every lease and stops the stats endpoint.
+    The CLI drains (`start`: running rooms finish) and then calls aclose()."""
+
+    def __init__(self, worker: Worker, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.worker = worker
+
+    async def aclose(self) -> None:
+        try:
+            await super().aclose()
+        finally:
+            await self.worker.aclose()
