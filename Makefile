@@ -84,13 +84,14 @@ demo: $(STAMP)
 room: $(STAMP)  # make room SCENARIO=dispatch_checkin IDENTITY=caller-jamie [ROOM=name]
 	$(PY) -m workers.dispatch $(SCENARIO) $(if $(IDENTITY),--identity $(IDENTITY)) $(if $(ROOM),--room $(ROOM))
 
-# Every bench/*.py script except the private modules (bench/_*.py); each prints one JSON object.
-BENCH_SCRIPTS := $(sort $(filter-out bench/_%,$(wildcard bench/*.py)))
+# Every bench/*.py script except the private modules (bench/_*.py), each run as a module
+# (`python -m bench.<name>`) from the project root; each prints one JSON object.
+BENCH_MODULES := $(patsubst bench/%.py,bench.%,$(sort $(filter-out bench/_%,$(wildcard bench/*.py))))
 
-# Exit 77 (bench/live_room.py where the live server's private network cannot be made) is a skip.
+# Exit 77 (bench.live_room where the live server's private network cannot be made) is a skip.
 bench: $(STAMP)
-	@for f in $(BENCH_SCRIPTS); do echo "== $$f" >&2; $(PY) $$f; rc=$$?; \
-	  if [ $$rc = 77 ]; then echo "$$f skipped (see above)" >&2; elif [ $$rc != 0 ]; then exit 1; fi; done
+	@for m in $(BENCH_MODULES); do echo "== $$m" >&2; $(PY) -m $$m; rc=$$?; \
+	  if [ $$rc = 77 ]; then echo "$$m skipped (see above)" >&2; elif [ $$rc != 0 ]; then exit 1; fi; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info

@@ -16,31 +16,20 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from livekit.agents import llm
-from livekit.agents.types import (
-    DEFAULT_API_CONNECT_OPTIONS,
-    NOT_GIVEN,
-    APIConnectOptions,
-    NotGivenOr,
-)
+from livekit.agents.types import NotGivenOr
 from livekit.agents.vad import VAD
 
 from agents.espeak_tts import EspeakTTS, espeak_voice_for, synthesize_pcm
 from agents.models import SessionModels
+from agents.scripted_llm import Reply, ScriptedLLM
 from agents.sphinx_stt import SphinxSTT, shared_recognizer
 from config.catalog import Persona
 from config.scenario import Scenario, ScriptLine
 
 PREFIX = "(offline model)"
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
-
-
-@dataclass(frozen=True)
-class _Reply:
-    text: str = ""
-    tool_call: llm.FunctionToolCall | None = None
 
 
 @dataclass(frozen=True)
@@ -56,10 +45,10 @@ def _tool_output(chat_ctx: llm.ChatContext, call_id: str) -> llm.FunctionCallOut
     return None
 
 
-class OfflineLLM(llm.LLM):
+class OfflineLLM(ScriptedLLM[Reply]):
     def __init__(self, lines: Sequence[ScriptLine], *, me: str, names: Mapping[str, str]) -> None:
         """`names`: role -> persona name, for the {dispatcher}, {driver}, ... placeholders."""
-        super().__init__()
+        super().__init__(model="offline-script", provider="offline")
         self._lines = tuple(lines)
         self._me = me
         self._names = {**names, "me": me}
@@ -69,14 +58,6 @@ class OfflineLLM(llm.LLM):
         self._pending: _Pending | None = None
 
     @property
-    def model(self) -> str:
-        return "offline-script"
-
-    @property
-    def provider(self) -> str:
-        return "offline"
-
-    @property
     def lines_left(self) -> int:
         return len(self._lines) - self._next
 
@@ -84,84 +65,51 @@ class OfflineLLM(llm.LLM):
         """Replace {me}, {dispatcher}, ... with cast names; unknown placeholders stay as is."""
         return _PLACEHOLDER.sub(lambda m: self._names.get(m.group(1), m.group(0)), text)
 
-    def chat(
+    def _reply(
         self,
         *,
         chat_ctx: llm.ChatContext,
-        tools: list[llm.Tool] | None = None,
-        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
-        parallel_tool_calls: NotGivenOr[bool] = NOT_GIVEN,
-        tool_choice: NotGivenOr[llm.ToolChoice] = NOT_GIVEN,
-        extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
-    ) -> llm.LLMStream:
-        tools = list(tools or [])
+        tools: list[llm.Tool],
+        tool_choice: NotGivenOr[llm.ToolChoice],
+    ) -> Reply:
         self._generations += 1
-        # decided now, from this call's context: the reply does not depend on task timing
-        reply = self._respond(chat_ctx, {t.id for t in tools})
-        return _OfflineStream(
-            self,
-            chat_ctx=chat_ctx,
-            tools=tools,
-            conn_options=conn_options,
-            reply=reply,
-            response_id=f"offline-{self._slug}-{self._generations}",
+        rid = f"offline-{self._slug}-{self._generations}"
+        text, tool_call = self._respond(chat_ctx, {t.id for t in tools})
+        return Reply(
+            rid,
+            text=text,
+            tool_calls=(tool_call,) if tool_call else (),
+            completion_tokens=len(text.split()),
         )
 
-    def _respond(self, chat_ctx: llm.ChatContext, offered: set[str]) -> _Reply:
+    def _respond(
+        self, chat_ctx: llm.ChatContext, offered: set[str]
+    ) -> tuple[str, llm.FunctionToolCall | None]:
+        """The next line's text, or its tool call (then its text once the tool has run)."""
         pending, self._pending = self._pending, None
         if pending is not None:
             out = _tool_output(chat_ctx, pending.call_id)
             if out is not None:  # the framework ran our tool call: finish the line
                 if out.is_error:
-                    return _Reply(text=f"{PREFIX} {pending.line.tool} failed: {out.output}")
-                return _Reply(text=self.fill(pending.line.say))
+                    return f"{PREFIX} {pending.line.tool} failed: {out.output}", None
+                return self.fill(pending.line.say), None
             # no output (interrupted, or a tool that wants no reply): that line is over
         if self._next >= len(self._lines):
-            return _Reply(
-                text=f"{PREFIX} This is {self._me}'s offline model, and I have nothing "
-                "scripted left to say."
+            return (
+                f"{PREFIX} This is {self._me}'s offline model, and I have nothing "
+                "scripted left to say.",
+                None,
             )
         line = self._lines[self._next]
         self._next += 1
         if line.tool is None:
-            return _Reply(text=self.fill(line.say))
+            return self.fill(line.say), None
         if line.tool not in offered:
-            return _Reply(text=f"{PREFIX} {line.tool} is not available to me here.")
+            return f"{PREFIX} {line.tool} is not available to me here.", None
         call_id = f"offline-{self._slug}-call-{self._next}"
         self._pending = _Pending(call_id, line)
-        return _Reply(
-            tool_call=llm.FunctionToolCall(
-                name=line.tool, arguments=json.dumps(line.args, sort_keys=True), call_id=call_id
-            )
-        )
-
-
-class _OfflineStream(llm.LLMStream):
-    def __init__(
-        self,
-        offline: OfflineLLM,
-        *,
-        chat_ctx: llm.ChatContext,
-        tools: list[llm.Tool],
-        conn_options: APIConnectOptions,
-        reply: _Reply,
-        response_id: str,
-    ) -> None:
-        super().__init__(offline, chat_ctx=chat_ctx, tools=tools, conn_options=conn_options)
-        self._reply = reply
-        self._response_id = response_id
-
-    async def _run(self) -> None:
-        rid, reply = self._response_id, self._reply
-        if reply.tool_call is not None:
-            delta = llm.ChoiceDelta(role="assistant", tool_calls=[reply.tool_call])
-            self._event_ch.send_nowait(llm.ChatChunk(id=rid, delta=delta))
-        if reply.text:
-            delta = llm.ChoiceDelta(role="assistant", content=reply.text)
-            self._event_ch.send_nowait(llm.ChatChunk(id=rid, delta=delta))
-        words = len(reply.text.split())
-        usage = llm.CompletionUsage(completion_tokens=words, prompt_tokens=0, total_tokens=words)
-        self._event_ch.send_nowait(llm.ChatChunk(id=rid, usage=usage))
+        arguments = json.dumps(line.args, sort_keys=True)
+        return "", llm.FunctionToolCall(name=line.tool, arguments=arguments, call_id=call_id)
 
 
 def offline_models(

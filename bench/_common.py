@@ -22,24 +22,19 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import psutil
+from livekit.agents import AgentSession, llm
+from livekit.agents.types import NotGivenOr
+
+from agents.scripted_llm import Reply, ScriptedLLM, Send
+from config.catalog import Catalog, parse_catalog
+from config.logging import configure_logging
+from config.scenario import Scenario, parse_scenario
+from config.settings import Settings
+from workers.stage import StageCast, StageEvents
+from workers.stage.local import LocalStage
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as `python bench/x.py`: make the project importable
-    sys.path.insert(0, str(ROOT))
-
-import psutil  # noqa: E402
-from livekit.agents import AgentSession, llm  # noqa: E402
-from livekit.agents.types import (  # noqa: E402
-    DEFAULT_API_CONNECT_OPTIONS,
-    NOT_GIVEN,
-    APIConnectOptions,
-    NotGivenOr,
-)
-
-from config.catalog import Catalog, parse_catalog  # noqa: E402
-from config.logging import configure_logging  # noqa: E402
-from config.scenario import Scenario, parse_scenario  # noqa: E402
-from config.settings import Settings  # noqa: E402
-from workers.stage import LocalStage, StageEntry  # noqa: E402
 
 MB = 1024 * 1024
 ROLES4 = ("dispatcher", "driver", "sales", "support")  # the mixed-ops campaign has all four
@@ -268,7 +263,7 @@ def offline_settings(transcripts_dir: Path) -> Settings:
 # ---- a model that answers instantly (floor latency) ----------------------------------------
 
 
-class InstantLLM(llm.LLM):
+class InstantLLM(ScriptedLLM[Reply]):
     """Answers every chat() at once with a distinct one-line reply; calls `on_chat` first and
     `on_done` after its last chunk (time hooks for the floor benchmark)."""
 
@@ -279,61 +274,29 @@ class InstantLLM(llm.LLM):
         on_chat: Callable[[str], None] | None = None,
         on_done: Callable[[str], None] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(model="bench-instant", provider="bench")
         self.name = name
         self.calls = 0
         self._on_chat = on_chat
         self._on_done = on_done
 
-    @property
-    def model(self) -> str:
-        return "bench-instant"
-
-    @property
-    def provider(self) -> str:
-        return "bench"
-
-    def chat(
+    def _reply(
         self,
         *,
         chat_ctx: llm.ChatContext,
-        tools: list[llm.Tool] | None = None,
-        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
-        parallel_tool_calls: NotGivenOr[bool] = NOT_GIVEN,
-        tool_choice: NotGivenOr[llm.ToolChoice] = NOT_GIVEN,
-        extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
-    ) -> llm.LLMStream:
+        tools: list[llm.Tool],
+        tool_choice: NotGivenOr[llm.ToolChoice],
+    ) -> Reply:
         if self._on_chat is not None:
             self._on_chat(self.name)
         self.calls += 1
         text = f"{self.name} here, line {self.calls}: the load is on schedule."
-        return _InstantStream(
-            self, chat_ctx=chat_ctx, tools=list(tools or []), conn_options=conn_options, text=text
-        )
+        return Reply(f"instant-{self.calls}", text=text, completion_tokens=8)
 
-
-class _InstantStream(llm.LLMStream):
-    def __init__(
-        self,
-        owner: InstantLLM,
-        *,
-        chat_ctx: llm.ChatContext,
-        tools: list[llm.Tool],
-        conn_options: APIConnectOptions,
-        text: str,
-    ) -> None:
-        super().__init__(owner, chat_ctx=chat_ctx, tools=tools, conn_options=conn_options)
-        self._owner = owner
-        self._text = text
-
-    async def _run(self) -> None:
-        rid = f"instant-{self._owner.calls}"
-        delta = llm.ChoiceDelta(role="assistant", content=self._text)
-        self._event_ch.send_nowait(llm.ChatChunk(id=rid, delta=delta))
-        usage = llm.CompletionUsage(completion_tokens=8, prompt_tokens=0, total_tokens=8)
-        self._event_ch.send_nowait(llm.ChatChunk(id=rid, usage=usage))
-        if self._owner._on_done is not None:
-            self._owner._on_done(self._owner.name)
+    async def _deliver(self, reply: Reply, send: Send) -> None:
+        await super()._deliver(reply, send)
+        if self._on_done is not None:
+            self._on_done(self.name)
 
 
 # ---- the local stage, observed ---------------------------------------------------------------
@@ -347,17 +310,17 @@ class ObservedStage(LocalStage):
         self,
         human_lines: Iterable[str] = (),
         *,
-        on_open: Callable[[Sequence[StageEntry], list[AgentSession | None]], None] | None = None,
+        on_open: Callable[[StageCast, dict[str, AgentSession]], None] | None = None,
     ) -> None:
         super().__init__(tuple(human_lines))
         self.opened_at: float | None = None
         self._on_open = on_open
 
-    async def open(self, entries: Sequence[StageEntry]) -> list[AgentSession | None]:
-        sessions = await super().open(entries)
+    async def open(self, cast: StageCast, events: StageEvents) -> dict[str, AgentSession]:
+        sessions = await super().open(cast, events)
         self.opened_at = time.perf_counter()
         if self._on_open is not None:
-            self._on_open(entries, sessions)
+            self._on_open(cast, sessions)
         return sessions
 
 

@@ -1,7 +1,7 @@
-"""The stock layout of bench/live_room.py: one persona as its own one-agent job, the way stock
+"""The stock layout of bench.live_room: one persona as its own one-agent job, the way stock
 livekit-agents runs it (a private module: `make bench` does not run it).
 
-`AGENT_NAME=stock-driver-x python bench/_stock_agent.py start` registers an AgentServer with one
+`AGENT_NAME=stock-driver-x python -m bench._stock_agent start` registers an AgentServer with one
 rtc_session under that agent name. Each dispatch (metadata `{"persona", "name", "voice"}`) is
 one job process: it joins the room, publishes `voice_<persona>` with the same offline voice
 (eSpeak through an AgentSession, the project's publish-at-join output) and speaks a line when
@@ -18,16 +18,10 @@ import asyncio
 import json
 import math
 import os
-import sys
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from livekit import rtc  # noqa: E402
-from livekit.agents import (  # noqa: E402
+from livekit import rtc
+from livekit.agents import (
     Agent,
     AgentServer,
     AgentSession,
@@ -35,8 +29,8 @@ from livekit.agents import (  # noqa: E402
     JobProcess,
     cli,
 )
-from livekit.agents.voice import room_io  # noqa: E402
-from livekit.agents.voice.turn import TurnHandlingOptions  # noqa: E402
+from livekit.agents.voice import room_io
+from livekit.agents.voice.turn import TurnHandlingOptions
 
 TOPIC_SAY = "bench.say"
 TOPIC_BYE = "bench.bye"

@@ -1,6 +1,6 @@
 """From a scenario accepted to every persona's session started, on the local stage.
 
-Run from the project root: `python bench/cast_latency.py [--quick] [--reps 200]
+Run from the project root: `python -m bench.cast_latency [--quick] [--reps 200]
 [--personas 1 2 4]`. Prints one JSON object.
 
 Each repetition casts the scenario with the selector (`Selector.cast`; the worker does this in
@@ -16,14 +16,10 @@ The LiveKit stage adds one room connection per extra persona (network, not measu
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import (
     GcPauses,

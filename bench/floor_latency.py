@@ -1,6 +1,6 @@
 """The floor's own overhead: from one persona's utterance ending to the next one being asked.
 
-Run from the project root: `python bench/floor_latency.py [--quick] [--rooms 3]
+Run from the project root: `python -m bench.floor_latency [--quick] [--rooms 3]
 [--turns 500] [--personas 4]`. Prints one JSON object.
 
 Each room runs on the local stage through `workers.room.run_room` (the real floor, relay,
@@ -47,9 +47,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import (
     GcPauses,
@@ -126,8 +123,8 @@ async def _room(index: int, personas: int, turns: int, tmp: Path) -> dict[str, A
         elif ev["event"] == "utterance":
             utterances.append(time.perf_counter())
 
-    def on_open(entries: Any, sessions: Any) -> None:
-        for session in sessions:
+    def on_open(cast: Any, sessions: Any) -> None:
+        for session in sessions.values():
 
             def added(ev: Any) -> None:
                 item = ev.item
@@ -377,7 +374,7 @@ def _job_gc(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     env = {**os.environ, "OPENAI_API_KEY": ""}  # prewarm warms the offline voice, as offline
     for mode in FREEZE_MODES:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--job-gc-child", mode]
+        cmd = [sys.executable, "-m", "bench.floor_latency", "--job-gc-child", mode]
         cmd += ["--gc-turns", str(args.gc_turns), "--personas", str(args.personas)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if proc.returncode != 0:

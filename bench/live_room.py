@@ -1,7 +1,7 @@
 """Rooms of 1, 2 and 4 personas on a real livekit-server: how fast the cast is on air, and what
 the job process that runs the room costs in memory and CPU.
 
-Run from the project root: `python bench/live_room.py [--quick] [--rooms 5] [--sizes 1 2 4]
+Run from the project root: `python -m bench.live_room [--quick] [--rooms 5] [--sizes 1 2 4]
 [--no-stock]`. Prints one JSON object. Not inside the live suite's private network namespace
 (LIVE_NETNS != "1"), it re-runs itself there through `tests/live/livenet.sh run` (root and
 `make livekit` needed), so `make bench` can run it like any other script.
@@ -15,7 +15,7 @@ job process (the worker's descendant holding a signalling connection to the serv
 sampled every 0.2 s while the room talks: PSS and USS from /proc/<pid>/smaps_rollup, CPU
 from /proc/<pid>/stat (utime + stime) between the cast being on air and the room's end.
 
-Stock layout (`bench/_stock_agent.py`, unless --no-stock): each persona its own agent name,
+Stock layout (`bench._stock_agent`, unless --no-stock): each persona its own agent name,
 its own worker and one job process per room, dispatched separately (one dispatch per agent
 name), each publishing the same offline voice track and speaking the same lines in the same
 order, sequenced by this script through data messages. Its job processes' PSS is summed.
@@ -47,10 +47,8 @@ warnings.filterwarnings("ignore", message="The HMAC key is")
 if __name__ == "__main__" and os.environ.get("LIVE_NETNS") != "1":
     # Before any heavy import: the real run happens inside the private namespace.
     livenet = ROOT / "tests" / "live" / "livenet.sh"
-    os.execv(str(livenet), [str(livenet), "run", sys.executable, __file__, *sys.argv[1:]])
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(ROOT))
+    argv = [str(livenet), "run", sys.executable, "-m", "bench.live_room", *sys.argv[1:]]
+    os.execv(str(livenet), argv)
 
 import psutil  # noqa: E402
 from livekit import api  # noqa: E402
@@ -447,7 +445,7 @@ async def run_project(lk: api.LiveKitAPI, tmp: Path, args: argparse.Namespace) -
 
 # ---- the stock layout ------------------------------------------------------------------------
 
-STOCK_AGENT = ROOT / "bench" / "_stock_agent.py"
+STOCK_AGENT = "bench._stock_agent"  # run as a module, from ROOT (start_worker's cwd)
 
 
 def cast_of(personas: int) -> list[tuple[str, str, str, str]]:
@@ -525,7 +523,7 @@ async def run_stock(lk: api.LiveKitAPI, tmp: Path, args: argparse.Namespace) -> 
     roles = ROLES4[: max(args.sizes)]
     workers = {
         role: start_worker(
-            [str(STOCK_AGENT), "start"],
+            ["-m", STOCK_AGENT, "start"],
             {"AGENT_NAME": f"stock-{role}-{tag}"},
             LOG_DIR / f"bench-live-stock-{role}-worker.log",
         )
@@ -605,7 +603,7 @@ def ratios(project: dict[int, dict[str, Any]], stock: dict[int, dict[str, Any]])
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     if not URL:
-        raise SystemExit("bench/live_room.py: LIVEKIT_URL unset inside the namespace")
+        raise SystemExit("bench.live_room: LIVEKIT_URL unset inside the namespace")
     lk = server()
     try:
         with tempfile.TemporaryDirectory(prefix="bench-live-") as name:

@@ -1,6 +1,6 @@
 """The offline voice's cost: eSpeak NG TTS per persona voice, pocketsphinx STT.
 
-Run from the project root: `python bench/offline_voice.py [--quick] [--reps 20]`. Prints one
+Run from the project root: `python -m bench.offline_voice [--quick] [--reps 20]`. Prints one
 JSON object.
 
 TTS: for every persona of the shipped catalog, its voice (`espeak_voice_for(voice, id)`) says
@@ -19,13 +19,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import ROOT, cpu_s, machine, rounded, run_async_bench, summary_ms
 

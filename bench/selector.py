@@ -1,6 +1,6 @@
 """Selector benchmark: acquire+release pairs per second and their latency, per strategy.
 
-Run from the project root: `python -m bench.selector [--quick]` (or `python bench/selector.py`).
+Run from the project root: `python -m bench.selector [--quick]`.
 Prints one JSON object; `--quick` (a smoke run) times 100x fewer pairs. The catalog is
 synthetic: 1,000 personas across 100 campaigns, with loads preset so that some personas are
 full and the strategies and fallbacks do real work.
@@ -13,19 +13,13 @@ rest partly loaded. Every request asks that one pool, under each strategy.
 
 from __future__ import annotations
 
-import json
-import platform
+import argparse
 import random
 import statistics
-import sys
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
-
-if __package__ in (None, ""):  # run as a script: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config.catalog import Catalog, Strategy
 from config.scenario import Scenario
@@ -263,7 +257,7 @@ def cast_rate(selector: Selector, scenarios: list[Scenario], rounds: int) -> flo
     return rounds / (time.perf_counter() - start)
 
 
-def main(sizes: Sizes = Sizes()) -> dict[str, Any]:
+def run(sizes: Sizes = Sizes()) -> dict[str, Any]:
     rng = random.Random(SEED)
     catalog = build_catalog(rng)
     selector = Selector(catalog, rng=random.Random(SEED))
@@ -287,13 +281,9 @@ def main(sizes: Sizes = Sizes()) -> dict[str, Any]:
     assert selector.stats()["summary"]["total_active_rooms"] == before, "a lease leaked"
     big = one_campaign(sizes)
     return {
-        "bench": "selector acquire+release pairs",
         "personas": PERSONAS,
         "campaigns": CAMPAIGNS,
         "preloaded_rooms": before,
-        "throughput_pairs": sizes.throughput,
-        "latency_pairs": sizes.latency,
-        "python": platform.python_version(),
         "strategies": results,
         **extra,
         "one_campaign": big,
@@ -303,6 +293,18 @@ def main(sizes: Sizes = Sizes()) -> dict[str, Any]:
     }
 
 
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke run: 100x fewer pairs")
+    args = p.parse_args(argv)
+    sizes = QUICK if args.quick else Sizes()
+    result = run(sizes)
+    # imported after the timing: livekit's objects would only add work to every GC pass
+    from bench._common import emit, machine
+
+    emit({"bench": "selector", "machine": machine(), "params": asdict(sizes), **result})
+    return 0
+
+
 if __name__ == "__main__":
-    quick = "--quick" in sys.argv[1:]
-    print(json.dumps(main(QUICK if quick else Sizes()), indent=2))
+    raise SystemExit(main())

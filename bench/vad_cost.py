@@ -1,6 +1,6 @@
 """VAD CPU per second of human audio, for a human heard by 1, 2 and 4 personas.
 
-Run from the project root: `python bench/vad_cost.py [--quick] [--seconds 30]
+Run from the project root: `python -m bench.vad_cost [--quick] [--seconds 30]
 [--listeners 1 2 4] [--repeats 3]`. Prints one JSON object.
 
 The human is synthetic but speech-like: voiced runs of 0.8-2 s (a glottal pitch of 95-210 Hz
@@ -15,7 +15,7 @@ persona agent with a floor hook (so a finished human turn goes to the floor and 
 does not reply). The human's track is then attached as `session.input.audio`:
 
 - before: every persona that hears the human gets the track: N sessions, N VAD streams;
-- after: this project's design (workers/stage.py `room_options`: only the lead persona,
+- after: this project's design (workers/stage/livekit.py `room_options`: only the lead persona,
   `hears_humans`, takes audio input; the floor relays the text to the others): only the lead
   gets the track: one VAD stream, however many personas are in the room.
 
@@ -30,13 +30,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 from livekit.agents.voice import io
@@ -176,7 +171,7 @@ async def _sessions(vad: Any, frames: list[Any], personas: int, layout: str) -> 
     from agents.room_data import RoomData
     from workers.room import seats_for
     from workers.selector import Selector
-    from workers.stage import StageEntry
+    from workers.stage import StageCast, StageEvents
     from workers.tokens import persona_identity
 
     catalog = bench_catalog()
@@ -186,23 +181,25 @@ async def _sessions(vad: Any, frames: list[Any], personas: int, layout: str) -> 
     names = {role: p.name for role, p in cast.items()}
     room = RoomData(scenario, catalog)
     heard: list[str] = []
-    entries = []
-    for seat in seats_for(selected.members, "bench-vad", persona_identity):
-        agent = build_agent(seat.persona, room=room, cast=cast, floor=RecordingFloor())
+    seats = seats_for(selected.members, "bench-vad", persona_identity)
+    agents = {}
+    for seat in seats:
+        agent = build_agent(seat.persona, room_data=room, cast=cast, floor=RecordingFloor())
         agent.on_human_turn = heard.append  # what the LiveKit stage does for the hearer
+        agents[seat.persona.id] = agent
 
-        def models(p: Any = seat.persona) -> SessionModels:
-            m = offline_models(p, scenario, names)
-            return SessionModels(llm=m.llm, vad=vad, offline=True)
+    def models(p: Any) -> SessionModels:
+        m = offline_models(p, scenario, names)
+        return SessionModels(llm=m.llm, vad=vad, offline=True)
 
-        lead = seat.slot.role == scenario.lead_slot.role
-        entries.append(StageEntry(seat, agent, models, hears_humans=lead))
+    lead = next(s for s in seats if s.slot.role == scenario.lead_slot.role).persona.id
     stage = ObservedStage()
-    sessions = await stage.open(entries)
+    sessions = await stage.open(
+        StageCast(seats=seats, agents=agents, models_for=models, own=lead, listener=lead),
+        StageEvents.ignored(),
+    )
     go = asyncio.Event()
-    listening = [
-        s for e, s in zip(entries, sessions, strict=True) if layout == "before" or e.hears_humans
-    ]
+    listening = [s for pid, s in sessions.items() if layout == "before" or pid == lead]
     counter = InferenceCount(vad)
     per_stream, audio_s = _target(frames)
     try:

@@ -1,7 +1,8 @@
 """Deterministic fakes of the paid models (LLM, TTS), an offline AgentSession factory, and
 small builders for test rooms.
 
-Test-only: the product never imports this (its own offline model is agents/offline.py).
+Test-only: the product never imports this (its own offline model is agents/offline.py;
+both build on agents/scripted_llm.py).
 
     fake = FakeLLM([call("lookup_load", load_id="HDX-2478"), say("It's in transit.")])
     session = offline_session(fake)
@@ -20,10 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from livekit.agents import AgentSession, APIConnectOptions, llm, tts
-from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
+from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NotGivenOr
 from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.agents.voice.turn import TurnHandlingOptions
 
+from agents.scripted_llm import Reply, ScriptedLLM, Send
 from config.catalog import Catalog, Persona
 from config.scenario import Scenario, parse_scenario
 
@@ -109,7 +111,13 @@ class GenerationCounter:
 Responder = Callable[[FakeCall], Step]
 
 
-class FakeLLM(llm.LLM):
+@dataclass(frozen=True)
+class _FakeReply(Reply):
+    wait: asyncio.Event | None = None
+    raise_exc: BaseException | None = None
+
+
+class FakeLLM(ScriptedLLM[_FakeReply]):
     """Replies with scripted Steps in order (or from `script(call)` if it is a function);
     then `default` text. `fail_on={n: exc}` makes the n-th chat() call (1-based) raise."""
 
@@ -121,21 +129,13 @@ class FakeLLM(llm.LLM):
         fail_on: Mapping[int, BaseException] | None = None,
         counter: GenerationCounter | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(model="fake-llm", provider="fake")
         self._responder: Responder | None = script if callable(script) else None
         self._steps: list[Step] = [] if callable(script) else list(script)
         self._default = default
         self._fail_on = dict(fail_on or {})
         self.counter = counter or GenerationCounter()
         self.calls: list[FakeCall] = []
-
-    @property
-    def model(self) -> str:
-        return "fake-llm"
-
-    @property
-    def provider(self) -> str:
-        return "fake"
 
     @property
     def max_concurrent_generations(self) -> int:
@@ -145,17 +145,13 @@ class FakeLLM(llm.LLM):
     def steps_left(self) -> int:
         return len(self._steps)
 
-    def chat(
+    def _reply(
         self,
         *,
         chat_ctx: llm.ChatContext,
-        tools: list[llm.Tool] | None = None,
-        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
-        parallel_tool_calls: NotGivenOr[bool] = NOT_GIVEN,
-        tool_choice: NotGivenOr[llm.ToolChoice] = NOT_GIVEN,
-        extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
-    ) -> llm.LLMStream:
-        tools = list(tools or [])
+        tools: list[llm.Tool],
+        tool_choice: NotGivenOr[llm.ToolChoice],
+    ) -> _FakeReply:
         record = FakeCall(
             index=len(self.calls) + 1,
             chat_ctx=chat_ctx.copy(),
@@ -171,56 +167,33 @@ class FakeLLM(llm.LLM):
             step = self._steps.pop(0)
         else:
             step = Step(text=self._default)
-        return _FakeStream(
-            self,
-            chat_ctx=chat_ctx,
-            tools=tools,
-            conn_options=conn_options,
-            step=step,
-            n=record.index,
+        n = record.index
+        calls = tuple(
+            llm.FunctionToolCall(name=name, arguments=json.dumps(args), call_id=f"call-{n}-{i}")
+            for i, (name, args) in enumerate(step.tool_calls)
+        )
+        return _FakeReply(
+            f"fake-{n}",
+            text=step.text,
+            tool_calls=calls,
+            completion_tokens=1,
+            prompt_tokens=1,
+            wait=step.wait,
+            raise_exc=step.raise_exc,
         )
 
-
-class _FakeStream(llm.LLMStream):
-    def __init__(
-        self,
-        fake: FakeLLM,
-        *,
-        chat_ctx: llm.ChatContext,
-        tools: list[llm.Tool],
-        conn_options: APIConnectOptions,
-        step: Step,
-        n: int,
-    ) -> None:
-        super().__init__(fake, chat_ctx=chat_ctx, tools=tools, conn_options=conn_options)
-        self._fake = fake
-        self._step = step
-        self._n = n
-
-    async def _run(self) -> None:
-        counter, step, rid = self._fake.counter, self._step, f"fake-{self._n}"
-        counter.enter()
+    async def _deliver(self, reply: _FakeReply, send: Send) -> None:
+        """Counted while it runs: holds until `Step.wait` is set, then raises
+        `Step.raise_exc` or sends the reply."""
+        self.counter.enter()
         try:
-            if step.wait is not None:
-                await step.wait.wait()
-            if step.raise_exc is not None:
-                raise step.raise_exc
-            if step.tool_calls:
-                calls = [
-                    llm.FunctionToolCall(
-                        name=name, arguments=json.dumps(args), call_id=f"call-{self._n}-{i}"
-                    )
-                    for i, (name, args) in enumerate(step.tool_calls)
-                ]
-                delta = llm.ChoiceDelta(role="assistant", tool_calls=calls)
-                self._event_ch.send_nowait(llm.ChatChunk(id=rid, delta=delta))
-            if step.text:
-                delta = llm.ChoiceDelta(role="assistant", content=step.text)
-                self._event_ch.send_nowait(llm.ChatChunk(id=rid, delta=delta))
-            usage = llm.CompletionUsage(completion_tokens=1, prompt_tokens=1, total_tokens=2)
-            self._event_ch.send_nowait(llm.ChatChunk(id=rid, usage=usage))
+            if reply.wait is not None:
+                await reply.wait.wait()
+            if reply.raise_exc is not None:
+                raise reply.raise_exc
+            await super()._deliver(reply, send)
         finally:
-            counter.exit()
+            self.counter.exit()
 
 
 # ---- the fake TTS ---------------------------------------------------------------------------

@@ -194,6 +194,21 @@ async def test_a_file_outside_scenarios_travels_inline(
     check_human_token(lines["token"].strip(), room.name, "caller-jamie")
 
 
+async def test_inline_json_travels_inline_even_under_a_shipped_name(
+    livekit: FakeLiveKit, run_dispatch: RunDispatch
+):
+    data = json.loads((SCENARIOS_DIR / "dispatch_checkin.json").read_text())
+    edited = {**data, "description": "edited on the command line"}  # not the shipped file
+    code, out, err = await run_dispatch(
+        json.dumps(edited), "--identity", "caller-jamie", "--json", url=livekit.url
+    )
+    assert code == 0, err
+    dispatch = livekit.request(CREATE_DISPATCH, api.CreateAgentDispatchRequest)
+    sent = json.loads(dispatch.metadata)
+    assert (sent["name"], sent["description"]) == ("dispatch_checkin", edited["description"])
+    assert json.loads(out)["scenario"] == "dispatch_checkin"
+
+
 def _bad_campaign(tmp_path: Path) -> str:
     data = json.loads((SCENARIOS_DIR / "dispatch_checkin.json").read_text())
     path = tmp_path / "bad.json"

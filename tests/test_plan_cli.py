@@ -1,16 +1,22 @@
 """`workers.plan`, as a user runs it: each exit code and the JSON shape, through `main(argv)`
-in-process; one test runs `python -m workers.plan` as a program."""
+in-process; one test runs `python -m workers.plan` as a program. Last, the scenario input
+plan shares with dispatch and simulate (`workers.cli_input`)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from config.settings import PROJECT_ROOT
+from config.errors import ConfigError
+from config.roles import ROLES
+from config.scenario import check_scenario, load_scenario
+from config.settings import PROJECT_ROOT, Settings
 from tests.conftest import CliResult
+from workers.cli_input import BadInput, load_scenario_input
 from workers.plan import main
 
 CATALOG = PROJECT_ROOT / "config" / "catalog.json"
@@ -178,3 +184,53 @@ def test_usage_errors_are_json_too_when_asked(plan):
     result = plan("dispatch_checkin", "--load", "tim", "--json")
     assert result.returncode == 2
     assert "not PERSONA_ID=N" in json.loads(result.stdout)["error"]
+
+
+# -- the scenario input plan shares with dispatch and simulate (workers.cli_input) ----------
+
+
+def _settings() -> Settings:
+    return Settings(_env_file=None, catalog_path=CATALOG, scenarios_dir=SCENARIOS)
+
+
+def test_the_shared_input_says_which_file_a_scenario_came_from(tmp_path):
+    by_name = load_scenario_input("dispatch_checkin", _settings())
+    assert by_name.scenario.name == "dispatch_checkin"
+    assert by_name.path == (SCENARIOS / "dispatch_checkin.json").resolve()
+    assert by_name.catalog.persona("tim").role == "dispatcher"
+    link = tmp_path / "checkin.json"
+    link.symlink_to(SCENARIOS / "dispatch_checkin.json")
+    assert load_scenario_input(str(link), _settings()).path == by_name.path  # links followed
+    inline = (SCENARIOS / "dispatch_checkin.json").read_text()
+    assert load_scenario_input(inline, _settings()).path is None
+
+
+def test_the_shared_input_raises_one_error_type_with_configs_message(tmp_path, catalog):
+    path = tmp_path / "bad.json"
+    data = json.loads((SCENARIOS / "dispatch_checkin.json").read_text())
+    path.write_text(json.dumps({**data, "campaign": "no-such-campaign"}))
+    with pytest.raises(ConfigError) as config_error:
+        check_scenario(load_scenario(path, allow_outside=True), catalog, str(path))
+    with pytest.raises(BadInput) as bad:
+        load_scenario_input(str(path), _settings())
+    assert str(bad.value) == str(config_error.value)  # the file, the field and the fix
+    with pytest.raises(BadInput, match="no such scenario"):
+        load_scenario_input("no_such_scenario", _settings())
+
+
+@pytest.mark.parametrize("cli", ["workers.plan", "workers.dispatch", "workers.simulate"])
+def test_every_cli_refuses_a_bad_scenario_with_the_same_message(
+    cli, run_main, monkeypatch, tmp_path, restore_logging
+):
+    path = tmp_path / "bad.json"
+    data = json.loads((SCENARIOS / "dispatch_checkin.json").read_text())
+    pilot = [{"role": "pilot", "opens": True}, data["cast"][1]]
+    path.write_text(json.dumps({**data, "cast": pilot, "script": {}}))
+    monkeypatch.setenv("CATALOG_PATH", str(CATALOG))
+    monkeypatch.setenv("SCENARIOS_DIR", str(SCENARIOS))
+    extra = ["--identity", "caller-jamie"] if cli == "workers.dispatch" else []
+    result = run_main(importlib.import_module(cli).main, str(path), *extra)
+    assert result.returncode == 2 and result.stdout == ""
+    prefix = "" if cli == "workers.plan" else f"{cli}: "  # plan's errors carry no prefix
+    problem = f"$.cast[0].role: unknown role 'pilot' (valid: {', '.join(ROLES)})"
+    assert result.stderr == f"{prefix}{path}: {problem}\n"

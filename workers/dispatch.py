@@ -22,21 +22,24 @@ from typing import Any
 import aiohttp
 from livekit import api
 
-from config.catalog import load_catalog
-from config.errors import ConfigError
-from config.scenario import Scenario, check_scenario, load_scenario, resolve_scenario_path
-from config.settings import SETTINGS_ERRORS, Settings, describe_settings_error, get_settings
+from config.scenario import Scenario
+from config.settings import Settings
+from workers.cli_input import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    SCENARIO_HELP,
+    BadInput,
+    ScenarioInput,
+    load_scenario_input,
+    read_settings,
+)
 from workers.job_plan import MAX_METADATA_BYTES
 from workers.tokens import HUMAN_TOKEN_TTL, check_human_identity, mint_human_token
 
-EXIT_OK, EXIT_API, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_API = 1
 PROG = "workers.dispatch"
 MAX_ROOM_NAME = 128
 API_TIMEOUT_S = 10.0
-
-
-class BadInput(Exception):
-    """Input or settings the command cannot use; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         "print a join token for a human.",
         epilog="Exit status: 0 done, 2 bad input or settings, 1 LiveKit server/API error.",
     )
-    parser.add_argument("scenario", help="a scenario name in SCENARIOS_DIR, or a file path")
+    parser.add_argument("scenario", help=SCENARIO_HELP)
     parser.add_argument("--identity", help="the human's participant identity (required)")
     parser.add_argument("--name", help="the human's display name (default: the identity)")
     parser.add_argument("--room", help="room name (default: <scenario>-<random>)")
@@ -66,13 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def dispatch_metadata(ref: str, scenario: Scenario, scenarios_dir: Path) -> str:
+def dispatch_metadata(loaded: ScenarioInput, scenarios_dir: Path) -> str:
     """A scenario from SCENARIOS_DIR travels by name (the worker resolves names there); any
-    other file travels inline, since the worker cannot read it."""
-    if not ref.lstrip().startswith("{"):
-        path = resolve_scenario_path(ref, scenarios_dir, allow_outside=True)
-        if path.parent == scenarios_dir.resolve() and path.stem == scenario.name:
-            return json.dumps({"scenario": scenario.name})
+    other file, or inline JSON, travels inline, since the worker cannot read it."""
+    scenario, path = loaded.scenario, loaded.path
+    if path is not None and path.parent == scenarios_dir.resolve() and path.stem == scenario.name:
+        return json.dumps({"scenario": scenario.name})
     text = scenario.model_dump_json(exclude_defaults=True)
     if len(text.encode()) > MAX_METADATA_BYTES:
         raise BadInput(
@@ -83,14 +85,11 @@ def dispatch_metadata(ref: str, scenario: Scenario, scenarios_dir: Path) -> str:
 
 
 def prepare(args: argparse.Namespace, settings: Settings) -> Request:
-    """Everything local, in order: scenario, identity, room, settings. Raises BadInput or
-    ConfigError; no network."""
-    catalog = load_catalog(settings.catalog_path)
-    scenario = load_scenario(
-        args.scenario, scenarios_dir=settings.scenarios_dir, allow_outside=True
-    )
-    check_scenario(scenario, catalog, args.scenario)
-    metadata = dispatch_metadata(args.scenario, scenario, settings.scenarios_dir)
+    """Everything local, in order: scenario, identity, room, settings. Raises BadInput; no
+    network."""
+    loaded = load_scenario_input(args.scenario, settings)
+    scenario = loaded.scenario
+    metadata = dispatch_metadata(loaded, settings.scenarios_dir)
     try:
         identity = check_human_identity(args.identity or "")
     except ValueError as e:
@@ -146,13 +145,9 @@ def _print(result: dict[str, Any], as_json: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = get_settings()
-    except SETTINGS_ERRORS as e:  # the environment or .env; the message shows no value
-        print(f"{PROG}: bad settings: {describe_settings_error(e)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    try:
+        settings = read_settings()
         req = prepare(args, settings)
-    except (ConfigError, BadInput) as e:
+    except BadInput as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:

@@ -13,17 +13,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from config.catalog import Catalog, Strategy, load_catalog
-from config.errors import ConfigError
-from config.scenario import Scenario, check_scenario, load_scenario
-from config.settings import SETTINGS_ERRORS, Settings, describe_settings_error, get_settings
+from config.catalog import Catalog, Strategy
+from config.scenario import Scenario
+from config.settings import Settings
+from workers.cli_input import (
+    EXIT_BAD_INPUT,
+    EXIT_NO_CAST,
+    EXIT_OK,
+    SCENARIO_HELP,
+    BadInput,
+    load_scenario_input,
+    read_settings,
+)
 from workers.selector import Cast, NoCapacity, Selector
-
-EXIT_OK, EXIT_BAD_INPUT, EXIT_NO_CAST = 0, 2, 3
-
-
-class BadInput(Exception):
-    """Input the plan cannot use; the message says what and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
         description="Show the cast the selector would choose now for SCENARIO, with reasons.",
         epilog="Exit status: 0 a cast, 3 no cast possible, 2 bad input.",
     )
-    parser.add_argument("scenario", help="a scenario name in SCENARIOS_DIR, a file path, or JSON")
+    parser.add_argument("scenario", help=SCENARIO_HELP)
     parser.add_argument(
         "--load",
         action="append",
@@ -109,12 +111,9 @@ def _loads(pairs: list[tuple[str, int]], catalog: Catalog) -> dict[str, int]:
 
 
 def _prepare(args: argparse.Namespace, settings: Settings) -> tuple[Selector, Plan]:
-    """Load and check everything; raises ConfigError or BadInput."""
-    catalog = load_catalog(settings.catalog_path)
-    scenario = load_scenario(
-        args.scenario, scenarios_dir=settings.scenarios_dir, allow_outside=True
-    )
-    check_scenario(scenario, catalog, args.scenario)
+    """Load and check everything; raises BadInput (or NoCapacity from a --load)."""
+    loaded = load_scenario_input(args.scenario, settings)
+    catalog, scenario = loaded.catalog, loaded.scenario
     loads = _loads(args.load, catalog)
     selector = Selector(catalog)
     for persona_id, count in loads.items():
@@ -157,13 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(json_errors="--json" in argv).parse_args(argv)
     try:
-        settings = get_settings()
-    except SETTINGS_ERRORS as exc:  # the environment or .env; the message shows no value
-        _emit_error(f"bad settings: {describe_settings_error(exc)}", args.json)
-        return EXIT_BAD_INPUT
-    try:
-        selector, plan = _prepare(args, settings)
-    except (ConfigError, BadInput, NoCapacity) as exc:
+        selector, plan = _prepare(args, read_settings())
+    except (BadInput, NoCapacity) as exc:
         _emit_error(str(exc), args.json)
         return EXIT_BAD_INPUT
     try:

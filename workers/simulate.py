@@ -22,11 +22,19 @@ from pydantic import ValidationError
 
 from agents.models import build_text_models
 from agents.offline import offline_models
-from config.catalog import Catalog, load_catalog
+from config.catalog import Catalog
 from config.errors import ConfigError, ScenarioError, problems_from_validation
 from config.logging import configure_logging
-from config.scenario import Scenario, check_scenario, load_scenario
-from config.settings import SETTINGS_ERRORS, Settings, describe_settings_error, get_settings
+from config.scenario import Scenario
+from config.settings import Settings
+from workers.cli_input import (
+    EXIT_BAD_INPUT,
+    EXIT_NO_CAST,
+    SCENARIO_HELP,
+    BadInput,
+    load_scenario_input,
+    read_settings,
+)
 from workers.conversation_audio import (
     AUTO,
     ConversationAudio,
@@ -37,7 +45,7 @@ from workers.conversation_audio import (
 from workers.floor import Floor
 from workers.room import ModelsFor, RoomResult, run_room, seats_for
 from workers.selector import NoCapacity, Selector
-from workers.stage import LocalStage
+from workers.stage.local import LocalStage
 from workers.tokens import persona_identity
 
 
@@ -45,7 +53,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m workers.simulate", description=__doc__.split("\n\n")[1]
     )
-    p.add_argument("scenario", help="scenario name in SCENARIOS_DIR, a JSON file, or inline JSON")
+    p.add_argument("scenario", help=SCENARIO_HELP)
     p.add_argument(
         "--json", action="store_true", help="print one JSON object instead of the live lines"
     )
@@ -167,6 +175,23 @@ def _with_overrides(scenario: Scenario, max_turns: int | None) -> Scenario:
         raise ScenarioError("--max-turns", problems_from_validation(e)) from None
 
 
+def _read_input(
+    args: argparse.Namespace, settings: Settings
+) -> tuple[Catalog, Scenario, Path | None]:
+    """Everything the room needs from the command line, checked before it runs: the catalog
+    and the scenario, its overrides, the --audio target. Raises BadInput (exit status 2)."""
+    loaded = load_scenario_input(args.scenario, settings)
+    try:
+        scenario = _with_overrides(loaded.scenario, args.max_turns)
+    except ConfigError as e:
+        raise BadInput(str(e)) from e
+    try:
+        audio_path = _audio_target(args.audio, settings, args.room or f"sim-{scenario.name}")
+    except OSError as e:
+        raise BadInput(f"--audio {args.audio}: {e}") from e
+    return loaded.catalog, scenario, audio_path
+
+
 async def simulate(
     scenario: Scenario,
     catalog: Catalog,
@@ -213,30 +238,12 @@ async def simulate(
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     try:
-        settings = get_settings()
-    except SETTINGS_ERRORS as e:  # the environment or .env; the message shows no value
-        print(f"workers.simulate: bad settings: {describe_settings_error(e)}", file=sys.stderr)
-        return 2
-    configure_logging(settings.log_format, "ERROR")  # the conversation is the output
-    try:
-        catalog = load_catalog(settings.catalog_path)
-        scenario = load_scenario(
-            args.scenario, scenarios_dir=settings.scenarios_dir, allow_outside=True
-        )
-        check_scenario(scenario, catalog, args.scenario)
-    except ConfigError as e:
+        settings = read_settings()
+        configure_logging(settings.log_format, "ERROR")  # the conversation is the output
+        catalog, scenario, audio_path = _read_input(args, settings)
+    except BadInput as e:
         print(f"workers.simulate: {e}", file=sys.stderr)
-        return 2
-    try:
-        scenario = _with_overrides(scenario, args.max_turns)
-    except ConfigError as e:
-        print(f"workers.simulate: {e}", file=sys.stderr)
-        return 2
-    try:
-        audio_path = _audio_target(args.audio, settings, args.room or f"sim-{scenario.name}")
-    except OSError as e:
-        print(f"workers.simulate: --audio {args.audio}: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     offline = settings.openai_key() is None
     events: list[dict[str, Any]] = []
     listeners: list[Any] = [events.append]
@@ -261,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except NoCapacity as e:
         print(f"workers.simulate: no cast: {e}", file=sys.stderr)
-        return 3
+        return EXIT_NO_CAST
     if args.json:
         audio = _render_audio(events, catalog, audio_path)
         if isinstance(audio, int):
