@@ -226,3 +226,26 @@ async def test_a_required_persona_dropped_by_the_server_ends_the_room(worker: Wo
     assert lost and lost[0]["persona"] == driver["persona"] and lost[0]["required"] is True
     assert events[-1]["reason"] == "persona_error"
     assert "left the room" in events[-1]["detail"]
+
+
+async def test_the_same_room_dispatched_twice_keeps_every_persona(worker: WorkerProcess):
+    """13.12: two jobs in one room cast Tim and Chris twice (max_concurrent 3): each job's
+    personas join with identities of their own, so none replaces the other job's, and all four
+    participants are in the room together."""
+    room = unique("twice")
+    async with server_api() as lk:
+        await lk.room.create_room(api.CreateRoomRequest(name=room))
+        scenario = json.dumps({"scenario": "dispatch_checkin"})
+        await dispatch(lk, worker.agent_name, room, scenario)
+        await dispatch(lk, worker.agent_name, room, scenario)
+        async with asyncio.timeout(30):
+            while len(worker.named("job_accepted", room=room)) < 2:
+                await asyncio.sleep(0.05)
+        jobs = {e["job_id"] for e in worker.named("job_accepted", room=room)}
+        expected = {persona_identity(p, room, j) for p in ("tim", "chris") for j in jobs}
+        people = await wait_participants(
+            lk, room, lambda ps: {p.identity for p in agents_of(ps)} >= expected
+        )
+        await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+    assert len(jobs) == 2 and len(expected) == 4
+    assert {p.identity for p in agents_of(people)} == expected
