@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from agents.persona import PersonaAgent
 from agents.tool_args import (
     MAX_SHORT_CHARS,
     MAX_TEXT_CHARS,
     as_output,
-    enum_arg,
+    enum_schema,
     one_of,
     optional_text,
     parse_instant,
@@ -21,7 +23,7 @@ every delay or incident you hear about, and close each check-in with the next st
 """
 
 INCIDENT_KINDS = ("delay", "breakdown", "accident", "weather", "other")
-IncidentKind = enum_arg(INCIDENT_KINDS)
+IncidentKind = Annotated[str, enum_schema(INCIDENT_KINDS)]
 
 
 class DispatcherAgent(PersonaAgent, role="dispatcher", brief=BRIEF):

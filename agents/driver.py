@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from agents.persona import PersonaAgent
 from agents.tool_args import (
     MAX_SHORT_CHARS,
     MAX_TEXT_CHARS,
-    enum_arg,
+    enum_schema,
     one_of,
     optional_text,
     parse_instant,
@@ -22,7 +24,7 @@ help on the road (mechanical, medical, security, routing), request assistance ri
 """
 
 ASSISTANCE_KINDS = ("mechanical", "medical", "security", "route", "other")
-AssistanceKind = enum_arg(ASSISTANCE_KINDS)
+AssistanceKind = Annotated[str, enum_schema(ASSISTANCE_KINDS)]
 # how fast someone must act: people first, then the truck
 PRIORITY = {"medical": "urgent", "security": "urgent", "mechanical": "high"}
 

@@ -35,7 +35,7 @@ class Outcome:
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self.entries: list[OutcomeEntry] = []
         self._clock = clock
-        self._subscribers: list[Callable[[OutcomeEntry], None]] = []
+        self._subscribers: list[Callable[[OutcomeEntry], object]] = []
 
     def record(
         self, persona_id: str, tool: str, args: dict[str, Any], result: dict[str, Any]
@@ -57,7 +57,7 @@ class Outcome:
                 log.exception("outcome_subscriber_failed", tool=tool, persona=persona_id)
         return entry
 
-    def subscribe(self, fn: Callable[[OutcomeEntry], None]) -> None:
+    def subscribe(self, fn: Callable[[OutcomeEntry], object]) -> None:
         """Call `fn` with each entry recorded from now on (the transcript writer streams them)."""
         self._subscribers.append(fn)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Annotated, Any
 
 from livekit.agents.llm import ToolError
 
@@ -12,7 +12,7 @@ from agents.persona import PersonaAgent
 from agents.tool_args import (
     MAX_NAME_CHARS,
     MAX_SHORT_CHARS,
-    enum_arg,
+    enum_schema,
     one_of,
     require_text,
 )
@@ -25,8 +25,8 @@ Prices come only from a quote on the price list; never guess a price or a discou
 
 AUTHORITIES = ("decision_maker", "influencer", "none")
 TIMELINES = ("now", "quarter", "year", "unknown")
-Authority = enum_arg(AUTHORITIES)
-Timeline = enum_arg(TIMELINES)
+Authority = Annotated[str, enum_schema(AUTHORITIES)]
+Timeline = Annotated[str, enum_schema(TIMELINES)]
 
 # BANT: each of budget, authority, need and timeline is worth up to 25 points
 BUDGET_POINTS = ((1000.0, 25), (250.0, 15), (0.01, 5))  # (monthly budget at least, points)
@@ -87,7 +87,7 @@ class SalesAgent(PersonaAgent, role="sales", brief=BRIEF):
         """
         if not math.isfinite(budget_per_month) or budget_per_month < 0:
             raise ToolError(f"budget_per_month must be a number >= 0 (got {budget_per_month!r})")
-        args = {
+        args: dict[str, Any] = {
             "company": require_text("company", company, max_len=MAX_NAME_CHARS),
             "need": require_text("need", need, max_len=MAX_SHORT_CHARS),
             "budget_per_month": float(budget_per_month),

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 from livekit import rtc
 from livekit.agents import stt, utils
+from livekit.agents.language import LanguageCode
 from livekit.agents.types import NOT_GIVEN, APIConnectOptions, NotGivenOr
 from livekit.agents.utils import AudioBuffer
 
@@ -456,7 +457,7 @@ class SphinxSTT(stt.STT):
         result = await asyncio.to_thread(self._recognize_blocking, buffer)
         lang = language if utils.is_given(language) else self._language
         data = stt.SpeechData(
-            language=lang,
+            language=LanguageCode(lang),
             text=result.text,
             confidence=result.confidence,
             metadata={"source": result.source},

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 from livekit.agents.llm import ToolError
 
@@ -12,7 +12,7 @@ from agents.tool_args import (
     MAX_ID_CHARS,
     MAX_NAME_CHARS,
     as_output,
-    enum_arg,
+    enum_schema,
     one_of,
     optional_text,
     require_text,
@@ -25,7 +25,7 @@ numbers back to the caller. Upgrades and new purchases belong to sales.
 """
 
 SEVERITIES = ("low", "normal", "high", "urgent")
-Severity = enum_arg(SEVERITIES)
+Severity = Annotated[str, enum_schema(SEVERITIES)]
 MAX_RESULTS = 10
 MAX_QUERY_CHARS = 300  # a few keywords, not a pasted document
 MAX_SUMMARY_CHARS = 1000  # one or two sentences with the numbers that matter

@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
 from livekit.agents.llm import ToolError
 from pydantic import Field
@@ -26,11 +26,11 @@ MAX_TEXT_CHARS = 2000  # a description, a summary, a message
 SHOWN_CHARS = 80  # how much of a refused value an error message quotes back
 
 
-def enum_arg(values: tuple[str, ...]) -> Any:
-    """A str parameter whose schema lists `values`. Checked by `one_of` in the tool, not by
-    pydantic, so a bad value gets our message rather than a pydantic dump."""
-    # Any: the result is a type form for a parameter annotation, not a value
-    return Annotated[str, Field(json_schema_extra={"enum": list(values)})]
+def enum_schema(values: tuple[str, ...]) -> Any:
+    """For `Annotated[str, enum_schema(values)]`: a str parameter whose schema lists `values`.
+    Checked by `one_of` in the tool, not by pydantic, so a bad value gets our message rather
+    than a pydantic dump."""
+    return Field(json_schema_extra={"enum": list(values)})
 
 
 def shown(value: str) -> str:

@@ -184,24 +184,24 @@ def cross_check(catalog: Catalog) -> list[Problem]:
         ref(t.default_persona, f"{at}.default_persona")
 
     tenants = catalog.tenant_by_id
-    for i, c in enumerate(catalog.campaigns):
+    for i, campaign in enumerate(catalog.campaigns):
         at = f"$.campaigns[{i}]"
-        if c.tenant not in tenants:
+        if campaign.tenant not in tenants:
             problems.append(
                 Problem(
                     f"{at}.tenant",
-                    f"unknown tenant {c.tenant!r}",
+                    f"unknown tenant {campaign.tenant!r}",
                     f"known: {', '.join(sorted(tenants))}",
                 )
             )
-        if not c.assignments and c.legacy_persona is None:
+        if not campaign.assignments and campaign.legacy_persona is None:
             problems.append(
                 Problem(
                     at, "campaign has neither assignments nor legacy_persona", "add at least one"
                 )
             )
         seen: set[str] = set()
-        for j, a in enumerate(c.assignments):
+        for j, a in enumerate(campaign.assignments):
             ref(a.persona, f"{at}.assignments[{j}].persona")
             if a.persona in seen:
                 problems.append(
@@ -212,7 +212,7 @@ def cross_check(catalog: Catalog) -> list[Problem]:
                     )
                 )
             seen.add(a.persona)
-        ref(c.legacy_persona, f"{at}.legacy_persona")
+        ref(campaign.legacy_persona, f"{at}.legacy_persona")
 
     ref(catalog.system_default_persona, "$.system_default_persona")
     ref(catalog.voicemail_persona, "$.voicemail_persona")

@@ -30,6 +30,7 @@ _SHARED_PROCESSORS: list[Any] = [
 def configure_logging(fmt: LogFormat = "console", level: str = "INFO", stream: Any = None) -> None:
     """Route structlog and stdlib logging through the same renderer (JSON or console)."""
     renderer: Any
+    exc: Any  # a structlog processor, or None
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
         exc = structlog.processors.format_exc_info  # stdlib's text traceback: no locals

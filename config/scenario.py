@@ -171,7 +171,7 @@ class Scenario(_Strict):
         raw = self.context.get("loads")
         if isinstance(raw, dict):
             return tuple({**fields, "id": load_id} for load_id, fields in raw.items())
-        return tuple(raw or ())
+        return tuple(dict(load) for load in raw or ())
 
 
 def scenario_from_data(data: Any, source: str = "inline") -> Scenario:
@@ -284,7 +284,7 @@ def load_scenario(
 def staffable(catalog: Catalog, campaign_id: str, role: str) -> bool:
     """Whether some persona of the priority chain could ever fill `role` in the campaign."""
     campaign = catalog.campaign(campaign_id)
-    chain = [a.persona for a in campaign.assignments]
+    chain: list[str | None] = [a.persona for a in campaign.assignments]
     chain += [campaign.legacy_persona, catalog.tenant_of(campaign_id).default_persona]
     if any(pid and catalog.persona(pid).role == role for pid in chain):
         return True

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from livekit.agents.llm import ToolError
@@ -288,6 +288,6 @@ def test_instants_and_phone_numbers_are_normalised() -> None:
 
 
 def test_choices_reach_the_schema_and_results_reach_the_model_as_json() -> None:
-    schema = TypeAdapter(tool_args.enum_arg(("low", "high"))).json_schema()
+    schema = TypeAdapter(Annotated[str, tool_args.enum_schema(("low", "high"))]).json_schema()
     assert schema == {"enum": ["low", "high"], "type": "string"}
     assert tool_args.as_output({"b": 1, "a": "Zürich"}) == '{"a": "Zürich", "b": 1}'

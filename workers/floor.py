@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from livekit.agents import AgentSession, llm, utils
+from livekit.agents import NOT_GIVEN, AgentSession, llm, utils
 
 from agents.instructions import format_human_line
 from agents.persona import EndRequest, HandOverRequest, NextSpeakerRequest, PersonaAgent
@@ -277,7 +277,7 @@ class Floor:
         errors_before = len(speaker.errors)
         started = time.time()
         try:
-            handle = speaker.session.generate_reply(instructions=instructions or None)
+            handle = speaker.session.generate_reply(instructions=instructions or NOT_GIVEN)
             await handle
             failure = handle.exception()
         except RuntimeError as e:  # the session is closed or closing: it cannot take a turn
@@ -290,12 +290,13 @@ class Floor:
         text = " ".join(
             m.text_content or ""
             for m in items
-            if getattr(m, "type", "") == "message" and m.role == "assistant"
+            if isinstance(m, llm.ChatMessage) and m.role == "assistant"
         ).strip()
         if failure is None and len(speaker.errors) > errors_before:
             failure = RuntimeError(speaker.errors[-1])
         if failure is not None and not text:
-            return self._failed(speaker, failure)
+            self._failed(speaker, failure)
+            return None
         speaker.failures = 0
         self.turns += 1
         if self._holder is not speaker:
@@ -325,7 +326,6 @@ class Floor:
         if speaker.closed or speaker.failures >= self._max_failures:
             self._end(EndReason.PERSONA_ERROR, f"{speaker.label}: {failure!r}", speaker.id)
         self._requests.clear()
-        return None
 
     def _record_tools(self, speaker: Speaker, items: list[Any]) -> None:
         calls = {i.call_id: i for i in items if getattr(i, "type", "") == "function_call"}

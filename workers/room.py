@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from agents.outcome import OutcomeEntry
 from agents.persona import build_agent
 from agents.room_data import RoomData
 from config.catalog import Catalog
@@ -198,7 +199,7 @@ def _opener_first(seats: Sequence[Seat], opener: Seat) -> list[Seat]:
     return [opener, *[s for s in seats if s is not opener]]
 
 
-def _entry(entry) -> dict:
+def _entry(entry: OutcomeEntry) -> dict[str, object]:
     return {
         "persona": entry.persona,
         "tool": entry.tool,

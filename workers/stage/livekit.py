@@ -164,6 +164,8 @@ def is_human(participant: rtc.RemoteParticipant) -> bool:
 class LiveKitStage(Stage):
     """Every persona its own participant in a real LiveKit room."""
 
+    humans: LiveHumans
+
     def __init__(
         self,
         ctx: JobContext,
