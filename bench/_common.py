@@ -17,7 +17,7 @@ import resource
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,7 @@ def emit(result: dict[str, Any]) -> None:
 
 def run_async_bench(
     parse: Callable[[list[str] | None], Any],
-    run: Callable[[Any], Awaitable[dict[str, Any]]],
+    run: Callable[[Any], Coroutine[Any, Any, dict[str, Any]]],
     argv: list[str] | None,
 ) -> int:
     """The `main()` of an asyncio benchmark: parse, run quietly, print its one JSON object."""

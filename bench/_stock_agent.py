@@ -22,9 +22,11 @@ from typing import Any
 
 from livekit import rtc
 from livekit.agents import (
+    NOT_GIVEN,
     Agent,
     AgentServer,
     AgentSession,
+    AutoSubscribe,
     JobContext,
     JobProcess,
     cli,
@@ -49,9 +51,10 @@ def prewarm(proc: JobProcess) -> None:
 def _session(persona: str, voice: str) -> AgentSession:
     from agents.espeak_tts import EspeakTTS
 
+    # it only speaks: no LLM, no STT (NOT_GIVEN is stored as None for both)
     return AgentSession(
-        llm=None,
-        stt=None,
+        llm=NOT_GIVEN,
+        stt=NOT_GIVEN,
         vad=None,  # left out, livekit would build its own
         tts=EspeakTTS(voice=voice, key=persona),
         turn_handling=TurnHandlingOptions(turn_detection=None),
@@ -84,7 +87,7 @@ async def entrypoint(ctx: JobContext) -> None:
                 task.add_done_callback(tasks.discard)
 
     ctx.room.on("data_received", on_data)  # before joining: no line is missed
-    await ctx.connect(auto_subscribe="subscribe_none")  # it only speaks
+    await ctx.connect(auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE)  # it only speaks
     output = persona_audio_output(ctx.room, f"voice_{persona}")
     await output.start()  # published at join, as the project's personas are
     session.output.audio = output

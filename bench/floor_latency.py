@@ -341,7 +341,7 @@ def _job_gc_child(mode: str, turns: int, personas: int) -> dict[str, Any]:
     preloaded = _as_the_forkserver_does()
     from workers.multi import prewarm
 
-    prewarm(SimpleNamespace(userdata={}))  # type: ignore[arg-type]  (it only uses .userdata)
+    prewarm(SimpleNamespace(userdata={}))  # type: ignore[arg-type]  # stands in: only .userdata
     quiet()  # prewarm configured the product's logging: stdout carries only the JSON
     if mode == "freeze_after_prewarm":
         gc.freeze()

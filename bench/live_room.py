@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -436,7 +437,7 @@ async def run_project(lk: api.LiveKitAPI, tmp: Path, args: argparse.Namespace) -
                 done += 1
                 # the next room must find a prewarmed idle process, as a real one would
                 await wait_until(lambda: not job_pids(worker.proc.pid), 10)
-                await wait_until(lambda n=done: worker.warm(n), 60)
+                await wait_until(functools.partial(worker.warm, done), 60)
             out[size] = summarise(rooms)
         return {"idle_job_process": idle, "by_personas": out}
     finally:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from livekit.agents import AgentSession, APIConnectOptions, llm, tts
+from livekit.agents import NOT_GIVEN, AgentSession, APIConnectOptions, llm, tts
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NotGivenOr
 from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.agents.voice.turn import TurnHandlingOptions
@@ -262,10 +262,11 @@ def offline_session(
     fake_llm: llm.LLM, *, tts: tts.TTS | None = None, **kwargs: Any
 ) -> AgentSession:
     """An AgentSession that needs no room, no network and no VAD/STT."""
+    # the session stores `stt or None`: NOT_GIVEN means no model here, as None did
     return AgentSession(
         llm=fake_llm,
-        tts=tts,
-        stt=None,
+        tts=tts if tts is not None else NOT_GIVEN,
+        stt=NOT_GIVEN,
         vad=None,
         turn_handling=TurnHandlingOptions(turn_detection=None),
         conn_options=kwargs.pop("conn_options", FAST_FAIL),

@@ -7,6 +7,7 @@ import asyncio
 import json
 
 import pytest
+from livekit.agents.llm import FunctionTool
 from livekit.agents.llm.utils import build_strict_openai_schema
 
 from agents import (
@@ -145,6 +146,7 @@ def test_tool_schemas_describe_every_argument_and_list_choices(catalog, huddle) 
             persona, room_data=room, cast=cast, floor=RecordingFloor(), moderator=True
         )
         for tool in agent.tools:
+            assert isinstance(tool, FunctionTool), tool  # persona tools are plain function tools
             schemas[tool.id] = build_strict_openai_schema(tool)["function"]
     assert set(schemas) == set(roles.ALL_ROLE_TOOLS) | {*roles.COMMON_TOOLS, "next_speaker"}
     for name, fn in schemas.items():
@@ -198,4 +200,6 @@ def test_the_agent_holds_its_room_data_under_that_name_only(catalog, huddle) -> 
     agent = build_agent(catalog.persona("tim"), room_data=data, cast=cast, floor=RecordingFloor())
     assert agent.room_data is data and not hasattr(agent, "room")
     with pytest.raises(TypeError, match="unexpected keyword argument 'room'"):
-        build_agent(catalog.persona("tim"), room=data, cast=cast, floor=RecordingFloor())
+        build_agent(  # type: ignore[call-arg]  # the old keyword, passed on purpose
+            catalog.persona("tim"), room=data, cast=cast, floor=RecordingFloor()
+        )

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from livekit.agents import AgentSession, function_tool
+from livekit.agents import AgentSession, RunResult, function_tool
 
 from agents import (
     ROLE_BRIEFS,
@@ -19,6 +19,7 @@ from agents import (
     HandOverRequest,
     NextSpeakerRequest,
     Outcome,
+    OutcomeEntry,
     PersonaAgent,
     RecordingFloor,
     RoomData,
@@ -176,7 +177,7 @@ async def test_tool_call_output_reply_and_outcome(
     agent = agent_for(catalog, persona_id, room, cast)
     fake = FakeLLM([call(tool, **args), say("Done.")])
     async with running(agent, fake) as session:
-        result = await session.run(user_input="please")
+        result: RunResult[None] = await session.run(user_input="please")
 
     result.expect.next_event().is_function_call(name=tool)
     result.expect.next_event().is_function_call_output()
@@ -417,7 +418,7 @@ async def test_bad_arguments_are_tool_errors_and_the_session_goes_on(
     agent = agent_for(catalog, persona_id, room, cast)
     fake = FakeLLM([call(tool, **args), say("Sorry, let me check."), say("Still here.")])
     async with running(agent, fake) as session:
-        first = await session.run(user_input="please")
+        first: RunResult[None] = await session.run(user_input="please")
         out = tool_output(fake)
         assert out.is_error
         assert message in out.output
@@ -425,7 +426,7 @@ async def test_bad_arguments_are_tool_errors_and_the_session_goes_on(
         first.expect.next_event().is_function_call_output()
         first.expect.next_event().is_message(role="assistant")
         # a later turn still works
-        later = await session.run(user_input="anything else?")
+        later: RunResult[None] = await session.run(user_input="anything else?")
         later.expect.next_event().is_message(role="assistant")
     assert fake.calls[2].lines()[-1] == "user: anything else?"
     assert room.outcome.entries == []
@@ -523,14 +524,11 @@ def test_a_role_class_decorating_a_tool_is_refused_when_defined(catalog) -> None
 RAW_SCHEMA = {"name": "wipe_board", "description": "x", "parameters": {"type": "object"}}
 
 
-def _mixin_with_tool() -> type:
-    class Helpers:  # not a PersonaAgent itself: found through the subclass's MRO
-        @function_tool
-        async def lookup_load(self, load_id: str) -> str:
-            """Look a load up."""
-            return "{}"
-
-    return Helpers
+class _ToolHelpers:  # not a PersonaAgent itself: found through the subclass's MRO
+    @function_tool
+    async def lookup_load(self, load_id: str) -> str:
+        """Look a load up."""
+        return "{}"
 
 
 @pytest.mark.parametrize("how", ["raw_schema", "static", "mixin", "intermediate_base"])
@@ -553,8 +551,8 @@ def test_every_form_of_livekit_tool_is_refused(how) -> None:
                     return "wiped"
 
         elif how == "mixin":
-
-            class Mixed(_mixin_with_tool(), DispatcherAgent):
+            # its lookup_load clashes with the role's on purpose: that tool is what is refused
+            class Mixed(_ToolHelpers, DispatcherAgent):  # type: ignore[misc]
                 pass
 
         else:
@@ -576,7 +574,8 @@ def test_a_tool_attached_after_definition_is_refused_when_built(catalog, mixed) 
         """Wipe the board."""
         return "wiped"
 
-    Later.wipe_board = function_tool(wipe_board)  # after the class statement: not seen there
+    # after the class statement: not seen there (a deliberate attribute Later never declared)
+    Later.wipe_board = function_tool(wipe_board)  # type: ignore[attr-defined]
     room, cast = mixed
     with pytest.raises(TypeError, match="role tools must be plain async methods"):
         Later(catalog.persona("tim"), room_data=room, cast=cast, floor=RecordingFloor())
@@ -651,7 +650,7 @@ async def test_a_refused_floor_request_is_a_tool_error(catalog, mixed) -> None:
 
 def test_outcome_streams_entries_and_serialises(catalog) -> None:
     outcome = Outcome(clock=lambda: 123.0)
-    seen = []
+    seen: list[OutcomeEntry] = []
     outcome.subscribe(seen.append)
     outcome.subscribe(lambda entry: 1 / 0)  # a broken subscriber loses nothing
     args = {"x": [1]}
@@ -666,17 +665,23 @@ def test_outcome_streams_entries_and_serialises(catalog) -> None:
     }
 
 
+def found(room: RoomData, load_id: str) -> dict[str, Any]:
+    load = room.find_load(load_id)
+    assert load is not None, f"no load {load_id!r} in the room"
+    return load
+
+
 def test_room_data_overlays_scenario_loads_and_keeps_rooms_apart(catalog) -> None:
     context = {"loads": [{"id": "NEW-1", "origin": "Reno, NV"}, {"id": "hdx-2478", "eta": "x"}]}
     room = RoomData(scenario_for("mixed-ops", "dispatcher", context=context), catalog)
-    assert room.find_load("new-1")["origin"] == "Reno, NV"
-    assert room.find_load("HDX-2478")["eta"] == "x"
-    assert room.find_load("HDX-2478")["commodity"] == "refrigerated produce"  # kept
+    assert found(room, "new-1")["origin"] == "Reno, NV"
+    assert found(room, "HDX-2478")["eta"] == "x"
+    assert found(room, "HDX-2478")["commodity"] == "refrigerated produce"  # kept
     assert room.tenant.id == "acme-logistics"
     mapping = {"loads": {"MAP-9": {"origin": "Boise, ID"}}}
     other = RoomData(scenario_for("mixed-ops", "dispatcher", context=mapping), catalog)
-    assert other.find_load("MAP-9")["id"] == "MAP-9"
-    assert other.find_load("HDX-2478")["eta"] == "2026-11-21T18:30:00Z"  # not room's copy
+    assert found(other, "MAP-9")["id"] == "MAP-9"
+    assert found(other, "HDX-2478")["eta"] == "2026-11-21T18:30:00Z"  # not room's copy
     assert (room.next_id("TKT"), room.next_id("TKT"), other.next_id("TKT")) == (
         "TKT-0001",
         "TKT-0002",

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 from livekit import api, rtc
 
+from config.catalog import Catalog
 from config.scenario import CastSlot
 from workers.seat import Seat
 from workers.stage import StageCast, StageError, StageEvents
@@ -145,7 +146,7 @@ class FakeCtx:
         raise AssertionError("no session was started")
 
 
-async def test_failed_join_tears_down_every_connection(catalog):
+async def test_failed_join_tears_down_every_connection(catalog: Catalog) -> None:
     FakeRoom.instances.clear()
     ctx = FakeCtx()
     connected: list[str] = []
@@ -159,13 +160,13 @@ async def test_failed_join_tears_down_every_connection(catalog):
         connected.append(identity)
 
     stage = LiveKitStage(
-        ctx,
+        ctx,  # type: ignore[arg-type]  # FakeCtx stands in for the JobContext
         url="ws://x",
         api_key=KEY,
         api_secret=SECRET,
         campaign="mixed-ops",
         connect=connect,
-        room_factory=FakeRoom,
+        room_factory=FakeRoom,  # type: ignore[arg-type]  # FakeRoom stands in for rtc.Room
     )
     assert ctx.shutdown_callbacks == [stage.close]  # extra rooms close when the job shuts down
 

@@ -114,6 +114,7 @@ def mutated(draw: st.DrawFn, base: Any) -> Any:
     replacement = draw(json_values)
     if parent is None:
         return replacement
+    assert key is not None  # set together with parent
     parent[key] = replacement
     return doc
 

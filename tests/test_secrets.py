@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from agents.models import build_models, build_text_models
 from config.catalog import Catalog
-from config.logging import clear_context, configure_logging
+from config.logging import LogFormat, clear_context, configure_logging
 from config.scenario import load_scenario
 from config.settings import Settings, get_settings
 from tests.conftest import SCENARIOS_DIR
@@ -32,7 +32,8 @@ SECRETS = {
     "LIVEKIT_API_SECRET": "lk-secret-XYZZY-1234",
     "OPENAI_API_KEY": "sk-test-XYZZY-5678",
 }
-FORMATS = ("console", "json")
+FORMATS: tuple[LogFormat, ...] = ("console", "json")
+LogBuffer = Callable[[LogFormat], io.StringIO]
 
 
 @pytest.fixture
@@ -44,12 +45,12 @@ def secrets_set(monkeypatch) -> None:
 
 
 @pytest.fixture
-def log_buffer() -> Iterator[Callable[[str], io.StringIO]]:
+def log_buffer() -> Iterator[LogBuffer]:
     """configure_logging into a StringIO; restores the defaults afterwards."""
 
-    def configure(fmt: str) -> io.StringIO:
+    def configure(fmt: LogFormat) -> io.StringIO:
         buf = io.StringIO()
-        configure_logging(fmt, "DEBUG", stream=buf)  # type: ignore[arg-type]
+        configure_logging(fmt, "DEBUG", stream=buf)
         return buf
 
     yield configure
@@ -98,14 +99,18 @@ def _plan_metadata(catalog: Catalog) -> str:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 async def test_a_failing_job_logs_its_traceback_without_a_secret(
-    fmt, catalog, secrets_set, log_buffer, capsys
-):
+    fmt: LogFormat,
+    catalog: Catalog,
+    secrets_set: None,
+    log_buffer: LogBuffer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     buf = log_buffer(fmt)
     ctx = _JobCtx('{"persona": "tim"}', catalog)
     # the plan as the worker's main process hands it to the job
     PlanHandoff(plan_directory(get_settings())).put("AJ_secret", _plan_metadata(catalog))
     with pytest.raises(RuntimeError, match="connection dropped") as failure:
-        await multi.entrypoint(ctx)  # type: ignore[arg-type]
+        await multi.entrypoint(ctx)  # type: ignore[arg-type]  # _JobCtx stands in
     # what livekit's job runner does with an exception that leaves the entrypoint
     logging.getLogger("livekit.agents").error(
         "unhandled exception while running the job task", exc_info=failure.value
@@ -242,7 +247,9 @@ def test_simulate_with_an_empty_key_says_offline_and_runs_offline(tmp_path, caps
     assert any(line.startswith("Tim (dispatcher): ") for line in lines)
 
 
-async def test_the_worker_warns_when_the_key_is_empty(tmp_path, catalog, log_buffer):
+async def test_the_worker_warns_when_the_key_is_empty(
+    tmp_path: Path, catalog: Catalog, log_buffer: LogBuffer
+) -> None:
     buf = log_buffer("json")
     env = _dotenv(tmp_path, "OPENAI_API_KEY=\n")
     worker = Worker(Settings(_env_file=env, stats_port=0), catalog, cpu_load=lambda: 0.0)

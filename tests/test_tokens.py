@@ -8,8 +8,9 @@ import asyncio
 from types import SimpleNamespace
 
 import pytest
-from livekit import api
+from livekit import api, rtc
 
+from config.catalog import Catalog
 from config.scenario import CastSlot
 from workers.seat import Seat
 from workers.stage import StageCast, StageError, StageEvents
@@ -72,7 +73,7 @@ class _Room:
         return None
 
 
-async def test_the_livekit_stage_lets_only_its_listener_subscribe(catalog):
+async def test_the_livekit_stage_lets_only_its_listener_subscribe(catalog: Catalog) -> None:
     ctx = SimpleNamespace(
         room=_Room(),
         job=SimpleNamespace(room=SimpleNamespace(name="room-9")),
@@ -80,19 +81,19 @@ async def test_the_livekit_stage_lets_only_its_listener_subscribe(catalog):
     )
     tokens: dict[str, api.VideoGrants] = {}
 
-    async def connect(room, url, token):
+    async def connect(room: rtc.Room, url: str, token: str) -> None:
         claims = api.TokenVerifier(KEY, SECRET).verify(token)
-        tokens[claims.identity] = claims.video
+        tokens[claims.identity] = _grants(token)
         raise ConnectionError("no server in this test")
 
     stage = LiveKitStage(
-        ctx,
+        ctx,  # type: ignore[arg-type]  # a stand-in JobContext: the parts the stage reads
         url="ws://x",
         api_key=KEY,
         api_secret=SECRET,
         campaign="mixed-ops",
         connect=connect,
-        room_factory=_Room,
+        room_factory=_Room,  # type: ignore[arg-type]  # a stand-in rtc.Room that never connects
     )
 
     def seat(pid: str, role: str) -> Seat:

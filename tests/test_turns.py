@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from workers.turns import HUMANS, addressed, answers_human, next_speaker, repeat_key
@@ -9,16 +11,25 @@ from workers.turns import HUMANS, addressed, answers_human, next_speaker, repeat
 NAMES = {"tim": "Tim", "chris": "Chris", "alex": "Alex", "sam": "Sam"}
 
 
-def after(policy: str, speaker: str, text: str = "", **kw) -> str:
-    args = {
-        "active": list(NAMES),
-        "names": NAMES,
-        "lead": "tim",
-        "answering": None,
-        "humans_present": False,
-    }
-    args.update(kw)
-    return next_speaker(policy, speaker=speaker, text=text, **args)
+def after(
+    policy: str,
+    speaker: str,
+    text: str = "",
+    *,
+    active: Sequence[str] = tuple(NAMES),
+    answering: str | None = None,
+    humans_present: bool = False,
+) -> str:
+    return next_speaker(
+        policy,
+        speaker=speaker,
+        text=text,
+        active=active,
+        names=NAMES,
+        lead="tim",
+        answering=answering,
+        humans_present=humans_present,
+    )
 
 
 @pytest.mark.parametrize("policy", ["alternate", "round_robin"])

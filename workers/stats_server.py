@@ -199,7 +199,7 @@ class _Tally:
         )
 
 
-class _SummaryLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+class _SummaryLogger(logging.LoggerAdapter[logging.Logger]):
     """aiohttp's per-connection logger. It logs one ERROR with a traceback per bad request (a
     flood would be a flood of tracebacks); here each becomes a count in one summary line."""
 
