@@ -11,7 +11,7 @@ LK_VERSION ?= v2.18.2
 BIN := .cache/bin
 UNIT_TESTS := $(PY) -m pytest -q -m "not live and not bench"
 
-.PHONY: install test test-unit test-bench test-live livekit live-server lint format schema dev start demo room bench clean
+.PHONY: install test test-unit test-bench test-live livekit live-server redis lint format schema dev start demo room bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,13 @@ livekit:
 	  GOBIN=$(CURDIR)/$(BIN) go install github.com/livekit/livekit-cli/v2/cmd/lk@$(LK_VERSION) >/dev/null 2>&1 \
 	  || { echo "make livekit: lk $(LK_VERSION) did not build (optional; the live suite does not need it)"; touch $(BIN)/.lk-unavailable; }; \
 	fi
+
+# Debian's redis-server for the capacity store's tests (they skip without it, fail under
+# CI=true); root only. The tests start their own on a free port: no service is left running.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  apt-get update -qq && apt-get install -y -qq redis-server && \
+	  { service redis-server stop >/dev/null 2>&1 || true; }; }
 
 # A livekit-server in a private network namespace, in the foreground: prints the URL, the keys
 # and how to run `make dev` / `make room` against it (root).

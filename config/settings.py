@@ -11,7 +11,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -20,6 +27,7 @@ ENV_FILE = ".env"
 # What reading the settings can raise: a bad value, or a .env that is not UTF-8 or unreadable.
 SETTINGS_ERRORS: tuple[type[Exception], ...] = (ValidationError, UnicodeDecodeError, OSError)
 _FIX = "in the environment or .env, or unset {0} for the default; .env.example lists every setting"
+CAPACITY_URL_SCHEMES = ("redis", "rediss", "unix")
 
 
 def _blank(value: Any) -> bool:
@@ -59,6 +67,18 @@ class Settings(BaseSettings):
     # livekit-agents' own health server; None keeps its default (8081 for `start`, free for
     # `dev`). Give each worker its own when several run on one host.
     worker_http_port: int | None = Field(default=None, ge=0, le=65535)
+    # livekit-agents' Prometheus endpoint (GET /metrics) with the worker's capacity gauges
+    # (workers/metrics.py); unset: none.
+    prometheus_port: int | None = Field(default=None, ge=0, le=65535)
+    # Where persona capacity is counted: unset, in this process (one worker); a Redis URL
+    # (redis://[:password@]host:6379/0), one capacity shared by every worker on it. A lease
+    # there expires CAPACITY_LEASE_TTL_S after its last refresh (every CAPACITY_REFRESH_S),
+    # so a worker that dies frees its rooms within the TTL; each Redis call gives up after
+    # CAPACITY_TIMEOUT_S. A secret: it may hold Redis's password.
+    capacity_url: SecretStr | None = None
+    capacity_lease_ttl_s: float = Field(default=20.0, gt=0.0, le=3600.0)
+    capacity_refresh_s: float = Field(default=5.0, gt=0.0)
+    capacity_timeout_s: float = Field(default=0.25, gt=0.0, le=5.0)
 
     @model_validator(mode="before")
     @classmethod
@@ -68,6 +88,35 @@ class Settings(BaseSettings):
         if isinstance(data, dict):
             return {k: v for k, v in data.items() if not _blank(v)}
         return data
+
+    @field_validator("capacity_url")
+    @classmethod
+    def _a_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_capacity_url(value.get_secret_value())
+        return value
+
+    @field_validator("capacity_refresh_s")
+    @classmethod
+    def _refresh_well_under_ttl(cls, value: float, info: ValidationInfo) -> float:
+        ttl = info.data.get("capacity_lease_ttl_s")
+        if ttl is not None and value > ttl / 3:
+            raise ValueError(
+                f"must be at most a third of CAPACITY_LEASE_TTL_S ({ttl:g} s), so a lease "
+                f"outlives a missed refresh (defaults: 5 and 20)"
+            )
+        return value
+
+    @field_validator("capacity_timeout_s")
+    @classmethod
+    def _timeout_under_refresh(cls, value: float, info: ValidationInfo) -> float:
+        refresh = info.data.get("capacity_refresh_s")
+        if refresh is not None and value >= refresh:
+            raise ValueError(
+                f"must be below CAPACITY_REFRESH_S ({refresh:g} s): a refresh must end before "
+                "the next one starts (default: 0.25)"
+            )
+        return value
 
     def openai_key(self) -> SecretStr | None:
         """The OpenAI key, or None when it is not set: the one test every caller uses."""
@@ -81,6 +130,17 @@ class Settings(BaseSettings):
             "LIVEKIT_API_SECRET": self.livekit_api_secret,
         }
         return [name for name, value in values.items() if not value]
+
+
+def check_capacity_url(url: str) -> None:
+    """ValueError unless `url` names a Redis; the message never repeats the URL (it may hold
+    a password)."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in CAPACITY_URL_SCHEMES:
+        raise ValueError(
+            "must be a redis://, rediss:// or unix:// URL (e.g. redis://localhost:6379/0), "
+            "or unset for the in-memory store"
+        )
 
 
 @lru_cache(maxsize=1)

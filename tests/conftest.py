@@ -16,6 +16,12 @@ import structlog
 
 from config.catalog import Catalog, load_catalog
 from config.settings import PROJECT_ROOT, Settings, get_settings
+from tests.redis_server import (  # noqa: F401 (fixtures)
+    make_selector,
+    own_redis_server,
+    redis_server,
+    redis_url,
+)
 
 CATALOG_PATH = PROJECT_ROOT / "config" / "catalog.json"
 SCENARIOS_DIR = PROJECT_ROOT / "scenarios"

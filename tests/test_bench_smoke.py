@@ -36,6 +36,7 @@ SCRIPTS: dict[str, set[str]] = {
     "vad_cost": {"by_listeners", "growth_first_to_last", "aim"},
     "offline_voice": {"tts", "stt", "aim"},
     "selector": {"strategies", "one_campaign", "aim", "meets_aim_everywhere"},
+    "selector_redis": {"memory", "redis"},
 }
 # Scripts the smoke leaves out, and why.
 NOT_SMOKED = {

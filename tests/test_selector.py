@@ -1,4 +1,5 @@
-"""The selector: each strategy, the fallback chain, capacity, casting a scenario, load stats."""
+"""The selector: each strategy, the fallback chain, capacity, casting a scenario, load stats,
+on each capacity store (in memory, and on a real Redis: `make_selector`)."""
 
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def make_catalog(
     system_default: str | None = None,
     any_role: bool = False,
 ) -> Catalog:
-    data = {
+    data: dict[str, Any] = {
         "tenants": [
             {
                 "id": "acme",
@@ -105,12 +106,12 @@ def picks(sel: Selector, n: int, campaign_id: str = "c1", role: str = "driver") 
 
 
 class FirstChoice(random.Random):
-    def choice(self, seq):  # type: ignore[override]
+    def choice(self, seq):  # untyped: mypy leaves random.Random's signature alone
         return seq[0]
 
 
 class LastChoice(random.Random):
-    def choice(self, seq):  # type: ignore[override]
+    def choice(self, seq):  # untyped: mypy leaves random.Random's signature alone
         return seq[-1]
 
 
@@ -124,16 +125,16 @@ def test_strategy_is_the_catalogs_enum_and_inbound_uses_least_loaded():
     assert INBOUND_STRATEGY is Strategy.LEAST_LOADED
 
 
-def test_least_loaded_picks_the_persona_with_fewest_rooms():
-    sel = Selector(trio("least_loaded"), rng=random.Random(1))
+def test_least_loaded_picks_the_persona_with_fewest_rooms(make_selector):
+    sel = make_selector(trio("least_loaded"), rng=random.Random(1))
     preload(sel, a=2, c=1)
     lease = sel.acquire("c1", "driver")
     assert lease.persona.id == "b"
     assert lease.reason == "least loaded (0 of 3)"
 
 
-def test_least_loaded_breaks_ties_at_random_and_never_picks_a_busier_persona():
-    sel = Selector(trio("least_loaded"), rng=random.Random(1))
+def test_least_loaded_breaks_ties_at_random_and_never_picks_a_busier_persona(make_selector):
+    sel = make_selector(trio("least_loaded"), rng=random.Random(1))
     preload(sel, a=2, b=1, c=1)
     seen = set()
     for _ in range(60):
@@ -144,17 +145,17 @@ def test_least_loaded_breaks_ties_at_random_and_never_picks_a_busier_persona():
     assert seen == {"b", "c"}
 
 
-def test_least_loaded_ties_are_broken_through_the_given_rng():
-    first = Selector(trio("least_loaded"), FirstChoice())
-    last = Selector(trio("least_loaded"), LastChoice())
+def test_least_loaded_ties_are_broken_through_the_given_rng(make_selector):
+    first = make_selector(trio("least_loaded"), FirstChoice())
+    last = make_selector(trio("least_loaded"), LastChoice())
     assert first.acquire("c1", "driver").persona.id == "a"
     assert last.acquire("c1", "driver").persona.id == "c"
-    seeded = [Selector(trio("least_loaded"), random.Random(42)) for _ in range(2)]
+    seeded = [make_selector(trio("least_loaded"), random.Random(42)) for _ in range(2)]
     assert picks(seeded[0], 9) == picks(seeded[1], 9)
 
 
-def test_round_robin_rotates_whatever_the_load():
-    sel = Selector(trio("round_robin"))
+def test_round_robin_rotates_whatever_the_load(make_selector):
+    sel = make_selector(trio("round_robin"))
     assert picks(sel, 4) == ["a", "b", "c", "a"]
     lease = sel.acquire("c1", "driver")
     assert (lease.persona.id, lease.reason) == ("b", "round robin")
@@ -162,17 +163,17 @@ def test_round_robin_rotates_whatever_the_load():
     assert picks(sel, 1) == ["c"]
 
 
-def test_round_robin_skips_only_unavailable_personas():
+def test_round_robin_skips_only_unavailable_personas(make_selector):
     cat = make_catalog(
         [persona("a"), persona("b", cap=1), persona("c", active=False), persona("d")],
         [campaign("c1", [(p, "backup") for p in "abcd"], "round_robin")],
     )
-    sel = Selector(cat)
+    sel = make_selector(cat)
     preload(sel, b=1)
     assert picks(sel, 4) == ["a", "d", "a", "d"]
 
 
-def test_round_robin_rotation_is_per_campaign_and_role():
+def test_round_robin_rotation_is_per_campaign_and_role(make_selector):
     cat = make_catalog(
         [persona("a", cap=9), persona("b", cap=9), persona("x", "sales"), persona("y", "sales")],
         [
@@ -180,7 +181,7 @@ def test_round_robin_rotation_is_per_campaign_and_role():
             campaign("c2", [("a", "primary"), ("b", "backup")]),
         ],
     )
-    sel = Selector(cat)
+    sel = make_selector(cat)
     rr = Strategy.ROUND_ROBIN
     assert [sel.acquire("c1", "driver", rr).persona.id for _ in range(3)] == ["a", "b", "a"]
     assert sel.acquire("c2", "driver", rr).persona.id == "a"
@@ -188,8 +189,8 @@ def test_round_robin_rotation_is_per_campaign_and_role():
     assert sel.acquire("c1", "driver", rr).persona.id == "b"
 
 
-def test_primary_first_moves_to_backup_only_at_capacity_and_back_when_it_frees():
-    sel = Selector(trio("primary_first", caps=(2, 1, 3)))
+def test_primary_first_moves_to_backup_only_at_capacity_and_back_when_it_frees(make_selector):
+    sel = make_selector(trio("primary_first", caps=(2, 1, 3)))
     first = [sel.acquire("c1", "driver") for _ in range(2)]
     assert [(lease.persona.id, lease.reason) for lease in first] == [("a", "primary")] * 2
     backup = sel.acquire("c1", "driver")
@@ -200,24 +201,24 @@ def test_primary_first_moves_to_backup_only_at_capacity_and_back_when_it_frees()
     assert (again.persona.id, again.reason) == ("a", "primary")
 
 
-def test_primary_first_tries_primaries_before_backups_listed_earlier():
+def test_primary_first_tries_primaries_before_backups_listed_earlier(make_selector):
     cat = make_catalog(
         [persona("a"), persona("b")], [campaign("c1", [("b", "backup"), ("a", "primary")])]
     )
-    assert picks(Selector(cat), 1) == ["a"]
+    assert picks(make_selector(cat), 1) == ["a"]
 
 
-def test_primary_first_says_when_the_primary_is_inactive():
+def test_primary_first_says_when_the_primary_is_inactive(make_selector):
     cat = make_catalog(
         [persona("a", active=False), persona("b")],
         [campaign("c1", [("a", "primary"), ("b", "backup")])],
     )
-    lease = Selector(cat).acquire("c1", "driver")
+    lease = make_selector(cat).acquire("c1", "driver")
     assert (lease.persona.id, lease.reason) == ("b", "backup: primary inactive")
 
 
-def test_random_picks_uniformly_among_available_only():
-    sel = Selector(trio("random", caps=(3, 1, 3)), rng=random.Random(3))
+def test_random_picks_uniformly_among_available_only(make_selector):
+    sel = make_selector(trio("random", caps=(3, 1, 3)), rng=random.Random(3))
     preload(sel, b=1)
     seen = []
     for _ in range(80):
@@ -229,8 +230,8 @@ def test_random_picks_uniformly_among_available_only():
     assert 20 <= seen.count("a") <= 60
 
 
-def test_the_call_strategy_overrides_the_campaigns():
-    sel = Selector(trio("primary_first"))
+def test_the_call_strategy_overrides_the_campaigns(make_selector):
+    sel = make_selector(trio("primary_first"))
     assert [sel.acquire("c1", "driver", "round_robin").persona.id for _ in range(2)] == ["a", "b"]
     assert picks(sel, 1) == ["a"]  # the campaign's own strategy: primary_first
     with pytest.raises(ValueError, match="unknown strategy 'fastest'"):
@@ -265,8 +266,8 @@ FIRST_REASON = {
 
 
 @pytest.mark.parametrize("strategy", list(Strategy))
-def test_the_whole_priority_chain_in_order(strategy):
-    sel = Selector(chain_catalog(strategy))
+def test_the_whole_priority_chain_in_order(strategy, make_selector):
+    sel = make_selector(chain_catalog(strategy))
     got = [sel.acquire("c1", "driver") for _ in range(4)]
     assert [(lease.persona.id, lease.reason) for lease in got] == [
         ("a", FIRST_REASON[strategy]),
@@ -282,13 +283,13 @@ def test_the_whole_priority_chain_in_order(strategy):
     assert sel.acquire("c1", "driver").persona.id == "ten"  # the chain restarts from the top
 
 
-def test_fallbacks_count_only_with_the_needed_role():
+def test_fallbacks_count_only_with_the_needed_role(make_selector):
     cat = make_catalog(
         [persona("a", cap=1), persona("leg", "sales"), persona("ten", "sales")],
         [campaign("c1", [("a", "primary")], legacy="leg")],
         tenant_default="ten",
     )
-    sel = Selector(cat)
+    sel = make_selector(cat)
     sel.acquire("c1", "driver")
     with pytest.raises(NoCapacity) as info:
         sel.acquire("c1", "driver")
@@ -297,52 +298,52 @@ def test_fallbacks_count_only_with_the_needed_role():
     assert sel.acquire("c1", "sales").reason == "legacy persona"
 
 
-def test_system_default_serves_another_role_only_if_the_catalog_says_so():
-    strict = Selector(chain_catalog(any_role=False))
+def test_system_default_serves_another_role_only_if_the_catalog_says_so(make_selector):
+    strict = make_selector(chain_catalog(any_role=False))
     preload(strict, a=1, leg=1, ten=1)
     with pytest.raises(NoCapacity, match="system default persona sys is a support persona"):
         strict.acquire("c1", "driver")
     assert strict.acquire("c1", "support").reason == "system default persona"
-    lenient = Selector(chain_catalog(any_role=True))
+    lenient = make_selector(chain_catalog(any_role=True))
     preload(lenient, a=1, leg=1, ten=1)
     assert lenient.acquire("c1", "driver").persona.id == "sys"
 
 
-def test_a_legacy_only_campaign_uses_its_legacy_persona():
+def test_a_legacy_only_campaign_uses_its_legacy_persona(make_selector):
     cat = make_catalog([persona("old")], [campaign("hotline", legacy="old")])
-    lease = Selector(cat).acquire("hotline", "driver")
+    lease = make_selector(cat).acquire("hotline", "driver")
     assert (lease.persona.id, lease.reason) == ("old", "legacy persona")
 
 
-def test_inactive_and_excluded_fallbacks_are_skipped():
+def test_inactive_and_excluded_fallbacks_are_skipped(make_selector):
     cat = make_catalog(
         [persona("a", cap=1), persona("leg", active=False), persona("ten"), persona("sys")],
         [campaign("c1", [("a", "primary")], legacy="leg")],
         tenant_default="ten",
         system_default="sys",
     )
-    sel = Selector(cat)
+    sel = make_selector(cat)
     preload(sel, a=1)
     assert sel.acquire("c1", "driver").reason == "tenant default persona"
     lease = sel.acquire("c1", "driver", exclude=frozenset({"ten"}))
     assert (lease.persona.id, lease.reason) == ("sys", "system default persona")
 
 
-def test_unknown_campaign_is_no_capacity_naming_it():
+def test_unknown_campaign_is_no_capacity_naming_it(make_selector):
     with pytest.raises(NoCapacity, match="unknown campaign 'nope'"):
-        Selector(trio("primary_first")).acquire("nope", "driver")
+        make_selector(trio("primary_first")).acquire("nope", "driver")
 
 
 # -- availability and capacity ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize("strategy", list(Strategy))
-def test_inactive_personas_are_never_chosen(strategy):
+def test_inactive_personas_are_never_chosen(strategy, make_selector):
     cat = make_catalog(
         [persona("a", active=False), persona("b", cap=2)],
         [campaign("c1", [("a", "primary"), ("b", "backup")], strategy)],
     )
-    sel = Selector(cat, random.Random(0))
+    sel = make_selector(cat, random.Random(0))
     assert picks(sel, 2) == ["b", "b"]
     with pytest.raises(NoCapacity) as info:
         sel.acquire("c1", "driver")
@@ -351,12 +352,12 @@ def test_inactive_personas_are_never_chosen(strategy):
         sel.acquire_persona("a")
 
 
-def test_capacity_is_shared_across_campaigns():
+def test_capacity_is_shared_across_campaigns(make_selector):
     cat = make_catalog(
         [persona("s", cap=2)],
         [campaign("c1", [("s", "primary")]), campaign("c2", [("s", "backup")])],
     )
-    sel = Selector(cat)
+    sel = make_selector(cat)
     sel.acquire("c1", "driver")
     sel.acquire("c2", "driver")
     assert sel.active_rooms("s") == 2
@@ -365,14 +366,14 @@ def test_capacity_is_shared_across_campaigns():
             sel.acquire(cid, "driver")
 
 
-def test_exclude_keeps_a_persona_out_of_the_same_room():
-    sel = Selector(trio("primary_first"))
+def test_exclude_keeps_a_persona_out_of_the_same_room(make_selector):
+    sel = make_selector(trio("primary_first"))
     lease = sel.acquire("c1", "driver", exclude=frozenset({"a"}))
     assert (lease.persona.id, lease.reason) == ("b", "backup: primary already in the room")
 
 
-def test_lease_release_is_idempotent():
-    sel = Selector(trio("primary_first", caps=(1, 1, 1)))
+def test_lease_release_is_idempotent(make_selector):
+    sel = make_selector(trio("primary_first", caps=(1, 1, 1)))
     lease = sel.acquire("c1", "driver")
     assert (lease.campaign_id, lease.role, lease.released) == ("c1", "driver", False)
     assert lease.release() is None
@@ -386,8 +387,8 @@ def test_lease_release_is_idempotent():
     assert other.released and sel.active_rooms("a") == 0
 
 
-def test_acquire_persona_reserves_that_persona():
-    sel = Selector(trio("primary_first", caps=(1, 3, 3)))
+def test_acquire_persona_reserves_that_persona(make_selector):
+    sel = make_selector(trio("primary_first", caps=(1, 3, 3)))
     lease = sel.acquire_persona("a", campaign_id="c1")
     assert (lease.persona.id, lease.role, lease.reason) == ("a", "driver", "pinned by scenario")
     assert sel.acquire_persona("b", reason="voicemail").reason == "voicemail"
@@ -398,8 +399,8 @@ def test_acquire_persona_reserves_that_persona():
         sel.acquire_persona("zed")
 
 
-def test_no_capacity_names_the_role_and_why():
-    sel = Selector(trio("primary_first", caps=(1, 1, 1)))
+def test_no_capacity_names_the_role_and_why(make_selector):
+    sel = make_selector(trio("primary_first", caps=(1, 1, 1)))
     preload(sel, a=1, b=1, c=1)
     with pytest.raises(NoCapacity) as info:
         sel.acquire("c1", "driver")
@@ -414,8 +415,8 @@ def test_no_capacity_names_the_role_and_why():
 # -- casting a scenario ----------------------------------------------------------------------
 
 
-def test_cast_of_a_shipped_scenario(catalog, scenarios_dir):
-    sel = Selector(catalog)
+def test_cast_of_a_shipped_scenario(catalog, scenarios_dir, make_selector):
+    sel = make_selector(catalog)
     s = load_scenario("dispatch_checkin", scenarios_dir=scenarios_dir)
     cast = sel.cast(s)
     assert isinstance(cast, Cast)
@@ -447,8 +448,8 @@ def test_cast_of_a_shipped_scenario(catalog, scenarios_dir):
     assert sel.stats()["summary"]["total_active_rooms"] == 0
 
 
-def test_cast_is_all_or_nothing_on_required_slots(catalog, scenarios_dir):
-    sel = Selector(catalog)
+def test_cast_is_all_or_nothing_on_required_slots(catalog, scenarios_dir, make_selector):
+    sel = make_selector(catalog)
     held = preload(sel, chris=3, maria=3)
     s = load_scenario("dispatch_checkin", scenarios_dir=scenarios_dir)
     with pytest.raises(NoCapacity) as info:
@@ -462,8 +463,8 @@ def test_cast_is_all_or_nothing_on_required_slots(catalog, scenarios_dir):
     assert sel.worker_load() == 0.0
 
 
-def test_optional_slots_left_empty_are_reported(catalog, scenarios_dir):
-    sel = Selector(catalog)
+def test_optional_slots_left_empty_are_reported(catalog, scenarios_dir, make_selector):
+    sel = make_selector(catalog)
     preload(sel, sam=3, priya=2)
     s = load_scenario("inbound_support", scenarios_dir=scenarios_dir)
     cast = sel.cast(s)
@@ -483,8 +484,8 @@ def any_role_catalog() -> Catalog:
     )
 
 
-def test_the_same_persona_never_fills_two_slots():
-    sel = Selector(any_role_catalog())
+def test_the_same_persona_never_fills_two_slots(make_selector):
+    sel = make_selector(any_role_catalog())
     s = scenario(
         "c1", {"role": "dispatcher"}, {"role": "driver"}, {"role": "sales", "required": False}
     )
@@ -500,8 +501,8 @@ def test_the_same_persona_never_fills_two_slots():
     assert sel.active_rooms("d") == 1 and sel.active_rooms("x") == 1  # only the first cast
 
 
-def test_required_slots_are_filled_before_optional_ones():
-    sel = Selector(any_role_catalog())
+def test_required_slots_are_filled_before_optional_ones(make_selector):
+    sel = make_selector(any_role_catalog())
     s = scenario(
         "c1", {"role": "dispatcher"}, {"role": "sales", "required": False}, {"role": "driver"}
     )
@@ -513,8 +514,8 @@ def test_required_slots_are_filled_before_optional_ones():
     assert [role for role, _ in cast.missing] == ["sales"]
 
 
-def test_pinned_slots_take_their_persona_first():
-    sel = Selector(any_role_catalog())
+def test_pinned_slots_take_their_persona_first(make_selector):
+    sel = make_selector(any_role_catalog())
     s = scenario(
         "c1",
         {"role": "dispatcher"},
@@ -537,8 +538,8 @@ def test_pinned_slots_take_their_persona_first():
     assert info.value.role == "driver" and "x already in the room" in info.value.reason
 
 
-def test_an_optional_pin_never_takes_the_persona_a_required_slot_needs():
-    sel = Selector(any_role_catalog())
+def test_an_optional_pin_never_takes_the_persona_a_required_slot_needs(make_selector):
+    sel = make_selector(any_role_catalog())
     s = scenario(
         "c1",
         {"role": "dispatcher"},
@@ -553,28 +554,28 @@ def test_an_optional_pin_never_takes_the_persona_a_required_slot_needs():
     assert cast.missing == [("support", "persona 'x' already fills another slot")]
 
 
-def test_a_pinned_persona_at_capacity_fails_the_cast():
-    sel = Selector(any_role_catalog())
+def test_a_pinned_persona_at_capacity_fails_the_cast(make_selector):
+    sel = make_selector(any_role_catalog())
     preload(sel, x=3)
     with pytest.raises(NoCapacity, match="persona 'x' is at capacity"):
         sel.cast(scenario("c1", {"role": "dispatcher"}, {"role": "support", "persona": "x"}))
     assert sel.active_rooms("d") == 0
 
 
-def test_cast_strategy_is_the_calls_else_the_campaigns():
+def test_cast_strategy_is_the_calls_else_the_campaigns(make_selector):
     cat = make_catalog(
         [persona("a"), persona("b"), persona("d", "dispatcher")],
         [campaign("c1", [("d", "primary"), ("a", "primary"), ("b", "backup")])],
     )
-    sel = Selector(cat)
+    sel = make_selector(cat)
     s = scenario("c1", {"role": "dispatcher"}, {"role": "driver"})
     drivers = [sel.cast(s, "round_robin").member_for("driver").persona.id for _ in range(2)]
     assert drivers == ["a", "b"]
     assert sel.cast(s).member_for("driver").reason == "primary"
 
 
-def test_lead_falls_back_to_the_opener_when_its_optional_slot_is_empty():
-    sel = Selector(any_role_catalog())
+def test_lead_falls_back_to_the_opener_when_its_optional_slot_is_empty(make_selector):
+    sel = make_selector(any_role_catalog())
     preload(sel, x=3)
     s = scenario(
         "c1",
@@ -588,12 +589,12 @@ def test_lead_falls_back_to_the_opener_when_its_optional_slot_is_empty():
 # -- stats and worker load -------------------------------------------------------------------
 
 
-def test_stats_report_each_persona_and_the_totals():
+def test_stats_report_each_persona_and_the_totals(make_selector):
     cat = make_catalog(
         [persona("a"), persona("b", cap=8), persona("c", cap=1), persona("m", active=False)],
         [campaign("c1", [(p, "backup") for p in "abc"])],
     )
-    sel = Selector(cat)
+    sel = make_selector(cat)
     preload(sel, a=2, b=1, c=1)
     stats = sel.stats()
     by_id = {s["id"]: s for s in stats["personas"]}
@@ -618,12 +619,12 @@ def test_stats_report_each_persona_and_the_totals():
     assert sel.active_rooms("a") == 2 and sel.active_rooms("m") == 0
 
 
-def test_worker_load_is_rooms_in_use_over_active_capacity():
+def test_worker_load_is_rooms_in_use_over_active_capacity(make_selector):
     cat = make_catalog(
         [persona("a", cap=3), persona("b", cap=1), persona("m", cap=5, active=False)],
         [campaign("c1", [("a", "primary"), ("b", "backup")])],
     )
-    sel = Selector(cat)
+    sel = make_selector(cat)
     assert sel.worker_load() == 0.0
     leases = preload(sel, a=2)
     assert sel.worker_load() == 0.5  # 2 of 4: the inactive persona's 5 do not count

@@ -1,5 +1,6 @@
-"""Selector invariants under random catalogs and operations, and under many threads:
-capacity is never exceeded, stats agree with the leases held, and everything returns to zero."""
+"""Selector invariants under random catalogs and operations (on each capacity store), and under
+many threads: capacity is never exceeded, stats agree with the leases held, and everything
+returns to zero. Many worker processes on one Redis: tests/test_capacity_store_processes.py."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 
 from config.catalog import Catalog
 from config.scenario import Scenario
+from tests.redis_server import MakeSelector
 from tests.test_selector import campaign, make_catalog, persona, scenario
 from workers.selector import Cast, Lease, NoCapacity, Selector, Strategy
 
@@ -81,7 +83,7 @@ class Model:
         """(assigned (id, priority) of the role, fallbacks (id, reason) that may serve it)."""
         cat = self.catalog
         camp = cat.campaign(cid)
-        assigned = [
+        assigned: list[tuple[str, str]] = [
             (a.persona, a.priority) for a in camp.assignments if cat.persona(a.persona).role == role
         ]
         steps = (
@@ -198,10 +200,18 @@ def scenarios(cat: Catalog) -> st.SearchStrategy[Scenario]:
     )
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# make_selector gives every selector a fresh key space, so examples sharing the fixture (and
+# its Redis) start from nothing, as they do in memory.
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(cat=catalogs(), data=st.data())
-def test_random_operations_keep_every_invariant(cat: Catalog, data: st.DataObject):
-    model = Model(cat, Selector(cat, rng=random.Random(data.draw(st.integers(0, 9)))))
+def test_random_operations_keep_every_invariant(
+    cat: Catalog, data: st.DataObject, make_selector: MakeSelector
+):
+    model = Model(cat, make_selector(cat, random.Random(data.draw(st.integers(0, 9)))))
     ids = [p.id for p in cat.personas]
     campaign_ids = [c.id for c in cat.campaigns]
     for _ in range(data.draw(st.integers(1, 40), label="ops")):

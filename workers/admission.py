@@ -6,14 +6,16 @@ parses the job's metadata (an inline scenario, or a scenario name resolved only 
 - `Accept`: the cast's leases are held under the job id BEFORE accepting, the plan is left for
   the job process (`PlanHandoff`), and the job participant takes the opener's identity, name
   and attributes; a failed accept gives the leases back.
-- `Reject`: bad metadata, no cast (and no voicemail persona free), a plan too large for the job;
-  rejected with terminate=False so LiveKit may offer the room to another worker.
+- `Reject`: bad metadata, no cast (and no voicemail persona free), a plan too large for the job,
+  or a shared capacity store that cannot answer (`capacity_store_unavailable`); rejected with
+  terminate=False so LiveKit may offer the room to another worker.
 `handle` never raises: any error is logged and becomes a reject, so the worker keeps serving
 other rooms. `cast_in_job` applies the same rules inside a job that came with no plan.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +35,15 @@ from workers.job_plan import (
     voicemail_plan,
 )
 from workers.leases import LeaseBook, Releasable
+from workers.metrics import WorkerMetrics
 from workers.plan_handoff import PlanHandoff, public_metadata
-from workers.selector import INBOUND_STRATEGY, Lease, NoCapacity, Selector
+from workers.selector import (
+    INBOUND_STRATEGY,
+    CapacityStoreUnavailable,
+    Lease,
+    NoCapacity,
+    Selector,
+)
 from workers.tokens import persona_attributes, persona_identity
 
 log = get_logger("workers.admission")
@@ -56,6 +65,7 @@ class Reject:
     problem: str
     detail: str
     bad_metadata: bool = False
+    scenario: str = ""  # when the metadata named one
 
 
 def release_leases(leases: Iterable[Releasable]) -> None:
@@ -73,27 +83,44 @@ class RequestHandler:
     """`on_request`: cast or reject. It never raises: the worker keeps serving other rooms."""
 
     def __init__(
-        self, settings: Settings, catalog: Catalog, selector: Selector, leasebook: LeaseBook
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        selector: Selector,
+        leasebook: LeaseBook,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.selector = selector
         self.leasebook = leasebook
+        self.metrics = metrics
         self.handoff = PlanHandoff(plan_directory(settings))
 
     async def handle(self, req: JobRequest) -> None:
         rlog = log.bind(job_id=req.id, room=req.room.name)
+        metadata = req.job.metadata or req.room.metadata
         try:
-            decision = self.decide(req.job.metadata or req.room.metadata)
+            if self.selector.store.shared:
+                # a shared store answers over the network (bounded by CAPACITY_TIMEOUT_S):
+                # off the event loop, which keeps serving the jobs running meanwhile
+                decision = await asyncio.to_thread(self.decide, metadata, req.id)
+            else:
+                decision = self.decide(metadata, req.id)
         except Exception as e:
             rlog.exception("job_request_failed", error=repr(e))
             decision = Reject("internal_error", repr(e))
         if isinstance(decision, Reject):
+            self._count(decision.scenario, "rejected", decision.problem)
             await self._reject(req, decision, rlog)
             return
         await self._accept(req, decision, rlog)
 
-    def decide(self, metadata: str) -> Accept | Reject:
+    def _count(self, scenario: str, outcome: str, reason: str = "") -> None:
+        if self.metrics is not None:
+            self.metrics.offered(scenario, outcome, reason)
+
+    def decide(self, metadata: str, job_id: str = "") -> Accept | Reject:
         """Parse and cast. An `Accept` holds leases: the caller must hold or release them."""
         try:
             request = parse_job_metadata(
@@ -105,13 +132,18 @@ class RequestHandler:
         leases: list[Releasable] = []
         try:
             try:
-                cast = self.selector.cast(scenario, INBOUND_STRATEGY if request.inbound else None)
+                cast = self.selector.cast(
+                    scenario, INBOUND_STRATEGY if request.inbound else None, job_id=job_id
+                )
                 leases = [m.lease for m in cast.members]
                 plan = JobPlan.from_cast(scenario, cast)
+            except CapacityStoreUnavailable as exc:
+                # another worker may reach the store, or it may be back by the next offer
+                return Reject("capacity_store_unavailable", str(exc), scenario=scenario.name)
             except NoCapacity as exc:
                 if scenario.on_no_cast != "voicemail":
-                    return Reject("no_cast", str(exc))
-                lease_or_reject = self._voicemail_lease(scenario, exc)
+                    return Reject("no_cast", str(exc), scenario=scenario.name)
+                lease_or_reject = self._voicemail_lease(scenario, exc, job_id)
                 if isinstance(lease_or_reject, Reject):
                     return lease_or_reject
                 leases = [lease_or_reject]
@@ -119,25 +151,36 @@ class RequestHandler:
             text = plan.to_metadata()
             if len(text.encode()) > MAX_METADATA_BYTES:
                 release_leases(leases)
-                return Reject("plan_too_large", f"the job plan is {len(text.encode())} bytes")
+                return Reject(
+                    "plan_too_large",
+                    f"the job plan is {len(text.encode())} bytes",
+                    scenario=scenario.name,
+                )
         except BaseException:
             release_leases(leases)
             raise
         return Accept(plan, leases, text)
 
-    def _voicemail_lease(self, scenario: Scenario, exc: NoCapacity) -> Lease | Reject:
+    def _voicemail_lease(self, scenario: Scenario, exc: NoCapacity, job_id: str) -> Lease | Reject:
         persona_id = self.catalog.voicemail_persona
         if persona_id is None:
-            return Reject("no_cast", f"{exc}; and the catalog has no voicemail_persona")
+            return Reject(
+                "no_cast",
+                f"{exc}; and the catalog has no voicemail_persona",
+                scenario=scenario.name,
+            )
         try:
             return self.selector.acquire_persona(
                 persona_id,
                 role="voicemail",
                 campaign_id=scenario.campaign,
                 reason=f"voicemail: no cast ({exc})",
+                job_id=job_id,
             )
+        except CapacityStoreUnavailable as store_exc:
+            return Reject("capacity_store_unavailable", str(store_exc), scenario=scenario.name)
         except NoCapacity as vm_exc:
-            return Reject("no_cast", f"{exc}; voicemail: {vm_exc.reason}")
+            return Reject("no_cast", f"{exc}; voicemail: {vm_exc.reason}", scenario=scenario.name)
 
     async def _reject(self, req: JobRequest, decision: Reject, rlog: Any) -> None:
         event = rlog.warning if decision.bad_metadata else rlog.info
@@ -176,6 +219,7 @@ class RequestHandler:
             # e.g. the server's assignment timed out: the job will not run here
             rlog.warning("job_accept_failed", error=repr(e))
             return
+        self._count(plan.scenario.name, "voicemail" if plan.voicemail else "accepted")
         rlog.info("job_accepted", **plan.summary())
 
 

@@ -1,7 +1,9 @@
 """`python -m workers.plan SCENARIO [--load PERSONA_ID=N ...] [--strategy S] [--json]`
 
 Shows the cast the selector would choose now, with the reason for each choice. `--load`
-simulates rooms already in use. Exit 0 with a cast, 3 when no cast is possible, 2 on bad input.
+simulates rooms already in use. With CAPACITY_URL set it starts from every worker's rooms in
+the shared store (read once, never claimed). Exit 0 with a cast, 3 when no cast is possible,
+2 on bad input (a store that cannot answer included).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, NoReturn
 from config.catalog import Catalog, Strategy
 from config.scenario import Scenario
 from config.settings import Settings
+from workers.capacity_store import CapacityStoreUnavailable, open_capacity_store
 from workers.cli_input import (
     EXIT_BAD_INPUT,
     EXIT_NO_CAST,
@@ -35,14 +38,19 @@ class Plan:
     scenario: Scenario
     strategy: Strategy
     loads: dict[str, int]
+    # With CAPACITY_URL: every worker's rooms now, per persona (read, never claimed)
+    live: dict[str, int] | None = None
 
     def header(self) -> dict[str, Any]:
-        return {
+        head = {
             "scenario": self.scenario.name,
             "campaign": self.scenario.campaign,
             "strategy": self.strategy.value,
             "loads": self.loads,
         }
+        if self.live is not None:
+            head["live_rooms"] = self.live
+        return head
 
 
 def _load_arg(text: str) -> tuple[str, int]:
@@ -115,12 +123,31 @@ def _prepare(args: argparse.Namespace, settings: Settings) -> tuple[Selector, Pl
     loaded = load_scenario_input(args.scenario, settings)
     catalog, scenario = loaded.catalog, loaded.scenario
     loads = _loads(args.load, catalog)
-    selector = Selector(catalog)
+    live = _live_rooms(settings, catalog)
+    selector = Selector(catalog)  # in memory: planning never claims in a shared store
+    for persona_id, count in (live or {}).items():
+        for _ in range(count):
+            selector.acquire_persona(persona_id, reason="live rooms (CAPACITY_URL)")
     for persona_id, count in loads.items():
         for _ in range(count):
             selector.acquire_persona(persona_id, reason="simulated load (--load)")
     strategy = Strategy(args.strategy or catalog.campaign(scenario.campaign).strategy)
-    return selector, Plan(scenario, strategy, loads)
+    return selector, Plan(scenario, strategy, loads, live)
+
+
+def _live_rooms(settings: Settings, catalog: Catalog) -> dict[str, int] | None:
+    """Every worker's rooms per persona in the shared store, or None without one. Read once,
+    nothing claimed; a store that cannot answer is bad input here (exit 2)."""
+    if settings.capacity_url is None:
+        return None
+    store = open_capacity_store(settings)
+    try:
+        counts = store.snapshot([p.id for p in catalog.personas], ()).counts
+    except CapacityStoreUnavailable as e:
+        raise BadInput(f"the capacity store cannot answer: {e}") from None
+    finally:
+        store.close()
+    return {pid: n for pid, n in counts.items() if n}
 
 
 def _rows(cast: Cast) -> list[dict[str, Any]]:
@@ -130,6 +157,9 @@ def _rows(cast: Cast) -> list[dict[str, Any]]:
 def _table(plan: Plan, cast: Cast) -> str:
     head = plan.header()
     lines = [f"scenario {head['scenario']} · campaign {head['campaign']} · {head['strategy']}"]
+    if plan.live is not None:
+        shown = ", ".join(f"{pid}={n}" for pid, n in plan.live.items()) or "none"
+        lines.append(f"live rooms (every worker, CAPACITY_URL): {shown}")
     if plan.loads:
         lines.append("loads: " + ", ".join(f"{pid}={n}" for pid, n in plan.loads.items()))
     rows = [("ROLE", "PERSONA", "NAME", "REASON", "REQUIRED")]

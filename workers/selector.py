@@ -1,15 +1,21 @@
-"""The local selector: which personas join a room, given the campaign and the current load.
+"""The selector: which personas join a room, given the campaign and the current load.
 
-One `Selector` per worker process holds every persona's room count. `acquire` picks a persona
-for a role with the campaign's strategy and returns a `Lease` (one reserved room); `cast`
-reserves a whole scenario's cast, all-or-nothing on its required slots. One lock guards all
-state, so the worker's asyncio loop and its executor threads can share the selector.
+A `Selector` chooses personas for rooms with the campaign's strategy and the fallback chain;
+`acquire` returns a `Lease` (one reserved room), `cast` reserves a whole scenario's cast,
+all-or-nothing on its required slots. Where the room counts and the round-robin positions
+live is a capacity store (workers/capacity_store.py): in this process by default (one worker),
+or in Redis, shared by every worker. The rules are one code path over both: the selector
+chooses from the counts it knows, then asks the store to claim the choice atomically, with a
+check that the counts (and the round-robin position) still allow it. A shared store's counts
+are read (one snapshot) before choosing; a claim that lost a race to another worker comes back
+with fresh counts and the selector chooses again, a bounded number of times. One lock guards
+the selector, so the worker's asyncio loop and its executor threads can share it.
 
-Every (campaign, role) pool keeps indexes of its free personas, updated when a room is taken
-or given back, so a pick costs about the same with 5 personas or 1,000: free personas in
-assignment order (round_robin, random), in priority order (primary_first), and grouped by room
-count (least_loaded). They hold the same personas in the same order a full scan would find, so
-a seeded rng makes the same choices as a scan would.
+Every (campaign, role) pool keeps indexes of its free personas, updated when a room count
+changes, so a pick costs about the same with 5 personas or 1,000: free personas in assignment
+order (round_robin, random), in priority order (primary_first), and grouped by room count
+(least_loaded). They hold the same personas in the same order a full scan would find, so a
+seeded rng makes the same choices as a scan would.
 """
 
 from __future__ import annotations
@@ -17,17 +23,27 @@ from __future__ import annotations
 import random
 import threading
 from bisect import bisect_left, insort
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 from config import roles
 from config.catalog import Campaign, Catalog, Persona, Strategy
+from config.logging import get_logger
 from config.scenario import CastSlot, Scenario
+from workers.capacity_store import (
+    CapacityStore,
+    CapacityStoreUnavailable,
+    ClaimRefused,
+    MemoryStore,
+    Snapshot,
+    Watch,
+)
 
 __all__ = [
     "INBOUND_STRATEGY",
+    "CapacityStoreUnavailable",
     "Cast",
     "CastMember",
     "Lease",
@@ -35,6 +51,8 @@ __all__ = [
     "Selector",
     "Strategy",
 ]
+
+log = get_logger("workers.selector")
 
 # Inbound calls spread over whoever is least busy, whatever the campaign says.
 INBOUND_STRATEGY = Strategy.LEAST_LOADED
@@ -49,6 +67,12 @@ _BACKUP_AT_CAPACITY = "backup: primary at capacity"
 _BACKUP_INACTIVE = "backup: primary inactive"
 _BACKUP_IN_ROOM = "backup: primary already in the room"
 _MAX_EXPLAINED = 6  # personas named in a NoCapacity reason before "and N more"
+# Claims that lost a race to another worker before the selector gives up (NoCapacity, so
+# LiveKit offers the room to someone else). Each retry chooses from the fresh counts the
+# refused claim brought back: one round trip.
+MAX_CLAIM_ATTEMPTS = 8
+_ATTEMPTS = range(MAX_CLAIM_ATTEMPTS)
+_NO_WATCH: Watch = ((), ())
 
 
 class NoCapacity(Exception):
@@ -66,9 +90,10 @@ class NoCapacity(Exception):
 
 
 @dataclass(slots=True, eq=False)
-class _Load:
-    """One persona's mutable room count. `cap` is 0 for an inactive persona, so a single
-    comparison (`rooms < cap`) decides availability on the hot path."""
+class _PersonaRooms:
+    """One persona's room count as this selector knows it (the store's, for a shared store:
+    as of the last snapshot) and its places in the pools' indexes. `cap` is 0 for an inactive
+    persona, so a single comparison (`rooms < cap`) decides availability on the hot path."""
 
     persona: Persona
     id: str
@@ -112,17 +137,19 @@ class _Pool:
     campaign_id: str
     role: str
     strategy: Strategy
-    assigned: tuple[_Load, ...]  # assignment order: round_robin, least_loaded, random
-    primaries: tuple[_Load, ...]
-    backups: tuple[_Load, ...]
-    fallbacks: tuple[tuple[_Load, str], ...]  # (persona, reason): legacy, tenant, system
+    key: str  # "campaign/role": where the store keeps its round-robin position
+    watch_ids: tuple[str, ...]  # every persona the pool may choose: a snapshot's ids
+    assigned: tuple[_PersonaRooms, ...]  # assignment order: round_robin, least_loaded, random
+    primaries: tuple[_PersonaRooms, ...]
+    backups: tuple[_PersonaRooms, ...]
+    fallbacks: tuple[tuple[_PersonaRooms, str], ...]  # (persona, reason): legacy, tenant, system
     notes: tuple[str, ...]  # fallbacks skipped because they lack the role (for NoCapacity)
     ranks: tuple[int, ...] = ()  # per assigned entry: its place in `by_rank`
     member_ids: frozenset[str] = frozenset()  # every assigned persona id
     primary_ids: dict[str, int] = field(default_factory=dict)  # id -> primary entries
-    cursor: int = 0  # round_robin: index in `assigned` to try next
+    cursor: int = 0  # round_robin: index in `assigned` to try next (the store's, as last seen)
     # -- indexes of the free personas, kept by Selector._move --
-    by_rank: tuple[_Load, ...] = ()  # primaries then backups, in assignment order
+    by_rank: tuple[_PersonaRooms, ...] = ()  # primaries then backups, in assignment order
     free: list[int] = field(default_factory=list)  # `at` keys: round_robin, random
     ranked: list[int] = field(default_factory=list)  # `rank` keys: primary_first
     # `rooms * span + at` keys: least_loaded's lowest room count first, its ties in
@@ -134,14 +161,16 @@ class _Pool:
 
 @dataclass(slots=True, eq=False)
 class Lease:
-    """One reserved room of one persona. `release()` gives it back, once, from any thread."""
+    """One reserved room of one persona. `release()` gives it back, once, from any thread.
+    `id` is the store's lease id (on Redis: worker id, job id and a sequence number)."""
 
     persona: Persona
     reason: str
     campaign_id: str
     role: str
     _selector: Selector = field(repr=False)
-    _load: _Load = field(repr=False)
+    _rooms: _PersonaRooms = field(repr=False)
+    id: str = ""
     _released: bool = field(default=False, repr=False)
 
     @property
@@ -212,9 +241,12 @@ class Cast:
         return self.member_for(self.scenario.lead_slot.role) or self.opener
 
     def release(self) -> None:
-        """Release every lease. Idempotent."""
+        """Release every lease (one store call per selector). Idempotent."""
+        by_selector: dict[int, list[Lease]] = {}
         for member in self.members:
-            member.lease.release()
+            by_selector.setdefault(id(member.lease._selector), []).append(member.lease)
+        for leases in by_selector.values():
+            leases[0]._selector._release_many(leases)
 
     def __enter__(self) -> Cast:
         return self
@@ -242,29 +274,45 @@ class Cast:
         }
 
 
-Pick = tuple[_Load, str]
+Pick = tuple[_PersonaRooms, str]
 
 
 class Selector:
-    """Chooses personas for rooms and keeps every persona's room count."""
+    """Chooses personas for rooms; `store` keeps every persona's room count (in memory when
+    none is given). A store belongs to one selector."""
 
-    def __init__(self, catalog: Catalog, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        rng: random.Random | None = None,
+        *,
+        store: CapacityStore | None = None,
+    ) -> None:
         self.catalog = catalog
         self._rng = rng if rng is not None else random.Random()
         self._lock = threading.Lock()
-        self._loads: dict[str, _Load] = {
-            p.id: _Load(p, p.id, p.max_concurrent if p.active else 0) for p in catalog.personas
+        self.store: CapacityStore = store if store is not None else MemoryStore()
+        self._shared = self.store.shared
+        # Round-robin moves of the choice being made (caller holds the lock): a claim makes
+        # them in the store, and only a claim that went through makes them here. Always
+        # emptied by the claim (or the failed choice) that follows.
+        self._moves: list[tuple[_Pool, int]] = []
+        self._personas: dict[str, _PersonaRooms] = {
+            p.id: _PersonaRooms(p, p.id, p.max_concurrent if p.active else 0)
+            for p in catalog.personas
         }
-        self._capacity = sum(load.cap for load in self._loads.values())
+        self._capacity = sum(load.cap for load in self._personas.values())
         self._in_use = 0
         known_roles = set(roles.ROLES) | {p.role for p in catalog.personas}
         self._pools: dict[str, dict[str, _Pool]] = {
             c.id: {role: self._build_pool(c, role) for role in known_roles}
             for c in catalog.campaigns
         }
+        self._by_key: dict[str, _Pool] = {}
         for by_role in self._pools.values():
             for pool in by_role.values():
                 self._index_pool(pool)
+                self._by_key[pool.key] = pool
         self._pickers: dict[str, Callable[[_Pool, Collection[str]], Pick | None]] = {
             Strategy.PRIMARY_FIRST: self._primary_first,
             Strategy.ROUND_ROBIN: self._round_robin,
@@ -276,11 +324,11 @@ class Selector:
 
     def _build_pool(self, campaign: Campaign, role: str) -> _Pool:
         assigned = [
-            (self._loads[a.persona], a.priority)
+            (self._personas[a.persona], a.priority)
             for a in campaign.assignments
-            if self._loads[a.persona].persona.role == role
+            if self._personas[a.persona].persona.role == role
         ]
-        fallbacks: list[tuple[_Load, str]] = []
+        fallbacks: list[tuple[_PersonaRooms, str]] = []
         notes: list[str] = []
         chain = (
             (campaign.legacy_persona, LEGACY, False),
@@ -294,7 +342,7 @@ class Selector:
         for persona_id, reason, any_role in chain:
             if persona_id is None:
                 continue
-            load = self._loads[persona_id]
+            load = self._personas[persona_id]
             if any_role or load.persona.role == role:
                 fallbacks.append((load, reason))
             else:
@@ -311,10 +359,13 @@ class Selector:
         for _, prio in assigned:
             ranks.append(counters[prio])
             counters[prio] += 1
+        members = [load.id for load, _ in assigned] + [load.id for load, _ in fallbacks]
         return _Pool(
             campaign_id=campaign.id,
             role=role,
             strategy=campaign.strategy,
+            key=f"{campaign.id}/{role}",
+            watch_ids=tuple(dict.fromkeys(members)),
             assigned=tuple(load for load, _ in assigned),
             primaries=primaries,
             backups=backups,
@@ -380,7 +431,7 @@ class Selector:
             ids = exclude if isinstance(exclude, (set, frozenset)) else set(exclude)
             for pid in ids:
                 entries = pool.primary_ids.get(pid, 0)
-                load = self._loads.get(pid)
+                load = self._personas.get(pid)
                 if entries and load is not None and 0 < load.cap <= load.rooms:
                     full -= entries
         # Capacity is the usual story; say it whenever it is one of the causes.
@@ -396,7 +447,7 @@ class Selector:
             at = free[(start + step) % n]
             load = assigned[at]
             if load.id not in exclude:
-                pool.cursor = (at + 1) % len(assigned)
+                self._moves.append((pool, (at + 1) % len(assigned)))
                 return load, "round robin"
         return None
 
@@ -437,32 +488,32 @@ class Selector:
         nth = self._rng.choice(range(count))  # draws as choice() of the `count` personas would
         return pool.assigned[free[_nth_kept(0, nth, gone)]], "random"
 
-    def _excluded(self, pool: _Pool, exclude: Collection[str]) -> list[tuple[_Entry, _Load]]:
+    def _excluded(
+        self, pool: _Pool, exclude: Collection[str]
+    ) -> list[tuple[_Entry, _PersonaRooms]]:
         """The pool's free entries of excluded personas. Usually none (a room's other
         personas have other roles): then a pick draws from its index as it is."""
         if not exclude or pool.member_ids.isdisjoint(exclude):
             return []
-        out: list[tuple[_Entry, _Load]] = []
+        out: list[tuple[_Entry, _PersonaRooms]] = []
         for pid in pool.member_ids.intersection(exclude):
-            load = self._loads[pid]
+            load = self._personas[pid]
             if load.rooms < load.cap:
                 out.extend((entry, load) for entry in load.entries if entry.pool is pool)
         return out
 
     # -- choosing (caller holds the lock) ---------------------------------------------------
 
-    def _choose(
-        self, campaign_id: str, role: str, strategy: str | None, exclude: Collection[str]
-    ) -> Pick:
-        pool = self._pool(campaign_id, role)
+    def _choose(self, pool: _Pool, strategy: str | None, exclude: Collection[str]) -> Pick:
         picker = self._pickers[pool.strategy if strategy is None else strategy]
-        pick = picker(pool, exclude)
-        if pick is not None:
-            return pick
+        return picker(pool, exclude) or self._fallback(pool, exclude)
+
+    def _fallback(self, pool: _Pool, exclude: Collection[str]) -> Pick:
+        """The campaign's legacy persona, the tenant's default, the system default."""
         for load, reason in pool.fallbacks:
             if load.rooms < load.cap and load.id not in exclude:
                 return load, reason
-        raise NoCapacity(campaign_id, role, self._explain(pool, exclude))
+        raise NoCapacity(pool.campaign_id, pool.role, self._explain(pool, exclude))
 
     def _explain(self, pool: _Pool, exclude: Collection[str]) -> str:
         tried = [f"{load.id} {load.why_not(exclude)}" for load in pool.assigned]
@@ -474,8 +525,8 @@ class Selector:
         text = f"no free {pool.role} persona in campaign {pool.campaign_id!r}: {head}"
         return "; ".join([text, *tail])
 
-    def _pinned(self, persona_id: str, role: str | None, campaign_id: str) -> _Load:
-        load = self._loads.get(persona_id)
+    def _pinned(self, persona_id: str, role: str | None, campaign_id: str) -> _PersonaRooms:
+        load = self._personas.get(persona_id)
         if load is None:
             raise NoCapacity(campaign_id, role or "?", f"unknown persona {persona_id!r}")
         if load.rooms >= load.cap:
@@ -486,16 +537,17 @@ class Selector:
             )
         return load
 
-    def _take(self, load: _Load) -> None:
+    def _take(self, load: _PersonaRooms) -> None:
         self._move(load, load.rooms + 1)
         self._in_use += 1
 
-    def _give_back(self, load: _Load) -> None:
-        self._move(load, load.rooms - 1)
-        self._in_use -= 1
+    def _give_back(self, load: _PersonaRooms) -> None:
+        if load.rooms > 0:  # a shared store's snapshot may have counted it gone already
+            self._move(load, load.rooms - 1)
+            self._in_use -= 1
 
     @staticmethod
-    def _move(load: _Load, rooms: int) -> None:
+    def _move(load: _PersonaRooms, rooms: int) -> None:
         """Set a persona's room count and update the indexes of every pool it belongs to."""
         old, cap = load.rooms, load.cap
         load.rooms = rooms
@@ -525,6 +577,80 @@ class Selector:
             valid = ", ".join(s.value for s in Strategy)
             raise ValueError(f"unknown strategy {strategy!r} (valid: {valid})")
 
+    # -- the store: snapshot, claim with check, release (caller holds the lock) --------------
+
+    def _apply(self, fresh: Snapshot) -> None:
+        """Take a shared store's counts and round-robin positions as this selector's own."""
+        personas = self._personas
+        for pid, rooms in fresh.counts.items():
+            load = personas.get(pid)
+            if load is not None and load.rooms != rooms:
+                self._in_use += rooms - load.rooms
+                self._move(load, rooms)
+        for key, cursor in fresh.cursors.items():
+            pool = self._by_key.get(key)
+            if pool is not None:
+                pool.cursor = cursor
+
+    def _claim(
+        self,
+        loads: Sequence[_PersonaRooms],
+        job_id: str,
+        watch: Watch,
+    ) -> tuple[tuple[str, ...] | None, Snapshot | None]:
+        """Claim the chosen personas (and the round-robin moves made choosing them) in one
+        atomic step: (lease ids, None), or (None, the store's fresh counts) on a lost race."""
+        moves = self._moves[:]
+        self._moves.clear()
+        try:
+            ids = self.store.claim(job_id, loads, moves, watch)
+        except ClaimRefused as refused:
+            return None, refused.snapshot
+        for load in loads:
+            self._take(load)
+        for pool, cursor in moves:
+            pool.cursor = cursor
+        return ids, None
+
+    def _snapshot(self, watch: Watch) -> Snapshot | None:
+        """A shared store's counts before choosing; None for a store only we write."""
+        return self.store.snapshot(*watch) if self._shared else None
+
+    def _cast_watch(
+        self, campaign_id: str, slots: Sequence[CastSlot]
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Every persona a cast may choose or pin, and the pools it draws from."""
+        ids: dict[str, None] = {}
+        keys: list[str] = []
+        known = campaign_id in self._pools
+        for slot in slots:
+            if slot.persona is not None:
+                ids[slot.persona] = None
+            elif known:  # an unknown campaign's NoCapacity comes from choosing, as always
+                pool = self._pool(campaign_id, slot.role)
+                ids.update(dict.fromkeys(pool.watch_ids))
+                keys.append(pool.key)
+        return tuple(ids), tuple(keys)
+
+    def _contended(self, campaign_id: str, role: str) -> NoCapacity:
+        return NoCapacity(
+            campaign_id,
+            role,
+            f"other workers took the personas chosen, {MAX_CLAIM_ATTEMPTS} times in a row "
+            "(capacity store contended); offer the room again",
+        )
+
+    def _store_release(self, leases: list[tuple[str, str]]) -> None:
+        try:
+            self.store.release(leases)
+        except CapacityStoreUnavailable as exc:
+            self._release_failed([i for i, _ in leases], exc)
+
+    @staticmethod
+    def _release_failed(lease_ids: list[str], exc: CapacityStoreUnavailable) -> None:
+        # Gone here; in the store the lease expires by itself, as nobody refreshes it now.
+        log.warning("capacity_release_deferred", leases=lease_ids, error=str(exc))
+
     # -- public API -------------------------------------------------------------------------
 
     def acquire(
@@ -534,14 +660,44 @@ class Selector:
         strategy: str | None = None,
         *,
         exclude: Collection[str] = _NOBODY,
+        job_id: str = "",
     ) -> Lease:
         """Reserve a room of a persona for `role` in the campaign (strategy: the call's, else
-        the campaign's), then the fallback chain. `exclude`: persona ids already in the room."""
-        self._check_strategy(strategy)
+        the campaign's), then the fallback chain. `exclude`: persona ids already in the room.
+        `job_id` goes into the lease id. Raises NoCapacity, or CapacityStoreUnavailable."""
+        if strategy is not None and strategy not in self._pickers:
+            self._check_strategy(strategy)
+        store, moves = self.store, self._moves
         with self._lock:
-            load, reason = self._choose(campaign_id, role, strategy, exclude)
-            self._take(load)
-        return Lease(load.persona, reason, campaign_id, role, self, load)
+            by_role = self._pools.get(campaign_id)  # _pool, inline for the usual case
+            pool = by_role.get(role) if by_role is not None else None
+            if pool is None:
+                pool = self._pool(campaign_id, role)
+            picker = self._pickers[pool.strategy if strategy is None else strategy]
+            watch: Watch
+            if self._shared:
+                watch = (pool.watch_ids, (pool.key,))
+                fresh: Snapshot | None = store.snapshot(*watch)
+            else:
+                watch, fresh = _NO_WATCH, None
+            # _choose and _claim, inline: the hot path (a couple of microseconds in memory)
+            for _ in _ATTEMPTS:
+                if fresh is not None:
+                    self._apply(fresh)
+                load, reason = picker(pool, exclude) or self._fallback(pool, exclude)
+                try:
+                    (lease_id,) = store.claim(job_id, (load,), moves, watch)
+                except ClaimRefused as refused:
+                    fresh = refused.snapshot
+                    moves.clear()
+                    continue
+                if moves:  # round robin: one pool, one move
+                    moved, cursor = moves.pop()
+                    moved.cursor = cursor
+                self._move(load, load.rooms + 1)
+                self._in_use += 1
+                return Lease(load.persona, reason, campaign_id, role, self, load, lease_id)
+        raise self._contended(campaign_id, role)
 
     def acquire_persona(
         self,
@@ -550,16 +706,27 @@ class Selector:
         role: str | None = None,
         campaign_id: str = "",
         reason: str = PINNED,
+        job_id: str = "",
     ) -> Lease:
         """Reserve a room of one named persona; NoCapacity if unknown, inactive or full."""
         with self._lock:
-            load = self._pinned(persona_id, role, campaign_id)
-            self._take(load)
-        return Lease(load.persona, reason, campaign_id, role or load.persona.role, self, load)
+            watch = ((persona_id,), ()) if self._shared else _NO_WATCH
+            fresh = self._snapshot(watch) if persona_id in self._personas else None
+            for _ in _ATTEMPTS:
+                if fresh is not None:
+                    self._apply(fresh)
+                load = self._pinned(persona_id, role, campaign_id)
+                ids, fresh = self._claim((load,), job_id, watch)
+                if ids is not None:
+                    persona_role = role or load.persona.role
+                    return Lease(
+                        load.persona, reason, campaign_id, persona_role, self, load, ids[0]
+                    )
+        raise self._contended(campaign_id, role or "?")
 
-    def cast(self, scenario: Scenario, strategy: str | None = None) -> Cast:
-        """Reserve one persona per cast slot. All-or-nothing on required slots: if one cannot
-        be filled, every lease taken is given back and NoCapacity names that role."""
+    def cast(self, scenario: Scenario, strategy: str | None = None, *, job_id: str = "") -> Cast:
+        """Reserve one persona per cast slot, in one atomic claim. All-or-nothing on required
+        slots: if one cannot be filled, nothing is reserved and NoCapacity names that role."""
         self._check_strategy(strategy)
         campaign_id = scenario.campaign
         slots = scenario.cast
@@ -569,39 +736,54 @@ class Selector:
         order = sorted(
             range(len(slots)), key=lambda i: (not slots[i].required, slots[i].persona is None)
         )
-        picks: dict[int, Pick] = {}
-        missing: dict[int, str] = {}
         with self._lock:
-            try:
-                for i in order:
-                    slot = slots[i]
-                    in_room = frozenset(load.id for load, _ in picks.values())
-                    try:
-                        pick = self._pick_slot(slot, campaign_id, strategy, in_room)
-                    except NoCapacity as exc:
-                        if slot.required:
-                            raise
-                        missing[i] = exc.reason
-                        continue
-                    picks[i] = pick
-                    self._take(pick[0])
-            except BaseException:
-                for load, _ in picks.values():
-                    self._give_back(load)
-                raise
+            watch = self._cast_watch(campaign_id, slots) if self._shared else _NO_WATCH
+            fresh = self._snapshot(watch)
+            for _ in _ATTEMPTS:
+                if fresh is not None:
+                    self._apply(fresh)
+                try:
+                    picks, missing = self._choose_cast(slots, order, campaign_id, strategy)
+                except BaseException:
+                    self._moves.clear()  # a round-robin slot chosen before the one that failed
+                    raise
+                chosen = sorted(picks.items())
+                ids, fresh = self._claim([load for _, (load, _) in chosen], job_id, watch)
+                if ids is not None:
+                    break
+            else:
+                raise self._contended(campaign_id, "+".join(s.role for s in slots if s.required))
         members = [
             CastMember(
-                slots[i], Lease(load.persona, reason, campaign_id, slots[i].role, self, load)
+                slots[i],
+                Lease(load.persona, reason, campaign_id, slots[i].role, self, load, lease_id),
             )
-            for i, (load, reason) in sorted(picks.items())
+            for (i, (load, reason)), lease_id in zip(chosen, ids, strict=True)
         ]
         return Cast(scenario, members, [(slots[i].role, why) for i, why in sorted(missing.items())])
+
+    def _choose_cast(
+        self, slots: Sequence[CastSlot], order: list[int], campaign_id: str, strategy: str | None
+    ) -> tuple[dict[int, Pick], dict[int, str]]:
+        """Choose every slot from the counts as they are; nothing is reserved yet."""
+        picks: dict[int, Pick] = {}
+        missing: dict[int, str] = {}
+        for i in order:
+            slot = slots[i]
+            in_room = frozenset(load.id for load, _ in picks.values())
+            try:
+                picks[i] = self._pick_slot(slot, campaign_id, strategy, in_room)
+            except NoCapacity as exc:
+                if slot.required:
+                    raise
+                missing[i] = exc.reason
+        return picks, missing
 
     def _pick_slot(
         self, slot: CastSlot, campaign_id: str, strategy: str | None, in_room: frozenset[str]
     ) -> Pick:
         if slot.persona is None:
-            return self._choose(campaign_id, slot.role, strategy, in_room)
+            return self._choose(self._pool(campaign_id, slot.role), strategy, in_room)
         if slot.persona in in_room:
             raise NoCapacity(
                 campaign_id, slot.role, f"persona {slot.persona!r} already fills another slot"
@@ -613,14 +795,52 @@ class Selector:
             if lease._released:
                 return
             lease._released = True
-            self._give_back(lease._load)
+            load = lease._rooms
+            rooms = load.rooms
+            if rooms > 0:  # _give_back, inline (the hot path)
+                self._move(load, rooms - 1)
+                self._in_use -= 1
+            try:
+                self.store.release(((lease.id, load.id),))
+            except CapacityStoreUnavailable as exc:
+                self._release_failed([lease.id], exc)
+
+    def _release_many(self, leases: list[Lease]) -> None:
+        with self._lock:
+            held = [lease for lease in leases if not lease._released]
+            for lease in held:
+                lease._released = True
+                self._give_back(lease._rooms)
+            if held:
+                self._store_release([(lease.id, lease.persona.id) for lease in held])
+
+    def sync_counts(self) -> None:
+        """Read every persona's count and every round-robin position from a shared store
+        (what `worker_load` reports until the next choice); nothing to do in memory.
+        Raises CapacityStoreUnavailable."""
+        if not self._shared:
+            return
+        with self._lock:
+            fresh = self.store.snapshot(list(self._personas), list(self._by_key))
+            self._apply(fresh)
 
     def active_rooms(self, persona_id: str) -> int:
-        """Rooms `persona_id` holds now (KeyError for an unknown persona)."""
-        return self._loads[persona_id].rooms
+        """Rooms `persona_id` holds now, in every worker sharing the store (KeyError for an
+        unknown persona; CapacityStoreUnavailable when a shared store cannot answer)."""
+        load = self._personas[persona_id]
+        if self._shared:
+            with self._lock:
+                self._apply(self.store.snapshot((persona_id,), ()))
+        return load.rooms
+
+    def own_rooms(self) -> dict[str, int]:
+        """This worker's leases per persona (its share of a shared store's counts)."""
+        held = self.store.held()
+        return {pid: held[pid] for pid in self._personas if held[pid]}
 
     def worker_load(self) -> float:
-        """Share of the active personas' capacity in use, 0..1 (1 when there is none)."""
+        """Share of the active personas' capacity in use, 0..1 (1 when there is none). With a
+        shared store: every worker's rooms, as of the last snapshot (see `sync_counts`)."""
         with self._lock:
             in_use = self._in_use
         if self._capacity == 0:
@@ -628,9 +848,12 @@ class Selector:
         return min(1.0, max(0.0, in_use / self._capacity))
 
     def stats(self) -> dict[str, Any]:
-        """Per-persona load and totals, from one consistent snapshot."""
+        """Per-persona load and totals, from one consistent snapshot (every worker's, with a
+        shared store: CapacityStoreUnavailable when it cannot answer)."""
         with self._lock:
-            snapshot = [(load.persona, load.rooms) for load in self._loads.values()]
+            if self._shared:
+                self._apply(self.store.snapshot(list(self._personas), ()))
+            snapshot = [(load.persona, load.rooms) for load in self._personas.values()]
         personas = [_persona_stats(p, rooms) for p, rooms in snapshot]
         return {
             "personas": personas,
@@ -641,6 +864,10 @@ class Selector:
                 "total_active_rooms": sum(s["active"] for s in personas),
             },
         }
+
+    def close(self) -> None:
+        """Close the store's connections (a shared store's leases expire unless released)."""
+        self.store.close()
 
 
 def _persona_stats(persona: Persona, rooms: int) -> dict[str, Any]:

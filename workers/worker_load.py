@@ -6,6 +6,11 @@ counted), after dropping the leases of jobs the server no longer runs (`reconcil
 that ends, normally or by crashing, gives its leases back at once through the process pool's
 `process_closed`; `reconcile` is the backstop. `MultiPersonaServer` is the AgentServer whose
 close releases whatever is still held.
+
+With a shared capacity store (`CAPACITY_URL`, Redis) the counts are every worker's: `load`
+re-reads them each time livekit asks (every 0.5 s, in an executor thread), a `LeaseRefresher`
+keeps this worker's leases alive, and while the store cannot answer the worker reports itself
+full (load 1.0), so LiveKit sends rooms elsewhere, until the store answers again.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ from config.catalog import Catalog
 from config.logging import get_logger
 from config.settings import Settings
 from workers.admission import RequestHandler
+from workers.capacity_store import CapacityStoreUnavailable, LeaseRefresher, open_capacity_store
 from workers.cpu_load import CpuLoad
 from workers.leases import LeaseBook
+from workers.metrics import WorkerMetrics
 from workers.selector import Selector
 from workers.stats_server import StatsServer
 
@@ -42,9 +49,16 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.catalog = catalog
-        self.selector = selector if selector is not None else Selector(catalog)
+        if selector is None:
+            selector = Selector(catalog, store=open_capacity_store(settings))
+        self.selector = selector
         self.leasebook = leasebook if leasebook is not None else LeaseBook()
-        self.admission = RequestHandler(settings, catalog, self.selector, self.leasebook)
+        self.metrics = WorkerMetrics(catalog, self.selector.stats)
+        self.admission = RequestHandler(
+            settings, catalog, self.selector, self.leasebook, self.metrics
+        )
+        # None until the store was asked; False while a shared store cannot answer
+        self.store_up: bool | None = None
         self._cpu_load = cpu_load if cpu_load is not None else CpuLoad()
         self.stats_server: StatsServer | None = None
         self.stats_attempted = asyncio.Event()  # set once start_stats() has succeeded or failed
@@ -55,7 +69,25 @@ class Worker:
         then report max(persona capacity in use, CPU)."""
         if server is not None:
             self.reconcile(server)
+        if self.selector.store.shared:
+            try:
+                self.selector.sync_counts()  # every worker's rooms, bounded by the timeout
+            except CapacityStoreUnavailable as e:
+                self._store_state(False, e)
+                return 1.0  # full: LiveKit offers rooms to the workers that can cast them
+            self._store_state(True)
         return max(self.selector.worker_load(), self._counted_cpu())
+
+    def _store_state(self, up: bool, error: Exception | None = None) -> None:
+        """Log the shared store going away and coming back, once each time."""
+        if up == self.store_up:
+            return
+        self.store_up = up
+        store = self.selector.store.describe()
+        if up:
+            log.info("capacity_store_available", store=store)
+        else:
+            log.error("capacity_store_unavailable", store=store, error=str(error))
 
     def _counted_cpu(self) -> float:
         return self._cpu_load() if self.settings.load_counts_cpu else 0.0
@@ -79,14 +111,27 @@ class Worker:
             log.info("job_leases_released", job_id=info.job.id, status=str(proc.status))
 
     def stats(self) -> dict[str, Any]:
-        persona_load = self.selector.worker_load()
+        """`/stats`: with a shared store, the counts are every worker's and `own_rooms` this
+        worker's share; a store that cannot answer is said, not raised."""
+        try:
+            selector: dict[str, Any] = self.selector.stats()
+            store_state = "available"
+        except CapacityStoreUnavailable as e:
+            selector, store_state = {"error": str(e)}, "unavailable"
+        persona_load = self.selector.worker_load() if store_state == "available" else 1.0
         cpu = self._cpu_load()
         return {
             "worker_load": round(max(persona_load, self._counted_cpu()), 4),
             "persona_load": round(persona_load, 4),
             "cpu_load": round(cpu, 4),
             "load_threshold": self.settings.load_threshold,
-            **self.selector.stats(),
+            "capacity_store": {
+                "store": self.selector.store.describe(),
+                "shared": self.selector.store.shared,
+                "state": store_state,
+            },
+            **selector,
+            "own_rooms": self.selector.own_rooms(),
             "jobs": self.leasebook.held(),
         }
 
@@ -106,7 +151,19 @@ class Worker:
                 models="offline",
                 hint="personas speak their script lines; set OPENAI_API_KEY for real models",
             )
-        task = asyncio.get_running_loop().create_task(self.start_stats())
+        self._start(self.start_stats())
+        if self.selector.store.shared:
+            refresher = LeaseRefresher(
+                self.selector.store,
+                self.settings.capacity_refresh_s,
+                on_error=lambda e: self._store_state(False, e),
+            )
+            self._start(refresher.run())
+        if self.settings.prometheus_port is not None:
+            self.metrics.register()  # on livekit's /metrics (AgentServer prometheus_port)
+
+    def _start(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -136,6 +193,8 @@ class Worker:
             await self.stats_server.aclose()
             self.stats_server = None
         released = self.leasebook.release_all()
+        self.metrics.unregister()
+        self.selector.close()  # a shared store's connections; its leases were released above
         log.info("worker_closed", released_jobs=released)
 
 

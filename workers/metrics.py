@@ -1,0 +1,93 @@
+"""The worker's gauges and counters on livekit-agents' Prometheus endpoint.
+
+`AgentServer(prometheus_port=...)` (setting `PROMETHEUS_PORT`) serves prometheus_client's
+default registry at `/metrics`; this collector adds the capacity picture to it, read when the
+endpoint is scraped (with a shared capacity store: every worker's rooms):
+
+- `persona_active_rooms{persona,role}`: rooms each persona is in now;
+- `persona_capacity{persona,role}`: its `max_concurrent` (0 when inactive);
+- `capacity_store_up`: 1 when the capacity counts could be read, else 0;
+- `cast_rejections_total{reason}`: rooms this worker refused, by reason;
+- `rooms_total{scenario,outcome}`: rooms this worker was offered, by scenario and outcome
+  (`accepted`, `voicemail`, `rejected`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from config.catalog import Catalog
+from config.logging import get_logger
+
+log = get_logger("workers.metrics")
+
+
+class WorkerMetrics(Collector):
+    """Counts what on_request decided and reads the selector's stats at each scrape."""
+
+    def __init__(self, catalog: Catalog, selector_stats: Callable[[], dict[str, Any]]) -> None:
+        self._capacity = {
+            p.id: (p.role, p.max_concurrent if p.active else 0) for p in catalog.personas
+        }
+        self._selector_stats = selector_stats
+        self.rejections: Counter[str] = Counter()
+        self.rooms: Counter[tuple[str, str]] = Counter()
+        self._registered = False
+
+    def offered(self, scenario: str, outcome: str, reason: str = "") -> None:
+        """One room offered to this worker and what became of it."""
+        self.rooms[(scenario or "unknown", outcome)] += 1
+        if outcome == "rejected":
+            self.rejections[reason or "unknown"] += 1
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        active = GaugeMetricFamily(
+            "persona_active_rooms", "Rooms each persona is in now", labels=["persona", "role"]
+        )
+        capacity = GaugeMetricFamily(
+            "persona_capacity",
+            "A persona's max_concurrent (0 if inactive)",
+            labels=["persona", "role"],
+        )
+        for persona_id, (role, limit) in self._capacity.items():
+            capacity.add_metric([persona_id, role], limit)
+        up = GaugeMetricFamily("capacity_store_up", "1 when the capacity counts could be read")
+        try:
+            stats = self._selector_stats()
+        except Exception as e:  # the store is down: say so, and still serve the counters
+            log.warning("metrics_capacity_unreadable", error=repr(e))
+            up.add_metric([], 0)
+        else:
+            up.add_metric([], 1)
+            for p in stats["personas"]:
+                active.add_metric([p["id"], p["role"]], p["active"])
+        yield active
+        yield capacity
+        yield up
+        rejections = CounterMetricFamily(
+            "cast_rejections", "Rooms this worker refused, by reason", labels=["reason"]
+        )
+        for reason, n in sorted(self.rejections.items()):
+            rejections.add_metric([reason], n)
+        yield rejections
+        rooms = CounterMetricFamily(
+            "rooms", "Rooms offered to this worker, by outcome", labels=["scenario", "outcome"]
+        )
+        for (scenario, outcome), n in sorted(self.rooms.items()):
+            rooms.add_metric([scenario, outcome], n)
+        yield rooms
+
+    def register(self) -> None:
+        if not self._registered:
+            REGISTRY.register(self)
+            self._registered = True
+
+    def unregister(self) -> None:
+        if self._registered:
+            REGISTRY.unregister(self)
+            self._registered = False
