@@ -202,3 +202,41 @@ async def test_a_room_still_running_at_the_drain_timeout_ends_as_shutdown_at_onc
     ended = events[-1]
     assert ended["reason"] == "shutdown", ended
     assert ended["at"] - stopped_at <= drain_s + 2.0, ended["at"] - stopped_at
+
+
+async def test_two_workers_on_one_redis_never_put_a_persona_in_two_rooms(
+    tmp_path: Path, workers: list[WorkerProcess]
+):
+    """16: two workers share one capacity in Redis (a redis-server of the test's own inside the
+    private network). Tim may hold one room: while he holds it, a second room is refused by
+    BOTH workers (each alone would have cast him), and once that room ends the next room is
+    cast again."""
+    from tests.redis_server import start_redis_server
+
+    redis = start_redis_server()
+    try:
+        agent = unique("redis")
+        env = {"CATALOG_PATH": str(one_room_catalog(tmp_path)), "CAPACITY_URL": redis.url}
+        for name in ("one", "two"):
+            workers.append(WorkerProcess.start(tmp_path, agent_name=agent, name=name, **env))
+        for w in workers:
+            await w.ready()
+        async with server_api() as lk:
+            held = unique("held")
+            await dispatch(lk, agent, held, HOLD)
+            holder = (await first_of(*(w.wait_for("job_accepted", room=held) for w in workers)))[0]
+            refused = unique("refused")
+            await dispatch(lk, agent, refused, HOLD)
+            for w in workers:  # LiveKit offers the room to each worker in turn
+                rejected = await w.wait_for("job_rejected", room=refused, timeout=30)
+                assert rejected["problem"] == "no_cast"
+            assert not any(w.named("job_accepted", room=refused) for w in workers)
+            await lk.room.delete_room(api.DeleteRoomRequest(room=held))
+            await workers[holder].wait_for("job_leases_released", timeout=30)
+            again = unique("again")
+            await dispatch(lk, agent, again, HOLD)
+            await first_of(*(w.wait_for("job_accepted", room=again) for w in workers))
+            for name in (refused, again):
+                await lk.room.delete_room(api.DeleteRoomRequest(room=name))
+    finally:
+        redis.stop()
