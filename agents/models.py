@@ -60,12 +60,21 @@ def _api_key(openai_api_key: ApiKey) -> str:
 
 
 def build_models(
-    persona: Persona, *, vad: VAD | None = None, openai_api_key: ApiKey = None
+    persona: Persona,
+    *,
+    vad: VAD | None = None,
+    openai_api_key: ApiKey = None,
+    hears_humans: bool = True,
 ) -> SessionModels:
-    """Voice models for `persona`: one realtime model, or VAD + STT + LLM + TTS.
+    """Voice models for `persona`: one realtime model, or a pipeline.
 
-    `vad` is the process's prewarmed silero VAD (load it once in the worker's setup_fnc);
-    a pipeline persona needs it because OpenAI's STT does not detect the end of speech."""
+    A pipeline persona that `hears_humans` gets VAD + STT + LLM + TTS: `vad` is the process's
+    prewarmed silero VAD (load it once in the worker's setup_fnc), needed because OpenAI's STT
+    does not detect the end of speech. One that does not (it hears the room through the
+    floor's text relay, and has no audio input) gets LLM + TTS only: with no VAD and no STT,
+    livekit starts no VAD stream and no STT task for its session, and no turn detector.
+    A realtime persona is one model either way: its server-side VAD only runs on audio the
+    session sends, and a persona without audio input sends none."""
     key = _api_key(openai_api_key)
     m = persona.model
     if m.mode == "realtime":
@@ -81,17 +90,23 @@ def build_models(
             ),
         )
         return SessionModels(llm=realtime)
-    if vad is None:
-        raise ValueError(
-            f"pipeline persona {persona.id!r} needs a VAD: pass the process's silero VAD "
-            "(silero.VAD.load() in the worker's setup_fnc)"
-        )
-    return SessionModels(
-        vad=vad,
-        stt=openai.STT(model=m.stt, api_key=key),
+    # One plugin instance per persona, never shared between sessions: livekit subscribes each
+    # session to its models' `metrics_collected` events, so a shared LLM or TTS would report
+    # every session's usage in every session (tests/test_models.py checks they stay apart).
+    models = SessionModels(
         llm=openai.LLM(model=m.llm, temperature=m.temperature, api_key=key),
         tts=openai.TTS(model=m.tts, voice=persona.voice, api_key=key),
     )
+    if not hears_humans:
+        return models
+    if vad is None:
+        raise ValueError(
+            f"pipeline persona {persona.id!r} hears the humans, so it needs a VAD: pass the "
+            "process's silero VAD (silero.VAD.load() in the worker's setup_fnc)"
+        )
+    models.vad = vad
+    models.stt = openai.STT(model=m.stt, api_key=key)
+    return models
 
 
 def build_text_models(persona: Persona, *, openai_api_key: ApiKey) -> SessionModels:
@@ -113,8 +128,9 @@ def room_models(
     openai_api_key: ApiKey,
 ) -> SessionModels:
     """The one switch, per persona of a LiveKit room: with an OpenAI key, the catalog's OpenAI
-    models; without one, the offline model speaking the scenario's script with the offline
-    voice (eSpeak NG), and for the persona that hears humans, VAD + pocketsphinx."""
+    models (STT and VAD only for the persona that hears humans); without one, the offline
+    model speaking the scenario's script with the offline voice (eSpeak NG), and for the
+    persona that hears humans, VAD + pocketsphinx."""
     if _plain(openai_api_key) is None:
         # agents.offline builds on this module's SessionModels: imported here, not above
         from agents.offline import offline_models
@@ -122,7 +138,7 @@ def room_models(
         return offline_models(
             persona, scenario, cast_names, voice=True, hears_humans=hears_humans, vad=vad
         )
-    return build_models(persona, vad=vad, openai_api_key=openai_api_key)
+    return build_models(persona, vad=vad, openai_api_key=openai_api_key, hears_humans=hears_humans)
 
 
 def room_models_choice(openai_api_key: ApiKey) -> dict[str, str]:

@@ -61,6 +61,7 @@ from bench._common import (  # noqa: E402
     rounded,
     run_async_bench,
 )
+from bench._memory import memory_of  # noqa: E402
 
 AIM_PUBLISH_P95_S = 1.5
 AIM_MB_PER_EXTRA = 15.0
@@ -241,19 +242,15 @@ def idle_process_mb(worker_pid: int) -> dict[str, float] | None:
     with contextlib.suppress(psutil.Error, OSError, ValueError):
         for child in psutil.Process(worker_pid).children():
             for grandchild in child.children():
-                pss, uss = smaps(grandchild.pid)
+                pss, uss = pss_uss(grandchild.pid)
                 return {"pss_mb": rounded(pss, 1), "uss_mb": rounded(uss, 1)}
     return None
 
 
-def smaps(pid: int) -> tuple[float, float]:
-    """(PSS, USS) in MB from /proc/<pid>/smaps_rollup."""
-    kb: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        name, _, rest = line.partition(":")
-        kb[name] = int(rest.split()[0])
-    uss = kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0)
-    return kb.get("Pss", 0) / 1024, uss / 1024
+def pss_uss(pid: int) -> tuple[float, float]:
+    """(PSS, USS) in MB (bench._memory)."""
+    m = memory_of(pid)
+    return m.pss_mb, m.uss_mb
 
 
 def cpu_seconds(pid: int) -> float:
@@ -282,7 +279,7 @@ class ProcSampler:
         alive = False
         for pid in self.pids:
             try:
-                pss, uss = smaps(pid)
+                pss, uss = pss_uss(pid)
                 cpu = cpu_seconds(pid)
             except (OSError, ValueError, IndexError):
                 continue

@@ -1,25 +1,39 @@
-"""What hosting rooms costs one process: RSS and CPU of R rooms x P personas at once.
+"""What the real worker costs idle, and what a room adds: PSS and USS per process.
 
-Run from the project root: `python bench/room_overhead.py [--quick] [--rooms 1 5 20]
-[--personas 1 2 4] [--turns 20] [--repeats 3]`. Prints one JSON object.
+Run from the project root: `python -m bench.room_overhead [--quick] [--voice both|openai|offline]
+[--personas 1 2 4] [--turns 20] [--settle 3]`. Prints one JSON object.
 
-Each (R, P) point runs in a fresh subprocess (so no RSS carries over from another point): it
-imports the product, runs one small warm-up room, notes its RSS, then runs R rooms of P
-personas concurrently through `workers.simulate.simulate` (the selector's cast, real
-AgentSessions on the local stage, the real floor and transcript, the offline model), each room
-exactly `--turns` turns, while a thread samples RSS. The point's figures are the peak RSS over
-the run, the growth over the warm baseline, and the CPU time of the run. The parent fits
-`rss_rooms = base + a*rooms + b*(rooms*personas)` over all points (rss_rooms: the peak minus
-the point's own warm baseline, which removes the process-to-process spread of the baseline):
-`b` is the memory of one more persona in a room, `a` of one more room beyond its personas.
+1. **The idle worker** (`idle_worker`): `python -m workers.multi start`, the user's command,
+   with no LiveKit server: LIVEKIT_URL is a loopback port nothing listens on. The credentials
+   preflight (workers/livekit_check.py) takes a refused connection for "the server could not
+   be asked" and leaves it to livekit's registration retries, so the worker runs as it would
+   while its server is away: main process, multiprocessing's resource tracker, livekit's
+   forkserver and the idle job processes livekit keeps prewarmed (`num_idle_processes`, its
+   default: one per core, up to 4). Once each of them has prewarmed (livekit's "process
+   initialized") and `--settle` seconds have passed, every process of the tree is read from
+   /proc/<pid>/smaps_rollup. `openai`: a (fake, never used) OPENAI_API_KEY, so prewarm loads
+   what a production job process loads; `offline`: no key, prewarm also loads the offline
+   voice (eSpeak NG, pocketsphinx).
+2. **A room's job process** (`room_job_process`): livekit runs one job per process, so a room
+   costs one job process; R rooms at once cost R of them. The job process is started as the
+   worker starts it (bench.process_model's layout (a): workers.multi's server, livekit's
+   forkserver preload for it, `workers.multi.prewarm`), then runs a room of P personas on the
+   local stage (real AgentSessions, floor, relay and transcript, the offline model; no room
+   connections and no audio: bench.live_room measures those). Its PSS and USS idle (after
+   prewarm) and at the room's last line; `growth` is what the room added to that process.
+
+Exit status 77: this machine cannot be measured this way (no /proc/<pid>/smaps_rollup).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import json
-import statistics
+import os
+import secrets
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -27,210 +41,193 @@ import time
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench._memory import Memory, role_of, tree, tree_report
+from bench.process_model import FAKE_KEY, ROOT, run_project
 
-from bench._common import (
-    RssSampler,
-    bench_catalog,
-    bench_scenario,
-    cpu_s,
-    emit,
-    lstsq,
-    machine,
-    offline_settings,
-    quiet,
-    rounded,
-    rss_mb,
-    settle,
-)
-
-AIM_MB_PER_PERSONA = 15.0
+AIM_IDLE_WORKER_PSS_MB = 300.0
+AIM_ROOM_USS_GROWTH_MB = 40.0  # one 4-persona room's job process above an idle one
+EXIT_CANNOT_RUN = 77
+READY_TIMEOUT_S = 120.0
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rooms", type=int, nargs="+", default=[1, 5, 20])
+    p.add_argument("--voice", choices=["both", "openai", "offline"], default="both")
     p.add_argument("--personas", type=int, nargs="+", default=[1, 2, 4], choices=[1, 2, 3, 4])
-    p.add_argument("--turns", type=int, default=20, help="turns per room")
-    p.add_argument("--repeats", type=int, default=2, help="fresh processes per point (median)")
+    p.add_argument("--turns", type=int, default=20, help="turns of each room")
     p.add_argument(
-        "--quick", action="store_true", help="smoke run: rooms 1 2, personas 1 2, 4 turns, 1 rep"
+        "--settle", type=float, default=3.0, help="seconds after the last idle job prewarmed"
     )
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--quick", action="store_true", help="smoke run: openai, 4 personas, 4 turns")
     args = p.parse_args(argv)
     if args.quick:
-        args.rooms, args.personas, args.turns, args.repeats = [1, 2], [1, 2], 4, 1
+        args.voice, args.personas, args.turns, args.settle = "openai", [4], 4, 1.0
     return args
 
 
-# ---- one point, in its own process -----------------------------------------------------------
+# ---- the idle worker ---------------------------------------------------------------------------
 
 
-async def _point(rooms: int, personas: int, turns: int) -> dict[str, Any]:
-    from workers.selector import Selector
-    from workers.simulate import simulate
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
-    catalog = bench_catalog()
-    selector = Selector(catalog)
-    scenario = bench_scenario(personas, turns)
-    with tempfile.TemporaryDirectory(prefix="bench-rooms-") as tmp:
-        settings = offline_settings(Path(tmp))
-        # warm-up: one tiny room, so lazy imports and first-use caches are not billed to rooms
-        await simulate(bench_scenario(1, 2), catalog, settings, selector=selector, room="warm")
-        settle()
-        base = rss_mb()
-        alive = {"now": 0, "max": 0}
 
-        def count(ev: dict[str, Any]) -> None:
-            if ev["event"] == "room_started":
-                alive["now"] += 1
-                alive["max"] = max(alive["max"], alive["now"])
-            elif ev["event"] == "room_ended":
-                alive["now"] -= 1
+def _worker_env(voice: str, cwd: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LIVEKIT_"))}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        LIVEKIT_URL=f"ws://127.0.0.1:{closed_port()}",
+        LIVEKIT_API_KEY="bench-offline",
+        LIVEKIT_API_SECRET=secrets.token_hex(16),  # never sent anywhere: nothing listens
+        LOG_FORMAT="json",
+        LOG_LEVEL="INFO",  # livekit's "process initialized" lines say when prewarm is done
+        STATS_PORT="0",
+        WORKER_HTTP_PORT="0",
+        TRANSCRIPTS_DIR=str(cwd / "transcripts"),
+        PYTHONUNBUFFERED="1",
+    )
+    if voice == "openai":
+        env["OPENAI_API_KEY"] = FAKE_KEY
+    return env
 
-        cpu0, wall0 = cpu_s(), time.perf_counter()
-        with RssSampler(0.005) as sampler:
-            results = await asyncio.gather(
-                *(
-                    simulate(
-                        scenario,
-                        catalog,
-                        settings,
-                        selector=selector,
-                        room=f"bench-{i}",
-                        listeners=[count],
-                    )
-                    for i in range(rooms)
-                )
+
+def _log_count(path: Path, message: str, *, prefix: bool = False) -> int:
+    """Log records (livekit's `message` or ours' `event`) equal to, or starting with, it."""
+    count = 0
+    for line in path.read_bytes().splitlines():
+        with contextlib.suppress(ValueError):
+            rec = json.loads(line)
+            text = str(rec.get("message") or rec.get("event") or "")
+            if isinstance(rec, dict) and (text.startswith(message) if prefix else text == message):
+                count += 1
+    return count
+
+
+def _jobs(main: int) -> list[int]:
+    return [pid for pid in tree(main) if role_of(pid, main) == "job"]
+
+
+def _wait_idle(proc: subprocess.Popen[bytes], log: Path) -> int:
+    """Until the worker is ready and every idle job process it started has prewarmed; the
+    number of idle job processes."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    steady_since: float | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the worker exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        jobs = _jobs(proc.pid)
+        ready = _log_count(log, "worker_ready") > 0
+        prewarmed = _log_count(log, "process initialized")
+        if ready and jobs and prewarmed >= len(jobs):
+            steady_since = steady_since or time.monotonic()
+            if time.monotonic() - steady_since >= 1.0:  # no further process on its way
+                return len(jobs)
+        else:
+            steady_since = None
+        time.sleep(0.2)
+    raise RuntimeError(f"the worker's job processes did not prewarm in {READY_TIMEOUT_S} s")
+
+
+def idle_worker(voice: str, settle_s: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-idle-") as name:
+        cwd = Path(name)
+        log = cwd / "worker.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "workers.multi", "start"],
+                cwd=cwd,  # no .env here: the developer's settings stay out of the figures
+                env=_worker_env(voice, cwd),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
-        cpu, wall = cpu_s() - cpu0, time.perf_counter() - wall0
-    bad = [r.reason for r in results if r.reason != "max_turns" or r.turns != turns]
-    if bad:
-        raise RuntimeError(f"rooms did not run their {turns} turns: {bad}")
-    total_turns = sum(r.turns for r in results)
+        try:
+            idle_jobs = _wait_idle(proc, log)
+            time.sleep(settle_s)
+            report = tree_report(proc.pid)
+            retrying = _log_count(log, "failed to connect to livekit", prefix=True) > 0
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    pss = report["total"]["pss_mb"]
     return {
-        "rooms": rooms,
-        "personas": personas,
-        "sessions": rooms * personas,
-        "turns": total_turns,
-        "max_rooms_alive": alive["max"],
-        "rss_base_mb": rounded(base, 2),
-        "rss_peak_mb": rounded(sampler.peak, 2),
-        "rss_rooms_mb": rounded(sampler.peak - base, 2),
-        "cpu_s": rounded(cpu, 4),
-        "wall_s": rounded(wall, 4),
+        "voice": voice,
+        "idle_job_processes": idle_jobs,
+        "registration_retrying": retrying,  # it ran with no server, as meant
+        **report,
+        "aim": {"pss_mb_max": AIM_IDLE_WORKER_PSS_MB, "reached": pss <= AIM_IDLE_WORKER_PSS_MB},
     }
 
 
-def _run_child(args: argparse.Namespace) -> None:
-    quiet()
-    emit(asyncio.run(_point(args.rooms[0], args.personas[0], args.turns)))
+# ---- a room's job process --------------------------------------------------------------------
 
 
-# ---- the parent: one subprocess per point and repeat ----------------------------------------
-
-
-def _measure(rooms: int, personas: int, turns: int) -> dict[str, Any]:
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--child",
-        "--rooms",
-        str(rooms),
-        "--personas",
-        str(personas),
-        "--turns",
-        str(turns),
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"point R={rooms} P={personas} failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _median_point(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    point = dict(samples[0])
-    for key in ("rss_base_mb", "rss_peak_mb", "rss_rooms_mb", "cpu_s", "wall_s"):
-        point[key] = rounded(statistics.median(s[key] for s in samples), 4)
-    point["max_rooms_alive"] = min(s["max_rooms_alive"] for s in samples)
-    point["cpu_ms_per_turn"] = rounded(1000 * point["cpu_s"] / point["turns"], 3)
-    point["rss_rooms_mb_samples"] = [s["rss_rooms_mb"] for s in samples]
-    return point
-
-
-def _marginals(points: list[dict[str, Any]]) -> dict[str, Any]:
-    by = {(p["rooms"], p["personas"]): p for p in points}
-    rooms = sorted({p["rooms"] for p in points})
-    personas = sorted({p["personas"] for p in points})
-    out: dict[str, Any] = {}
-    rows = [[1.0, p["rooms"], p["rooms"] * p["personas"]] for p in points]
-    if len(rooms) > 1 and len(personas) > 1:
-        base, per_room, per_persona = lstsq(rows, [p["rss_rooms_mb"] for p in points])
-        _c0, c_room, c_persona = lstsq(rows, [p["cpu_s"] for p in points])
-        out["fit"] = {
-            "model": "rss_rooms_mb = base + per_room*R + per_persona*R*P (least squares)",
-            "base_mb": rounded(base, 2),
-            "mb_per_extra_room": rounded(per_room, 3),
-            "mb_per_extra_persona": rounded(per_persona, 3),
-            "mb_per_extra_room_of_4": rounded(per_room + 4 * per_persona, 3),
-            "cpu_s_per_extra_room": rounded(c_room, 4),
-            "cpu_s_per_extra_persona": rounded(c_persona, 4),
-        }
-    lo_p, hi_p = personas[0], personas[-1]
-    lo_r, hi_r = rooms[0], rooms[-1]
-    if hi_p > lo_p:
-        out["mb_per_extra_persona_by_rooms"] = {
-            str(r): rounded(
-                (by[r, hi_p]["rss_rooms_mb"] - by[r, lo_p]["rss_rooms_mb"]) / (r * (hi_p - lo_p)),
-                3,
-            )
-            for r in rooms
-        }
-    if hi_r > lo_r:
-        out["mb_per_extra_room_by_personas"] = {
-            str(p): rounded(
-                (by[hi_r, p]["rss_rooms_mb"] - by[lo_r, p]["rss_rooms_mb"]) / (hi_r - lo_r), 3
-            )
-            for p in personas
-        }
-    return out
+def room_job(voice: str, personas: int, turns: int) -> dict[str, Any]:
+    run = run_project(voice, personas, turns)
+    idle = Memory(**run["job_process"]["idle"])
+    room = Memory(**run["job_process"]["room"])
+    whole_idle = Memory(run["idle"]["total"]["pss_mb"], run["idle"]["total"]["uss_mb"])
+    whole_room = Memory(run["room"]["total"]["pss_mb"], run["room"]["total"]["uss_mb"])
+    return {
+        "personas": personas,
+        "turns": turns,
+        "idle": idle.as_dict(),
+        "at_last_line": room.as_dict(),
+        "growth": (room - idle).as_dict(),
+        "whole_tree_growth": (whole_room - whole_idle).as_dict(),
+        "cpu_room_s": run["cpu_room_s"],
+        "cpu_ms_per_turn": round(1000 * run["cpu_room_s"] / turns, 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    if args.child:
-        _run_child(args)
-        return 0
+    if not Path(f"/proc/{os.getpid()}/smaps_rollup").exists():
+        print("bench.room_overhead: no /proc/<pid>/smaps_rollup here", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    from bench._common import emit, machine, quiet
+
+    quiet()
     started = time.perf_counter()
-    points = []
-    for rooms in args.rooms:
-        for personas in args.personas:
-            samples = [_measure(rooms, personas, args.turns) for _ in range(args.repeats)]
-            points.append(_median_point(samples))
-    marginals = _marginals(points)
-    per_persona = marginals.get("fit", {}).get("mb_per_extra_persona")
+    load_before = os.getloadavg()
+    voices = ["openai", "offline"] if args.voice == "both" else [args.voice]
+    idle = {voice: idle_worker(voice, args.settle) for voice in voices}
+    rooms = {
+        voice: {str(p): room_job(voice, p, args.turns) for p in args.personas} for voice in voices
+    }
+    biggest = str(max(args.personas))
+    growth = {v: rooms[v][biggest]["growth"]["uss_mb"] for v in voices}
     emit(
         {
             "bench": "room_overhead",
             "machine": machine(),
+            "load_avg": {"before": load_before, "after": os.getloadavg()},
             "params": {
-                "rooms": args.rooms,
+                "voice": voices,
                 "personas": args.personas,
-                "turns_per_room": args.turns,
-                "repeats": args.repeats,
-                "model": "offline (agents.offline.OfflineLLM, scripted lines incl. tool calls)",
-                "stage": "local (workers.simulate.simulate: selector cast, run_room, LocalStage)",
-                "rss": "peak RSS sampled every 5 ms while the rooms run; base = RSS after "
-                "imports and one warm-up room; median over repeats, each a fresh process",
+                "turns": args.turns,
+                "settle_s": args.settle,
+                "memory": "PSS and USS from /proc/<pid>/smaps_rollup (bench/_memory.py)",
+                "worker": "python -m workers.multi start, no LiveKit server (a closed "
+                "loopback port), no .env",
+                "room": "bench.process_model layout (a): the worker's forkserver preload and "
+                "prewarm, one room on the local stage, offline model",
             },
-            "points": points,
-            "marginal": marginals,
-            "aim": {
-                "mb_per_extra_persona_max": AIM_MB_PER_PERSONA,
-                "reached": per_persona is not None and per_persona <= AIM_MB_PER_PERSONA,
+            "idle_worker": idle,
+            "room_job_process": rooms,
+            "aims": {
+                "idle_worker_pss_mb_max": AIM_IDLE_WORKER_PSS_MB,
+                "idle_worker_reached": {v: idle[v]["aim"]["reached"] for v in voices},
+                f"room_of_{biggest}_uss_growth_mb_max": AIM_ROOM_USS_GROWTH_MB,
+                f"room_of_{biggest}_uss_growth_reached": {
+                    v: g <= AIM_ROOM_USS_GROWTH_MB for v, g in growth.items()
+                },
             },
-            "elapsed_s": rounded(time.perf_counter() - started, 1),
+            "elapsed_s": round(time.perf_counter() - started, 1),
         }
     )
     return 0

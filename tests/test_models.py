@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from typing import Any
 
 import pytest
+from livekit.agents import RunResult
 from livekit.plugins import openai, silero
 
 from agents import (
@@ -53,6 +55,7 @@ def test_realtime_persona_gets_one_realtime_model_with_its_voice(catalog, no_net
     assert models.llm._opts.voice == "alloy"
     # the floor, not the server, decides who answers a human
     td = models.llm._opts.turn_detection
+    assert td is not None
     assert td.create_response is False and td.interrupt_response is False
     assert (models.stt, models.tts, models.vad, models.offline) == (None, None, None, False)
     # vad=None is passed on explicitly: omitted, AgentSession would build its own VAD
@@ -79,6 +82,7 @@ def test_every_catalog_persona_builds(catalog, vad, no_network) -> None:
         expected = openai.realtime.RealtimeModel if persona.model.mode == "realtime" else openai.LLM
         assert isinstance(models.llm, expected), persona.id
         if persona.model.mode == "pipeline":
+            assert isinstance(models.llm, openai.LLM) and isinstance(models.tts, openai.TTS)
             assert models.llm._opts.temperature == persona.model.temperature
             assert models.tts._opts.voice == persona.voice
 
@@ -87,7 +91,7 @@ def test_a_missing_key_or_vad_is_a_clear_error(catalog, monkeypatch, no_network)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ValueError, match="OPENAI_API_KEY is not set"):
         build_models(catalog.persona("tim"))
-    with pytest.raises(ValueError, match="pipeline persona 'dana' needs a VAD"):
+    with pytest.raises(ValueError, match="pipeline persona 'dana' hears the humans, so it needs"):
         build_models(catalog.persona("dana"), openai_api_key=KEY)
     monkeypatch.setenv("OPENAI_API_KEY", KEY)  # the environment is the fallback
     assert isinstance(build_models(catalog.persona("tim")).llm, openai.realtime.RealtimeModel)
@@ -126,12 +130,13 @@ async def play(catalog, turns: int, room=None, cast=None, persona_id="tim"):
     persona = catalog.persona(persona_id)
     models = offline_models(persona, room.scenario, {r: p.name for r, p in cast.items()})
     agent = build_agent(persona, room_data=room, cast=cast, floor=RecordingFloor())
+    assert isinstance(models.llm, OfflineLLM)
     session = offline_session(models.llm)
     events = []
     async with asyncio.timeout(TIMEOUT_S):
         await session.start(agent)
         for i in range(turns):
-            result = await session.run(user_input=f"turn {i}")
+            result: RunResult[Any] = await session.run(user_input=f"turn {i}")
             events.append([_describe(e.item) for e in result.events])
         await session.aclose()
     return events, room
@@ -248,3 +253,71 @@ def test_the_logged_choice_says_what_room_models_builds():
         "models": "openai",
         "voice": "catalog voices",
     }
+
+
+# ---- only the persona that hears humans pays for hearing -------------------------------------
+
+
+async def test_only_the_pipeline_persona_that_hears_humans_gets_vad_and_stt(catalog, no_network):
+    """With a key, a pipeline persona that only hears the room through the floor's text relay
+    gets LLM + TTS: no VAD and no STT, so its session starts no VAD stream, no STT task and
+    no turn detector (and needs no VAD passed in)."""
+    from agents.models import room_models
+    from workers.stage import make_session
+
+    cast = cast_of(catalog, "dana", "maria")  # both pipeline personas
+    scenario = scenario_for("freight-dispatch", *cast)
+    names = {role: p.name for role, p in cast.items()}
+    vad = object()
+
+    def models(persona_id: str, *, hears: bool, vad=vad):
+        persona = catalog.persona(persona_id)
+        return room_models(
+            persona, scenario, names, hears_humans=hears, vad=vad, openai_api_key=KEY
+        )
+
+    lead = models("dana", hears=True)
+    assert lead.vad is vad and isinstance(lead.stt, openai.STT)
+    other = models("maria", hears=False)
+    assert (other.vad, other.stt) == (None, None)
+    assert isinstance(other.llm, openai.LLM) and isinstance(other.tts, openai.TTS)
+    assert other.tts._opts.voice == "shimmer"
+    session = make_session(other)
+    assert (session.vad, session.stt, session.turn_detection) == (None, None, None)
+    assert make_session(lead).turn_detection == "vad"  # the listener: VAD end of speech
+    assert models("maria", hears=False, vad=None).vad is None
+    for m in (lead, other):
+        await m.llm.aclose()  # the session's connection prewarm, never let out (no_network)
+
+
+def test_every_persona_of_a_room_gets_its_own_model_instances(catalog, no_network):
+    """Never shared between sessions: livekit subscribes each session to its models' metrics
+    events, so a shared LLM or TTS would count every session's usage in every session."""
+    from agents.models import room_models
+
+    cast = cast_of(catalog, "dana", "maria", "sam", "alex")  # pipeline personas, one room
+    scenario = scenario_for("mixed-ops", *cast)
+    names = {role: p.name for role, p in cast.items()}
+    built = [
+        room_models(p, scenario, names, hears_humans=True, vad=object(), openai_api_key=KEY)
+        for p in [*cast.values(), catalog.persona("dana")]  # the same persona twice, too
+    ]
+    for kind in ("llm", "tts", "stt"):
+        objects = [getattr(m, kind) for m in built]
+        assert len({id(o) for o in objects}) == len(objects), kind
+
+
+async def test_each_session_counts_only_its_own_models_usage(catalog, tmp_path, scenarios_dir):
+    """Through a room: one model per persona, and each session's usage is exactly what its own
+    model reported (one token in and one out per call), not the whole room's."""
+    from tests.test_floor import Room, _scenario
+
+    room = Room(catalog, tmp_path, _scenario("all_four", scenarios_dir, max_turns=8), {})
+    result = await room.run()
+    assert result.turns == 8 and room.floor is not None
+    by_role = {s.persona.role: s for s in room.floor.speakers}
+    assert len({id(f) for f in room.fakes.values()}) == 4
+    for role, fake in room.fakes.items():
+        usage = [u for u in by_role[role].session.usage.model_usage if u.type == "llm_usage"]
+        assert len(fake.calls) == 2, role  # 8 turns, 4 personas
+        assert [(u.input_tokens, u.output_tokens) for u in usage] == [(2, 2)], role

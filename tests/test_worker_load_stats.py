@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 from types import SimpleNamespace
 from typing import Any
@@ -18,6 +19,7 @@ from structlog.testing import capture_logs
 from config.catalog import Catalog
 from config.settings import Settings
 from tests.conftest import SCENARIOS_DIR
+from workers import multi
 from workers.multi import build_server, prewarm
 from workers.stats_server import StatsServer, summarize
 from workers.worker_load import Worker
@@ -205,13 +207,14 @@ async def test_server_runs_offline_reports_load_and_releases_on_close(
     second_call = asyncio.Event()
     loop = asyncio.get_running_loop()
 
-    def load_fnc(server: AgentServer) -> float:  # livekit's load task, in a thread
+    def load_fnc(server: AgentServer | None = None) -> float:  # livekit's load task, in a thread
         value = Worker.load(worker, server)
         calls.append(value)
         if sum(v > 0 for v in calls) >= 2:  # an earlier non-zero value has been stored
             loop.call_soon_threadsafe(second_call.set)
         return value
 
+    # a spy in place of the method: deliberately patched on the instance to count the calls
     worker.load = load_fnc  # type: ignore[method-assign]
     server = build_server(settings, catalog, worker=worker)
     assert server.setup_fnc is prewarm and server.load_fnc is load_fnc
@@ -239,3 +242,67 @@ async def test_server_runs_offline_reports_load_and_releases_on_close(
     assert worker.leasebook.held() == {}
     assert worker.selector.stats()["summary"]["total_active_rooms"] == 0
     assert worker.stats_server is None
+
+
+# ---- what a job process holds, and what it never loads ---------------------------------------
+
+PREWARM_PROBE = """
+import gc, json
+from types import SimpleNamespace
+from workers.multi import prewarm
+userdata = {}
+before = gc.get_freeze_count()
+prewarm(SimpleNamespace(userdata=userdata))
+tracked = {id(o) for o in gc.get_objects()}  # the generations a collection walks
+print(json.dumps({
+    "frozen_before": before,
+    "frozen_after": gc.get_freeze_count(),
+    "catalog_walked_by_gc": id(userdata["catalog"]) in tracked,
+    "vad_walked_by_gc": id(userdata["vad"]) in tracked,
+}))
+"""
+
+
+@pytest.mark.subprocess(argv=["-c", PREWARM_PROBE])  # its own process: prewarm freezes its heap
+def test_prewarm_ends_by_freezing_what_it_built(program):
+    """A full collection in a job process walks only what the room allocates: what prewarm
+    built (VAD, offline voice, catalog) is frozen out of the collector's reach."""
+    assert program.returncode == 0, program.stderr[-2000:]
+    probe = json.loads(program.stdout.strip().splitlines()[-1])
+    assert probe["frozen_after"] > probe["frozen_before"]
+    assert probe["catalog_walked_by_gc"] is False and probe["vad_walked_by_gc"] is False
+
+
+PRELOAD_PROBE = """
+import json, os
+from config.catalog import load_catalog
+from config.settings import Settings
+from workers.multi import build_server
+build_server(Settings(_env_file=None), load_catalog())
+# what the worker's forkserver imports (livekit worker.py), with the environment it inherits
+from livekit.agents.ipc import _preload
+print(json.dumps({
+    "variable": _preload.ENV_PRELOAD_LOCAL_INFERENCE,
+    "value": os.environ.get(_preload.ENV_PRELOAD_LOCAL_INFERENCE),
+    "preloads_local_models": _preload._local_inference_models(),
+}))
+"""
+
+
+@pytest.mark.subprocess(argv=["-c", PRELOAD_PROBE])
+def test_the_forkserver_never_preloads_livekits_local_inference_models(program):
+    """livekit's forkserver warm-up loads its local VAD and end-of-turn model (~244 MB) unless
+    told not to; nothing in this worker uses them. Fails if livekit renames the variable."""
+    assert program.returncode == 0, program.stderr[-2000:]
+    probe = json.loads(program.stdout.strip().splitlines()[-1])
+    assert probe["variable"] == multi.PRELOAD_LOCAL_INFERENCE
+    assert probe["value"] == "0"
+    assert probe["preloads_local_models"] is False
+
+
+def test_build_server_keeps_an_operators_own_preload_choice(
+    settings: Settings, catalog: Catalog, monkeypatch
+):
+    monkeypatch.setenv(multi.PRELOAD_LOCAL_INFERENCE, "1")
+    build_server(settings, catalog)
+    assert os.environ[multi.PRELOAD_LOCAL_INFERENCE] == "1"

@@ -32,6 +32,15 @@ log = get_logger("workers.floor")
 
 Emit = Callable[..., Any]  # emit(event_name, **fields), e.g. Transcript.write
 
+# Items each persona's own chat context keeps besides its instructions: the newest 200.
+# livekit passes over the speaker's whole context for every reply (copies, tool filtering,
+# the provider's formatting), so an unbounded context makes each turn slower than the last
+# (and each request longer). 200 items is the last ~50 rounds of a four-persona room, about
+# 5,000 tokens of short spoken lines; a 500-turn room (the schema's cap) would otherwise
+# leave 500+ items in every context. bench.floor_latency measures the gap flat at this size
+# up to turn 2,000.
+CONTEXT_MAX_ITEMS = 200
+
 
 class EndReason(StrEnum):
     MAX_TURNS = "max_turns"
@@ -88,25 +97,46 @@ class Speaker:
         return f"{self.persona.name} ({self.persona.role})"
 
 
-async def append_user_line(agent: Any, session: AgentSession, line: str) -> None:
-    """Add `line` as a user message at the end of `agent`'s chat context.
+def own_context(agent: Any, session: AgentSession) -> llm.ChatContext | None:
+    """The chat context livekit generates `agent`'s replies from, to change in place; None for
+    a realtime model, whose remote copy only `update_chat_ctx()` keeps in step.
 
-    livekit-agents has no public append: `Agent.chat_ctx` is a read-only copy and
-    `update_chat_ctx()` replaces the context with a filtered copy, so relaying that way copies
-    each listener's whole context twice per turn. With a pipeline LLM the context is only
-    local: the line goes into the agent's own context in place, as livekit adds a user's turn
-    itself (`agent._chat_ctx.items.append` in voice/agent_activity.py). A realtime model keeps
-    a remote copy that only `update_chat_ctx()` syncs, so it keeps that path.
-    tests/test_floor_relay.py fails if livekit renames `Agent._chat_ctx` or stops using it.
-    """
+    The one place that reads livekit's private `Agent._chat_ctx`: livekit-agents has no public
+    in-place access (`Agent.chat_ctx` is a read-only copy, and `update_chat_ctx()` replaces the
+    context with a filtered copy), while it adds a user's turn to this very object itself
+    (`agent._chat_ctx.items.append` in voice/agent_activity.py). tests/test_floor_relay.py and
+    tests/test_bounded_context.py fail if livekit renames it or stops generating from it."""
     model = agent.llm if utils.is_given(agent.llm) else session.llm
     ctx = getattr(agent, "_chat_ctx", None)
     if isinstance(model, llm.LLM) and isinstance(ctx, llm.ChatContext) and not ctx.readonly:
+        return ctx
+    return None
+
+
+async def append_user_line(agent: Any, session: AgentSession, line: str) -> None:
+    """Add `line` as a user message at the end of `agent`'s chat context: in place with a
+    pipeline LLM (relaying through `update_chat_ctx()` would copy each listener's whole
+    context twice per turn), through `update_chat_ctx()` for a realtime model."""
+    ctx = own_context(agent, session)
+    if ctx is not None:
         ctx.add_message(role="user", content=line)
         return
     updated = agent.chat_ctx.copy()
     updated.add_message(role="user", content=line)
     await agent.update_chat_ctx(updated)
+
+
+def bound_context(agent: Any, session: AgentSession, max_items: int) -> None:
+    """Keep `agent`'s own chat context to its instructions and at most its newest `max_items`
+    items, in place, with livekit's public `ChatContext.truncate`: it keeps the leading
+    instructions and never starts the kept part with a tool call or a tool output, so a call
+    is never kept without its output nor an output without its call. Once past the bound, a
+    context is cut a tenth below it, so the cut (a pass over the context) comes every few
+    turns, not on every line. A realtime model's context is left to its server, which bounds
+    its own conversation."""
+    ctx = own_context(agent, session)
+    if ctx is not None and len(ctx.items) > max_items + 1:  # + 1: the instructions
+        ctx.truncate(max_items=max_items - max_items // 10)
 
 
 class Floor:
@@ -120,12 +150,15 @@ class Floor:
         emit: Emit,
         humans: Humans,
         max_failures: int = 2,
+        context_items: int = CONTEXT_MAX_ITEMS,
     ) -> None:
         self.scenario = scenario
         self.rules = scenario.rules
         self._emit = emit
         self.humans = humans
         self._max_failures = max_failures
+        # items each persona's chat context keeps besides its instructions (bound_context)
+        self.context_items = context_items
         self.speakers: list[Speaker] = []
         self.turns = 0
         self.ending: Ending | None = None
@@ -351,6 +384,9 @@ class Floor:
         for other in self.speakers:
             if other is not exclude:
                 await append_user_line(other.agent, other.session, line)
+        # every context, the speaker's too (its reply has just grown it), within the bound
+        for speaker in self.speakers:
+            bound_context(speaker.agent, speaker.session, self.context_items)
 
     async def _hear(self, line: HumanLine) -> Speaker:
         """A human spoke: every persona hears it; exactly one answers."""
@@ -409,6 +445,7 @@ class Floor:
             target.session,
             f"[hand-over] {speaker.label} hands the conversation to you. Summary: {req.summary}",
         )
+        bound_context(target.agent, target.session, self.context_items)
         return target, (
             f"{speaker.persona.name} just handed this conversation to you with the summary "
             f"above. Open with one short bridge line to the person you now help, then continue."

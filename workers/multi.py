@@ -10,7 +10,9 @@ offered room is in `workers.admission`; its load, leases and stats endpoint in
 
 from __future__ import annotations
 
+import gc
 import math
+import os
 import signal
 import sys
 import threading
@@ -40,6 +42,13 @@ from workers.worker_load import MultiPersonaServer, Worker
 log = get_logger("workers.multi")
 
 EXIT_BAD_SETUP = 2
+# Read by livekit's forkserver warm-up (livekit/agents/ipc/_preload.py): unless it is falsy,
+# the forkserver loads livekit's local VAD and its end-of-turn model (~244 MB; an idle worker
+# with 2 job processes measured 610 MB PSS with them, ~350 without: bench.room_overhead).
+# Neither is used here: the process's VAD is silero's, loaded in prewarm, and turn detection
+# is explicit per persona (workers.stage.base.make_session: VAD end of speech for the persona
+# that hears humans, none for the others).
+PRELOAD_LOCAL_INFERENCE = "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE"
 
 
 # -- main process ----------------------------------------------------------------------------
@@ -53,9 +62,14 @@ def build_server(
     settings: Settings, catalog: Catalog, *, worker: Worker | None = None
 ) -> MultiPersonaServer:
     worker = worker if worker is not None else Worker(settings, catalog)
+    # before the worker starts its forkserver, which inherits this environment; an operator's
+    # own value is kept
+    os.environ.setdefault(PRELOAD_LOCAL_INFERENCE, "0")
     kwargs: dict[str, Any] = {}
     if settings.worker_http_port is not None:
         kwargs["port"] = settings.worker_http_port
+    if settings.prometheus_port is not None:
+        kwargs["prometheus_port"] = settings.prometheus_port  # /metrics, with workers.metrics
     server = MultiPersonaServer(
         worker,
         setup_fnc=prewarm,
@@ -101,6 +115,20 @@ def prewarm(proc: JobProcess) -> None:
     if settings.openai_key() is None:
         warm_offline_voice()
     proc.userdata["catalog"] = load_catalog(settings.catalog_path)
+    freeze_heap()
+
+
+def freeze_heap() -> None:
+    """The last step of prewarm: what is alive now (imports, models, the catalog) leaves the
+    cyclic garbage collector's reach. A full collection stalls the event loop, every session
+    of the room with it, for as long as it walks the heap; frozen, it walks only what the room
+    itself allocates. The forkserver already froze what it preloaded (livekit's
+    `_preload_freeze`); this adds what prewarm built. Job processes only: with livekit's thread
+    executor prewarm runs in a thread of the worker's own process, whose heap is not ours to
+    pin for good."""
+    if threading.current_thread() is threading.main_thread():
+        gc.collect()  # no garbage frozen with the rest
+        gc.freeze()
 
 
 def ignore_stop_signals() -> None:
