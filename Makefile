@@ -9,9 +9,9 @@ SCENARIO ?= dispatch_checkin
 LIVEKIT_SERVER_VERSION ?= v1.13.5
 LK_VERSION ?= v2.18.2
 BIN := .cache/bin
-UNIT_TESTS := $(PY) -m pytest -q -m "not live and not bench"
+UNIT_TESTS := $(PY) -m pytest -q -m "not live and not bench and not integration"
 
-.PHONY: install test test-unit test-bench test-live livekit live-server redis lint format schema dev start demo room bench clean
+.PHONY: install test test-unit test-integration test-bench test-live livekit live-server redis lint format schema dev start demo room bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,11 +21,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The unit suite, the benchmarks' smoke runs, then the live suite on a real livekit-server.
-test: test-unit test-bench test-live
+# The unit suite (fast: the edit-test loop), the integration tests (a real redis-server, many
+# processes, real audio end to end), the benchmarks' smoke runs, then the live suite on a real
+# livekit-server.
+test: test-unit test-integration test-bench test-live
 
 test-unit: $(STAMP)
 	$(UNIT_TESTS)
+
+# redis-server is installed where it can be (root, apt); without it those tests skip with one
+# line, and under CI=true they fail.
+test-integration: $(STAMP)
+	-@$(MAKE) -s redis
+	$(PY) -m pytest -q -m integration
 
 test-bench: $(STAMP)
 	$(PY) -m pytest -q -m bench
@@ -70,6 +78,7 @@ live-server: livekit
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 format: $(STAMP)
 	$(PY) -m ruff check --fix .

@@ -157,7 +157,7 @@ def own_redis_server() -> Iterator[RedisServer]:
 MakeSelector = Callable[..., Selector]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
 def make_selector(request: pytest.FixtureRequest) -> Iterator[MakeSelector]:
     """`Selector(catalog, rng)` on each store. On Redis each selector gets a key space of its
     own, so two selectors of one test are as independent as two in memory are."""

@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from livekit.agents import Agent, llm
 
 from tests.fakes import FakeCall, FakeLLM, Step, call, offline_session, say
@@ -78,6 +79,7 @@ def every_call(room: Room) -> Iterator[tuple[str, FakeCall]]:
             yield role, c
 
 
+@pytest.mark.integration  # a room of hundreds of turns
 async def test_a_long_room_keeps_every_context_within_the_bound(catalog, tmp_path, scenarios_dir):
     room = Room(catalog, tmp_path, _scenario("all_four", scenarios_dir, max_turns=60), {})
     checks: list[dict[str, int]] = []
@@ -118,6 +120,7 @@ def lookup_every_turn(c: FakeCall) -> Step:
     return call("lookup_load", load_id="HDX-2478")
 
 
+@pytest.mark.integration  # a room of hundreds of turns
 async def test_a_tool_call_is_never_kept_without_its_output(catalog, tmp_path, scenarios_dir):
     """Bounds of every size cut a dispatcher turn (call, output, line) at every position:
     a call is never kept without its output, nor an output without its call."""
@@ -133,6 +136,7 @@ async def test_a_tool_call_is_never_kept_without_its_output(catalog, tmp_path, s
             assert len(conversation(c.items)) <= bound + 2, (bound, role)  # + this turn's call
 
 
+@pytest.mark.integration  # a room of hundreds of turns
 async def test_the_products_bound_holds_a_room_past_it(catalog, tmp_path, scenarios_dir):
     """The default bound: a room long enough that every context passes it."""
     bound = floor_module.CONTEXT_MAX_ITEMS

@@ -25,6 +25,8 @@ from tests.test_selector import campaign, make_catalog, persona, scenario, trio
 from workers.capacity_store import LeaseRefresher, RedisStore
 from workers.selector import Cast, NoCapacity, Selector
 
+pytestmark = pytest.mark.integration  # a real redis-server and several processes
+
 # spawn: a child starts clean (no copy of the test process's threads, locks or connections)
 CTX = multiprocessing.get_context("spawn")
 PROCESSES = 4

@@ -34,6 +34,8 @@ from config.catalog import Catalog
 from config.scenario import load_scenario
 from tests.conftest import SCENARIOS_DIR
 
+pytestmark = pytest.mark.integration  # real eSpeak NG and pocketsphinx audio, end to end
+
 SHORT = "The truck left the depot at nine."
 LONG = "The truck left the depot at nine and reached the warehouse before noon today."
 

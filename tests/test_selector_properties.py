@@ -22,6 +22,8 @@ from tests.redis_server import MakeSelector
 from tests.test_selector import campaign, make_catalog, persona, scenario
 from workers.selector import Cast, Lease, NoCapacity, Selector, Strategy
 
+pytestmark = pytest.mark.integration  # thousands of random operations, and threads
+
 ROLES = ("dispatcher", "driver", "sales")
 STRATEGIES = [None, *Strategy]
 FALLBACK_REASONS = ("legacy persona", "tenant default persona", "system default persona")

@@ -16,6 +16,8 @@ from config.catalog import Catalog, Strategy
 from tests.test_selector import campaign, make_catalog, persona, scenario
 from workers.selector import Lease, NoCapacity, Selector
 
+pytestmark = pytest.mark.integration  # campaigns of 1,000 personas against a full scan
+
 N = 1_000
 PRIMARIES = 100
 

@@ -197,6 +197,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.integration  # runs livekit's AgentServer with its HTTP server and load task
 async def test_server_runs_offline_reports_load_and_releases_on_close(
     settings: Settings, catalog: Catalog, cpu: Cpu
 ):

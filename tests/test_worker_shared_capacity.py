@@ -21,6 +21,8 @@ from tests.test_worker_request import Recorder, handle, job_request
 from workers.multi import build_server
 from workers.worker_load import Worker
 
+pytestmark = pytest.mark.integration  # a real redis-server
+
 DISPATCH = json.dumps({"scenario": "dispatch_checkin"})
 
 
