@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import multiprocessing
 from types import SimpleNamespace
 
+import pytest
 from livekit import api, rtc
 from livekit.agents.ipc import job_proc_lazy_main
 from livekit.agents.job import (
@@ -21,7 +23,12 @@ from livekit.agents.job import (
 from livekit.protocol import agent as agent_pb
 from livekit.protocol import models
 
-from workers.job_internals import accept_metadata, job_stop_requested, job_url
+from workers.job_internals import (
+    accept_metadata,
+    fail_job_process,
+    job_stop_requested,
+    job_url,
+)
 
 
 def test_livekit_still_wires_the_job_contexts_shutdown_to_the_process_future():
@@ -95,3 +102,33 @@ async def test_job_url_is_the_url_the_server_assigned_the_job():
         "workers/job_internals.py"
     )
     assert job_url(SimpleNamespace(), "ws://fallback") == "ws://fallback"
+
+
+def test_livekit_still_reports_a_job_status_from_its_process_exit_code():
+    from livekit.agents.ipc.job_proc_executor import ProcJobExecutor
+
+    source = inspect.getsource(ProcJobExecutor._supervise_task)
+    assert "JobStatus.SUCCESS if self.exitcode == 0 else JobStatus.FAILED" in source, (
+        "livekit no longer derives a job's status from its exit code: "
+        "update fail_job_process in workers/job_internals.py"
+    )
+
+
+def _job_process(fail: bool) -> None:
+    """A child's whole run: returns normally, as livekit's job process main does."""
+    if fail:
+        assert fail_job_process()
+
+
+@pytest.mark.integration  # starts job-like processes
+@pytest.mark.parametrize("fail", [False, True], ids=["ok", "failed"])
+def test_a_failed_job_process_exits_1_after_its_normal_end(fail: bool) -> None:
+    ctx = multiprocessing.get_context("forkserver")  # how livekit starts job processes
+    proc = ctx.Process(target=_job_process, args=(fail,))
+    proc.start()
+    proc.join(timeout=60)
+    assert proc.exitcode == (1 if fail else 0)
+
+
+def test_outside_a_job_process_nothing_is_changed():
+    assert fail_job_process() is False  # the test process is nobody's child

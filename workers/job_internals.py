@@ -13,6 +13,12 @@ The accept arguments: the job learns whether on_request accepted it (and so left
 from `ctx._info.accept_arguments`, which JobContext keeps private; its token's claims carry the
 same metadata but are only a fallback.
 
+The exit code: livekit-agents reports a job to the server as failed only when its process
+exits non-zero (`JobStatus.SUCCESS if self.exitcode == 0 else JobStatus.FAILED` in
+`ipc/job_proc_executor.py`), and a job process whose entrypoint raised still exits 0 after its
+cleanup. `fail_job_process` makes it exit 1, through multiprocessing's own exit hooks, which
+run once livekit's cleanup is done.
+
 The URL: the server assigns each job the URL to join (`ctx._info.url`, what `ctx.connect()`
 uses), which need not be the worker's LIVEKIT_URL (a cloud region, a proxy); the personas the
 stage joins itself must use the same one.
@@ -21,6 +27,8 @@ stage joins itself must use the same one.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import multiprocessing.util
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -60,3 +68,19 @@ def job_url(ctx: JobContext, default: str) -> str:
     """The server URL this job was assigned (`ctx._info.url`, private), else `default`."""
     url = getattr(getattr(ctx, "_info", None), "url", None)
     return url if isinstance(url, str) and url else default
+
+
+def _exit_failed() -> None:
+    raise SystemExit(1)  # not an Exception: multiprocessing's finalizer loop lets it through
+
+
+def fail_job_process() -> bool:
+    """Make this job process exit with status 1 once livekit has cleaned up, so the job is
+    reported failed. Only in a job process livekit started (a multiprocessing child); False
+    elsewhere (the thread executor, tests, the main process), where nothing is changed."""
+    if multiprocessing.parent_process() is None:
+        return False
+    # The lowest priority: the last of the finalizers multiprocessing runs once the child's
+    # run() has returned, so every other one (livekit's included) has run before it.
+    multiprocessing.util.Finalize(None, _exit_failed, exitpriority=-(10**9))
+    return True

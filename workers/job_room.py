@@ -20,7 +20,12 @@ from config.catalog import Catalog, Persona
 from config.logging import bind_context, get_logger
 from config.settings import Settings
 from workers.admission import Reject, cast_in_job, plan_directory, release_leases
-from workers.job_internals import accept_metadata, job_stop_requested, job_url
+from workers.job_internals import (
+    accept_metadata,
+    fail_job_process,
+    job_stop_requested,
+    job_url,
+)
 from workers.job_plan import JobPlan, PlanError
 from workers.leases import Releasable
 from workers.plan_handoff import PlanHandoff
@@ -76,6 +81,7 @@ async def run_job(ctx: JobContext, settings: Settings, catalog: Catalog) -> None
         # the room connection failed, or the stage could not even be set up
         log.error("job_failed", error=repr(e))
         reason = f"job failed: {type(e).__name__}"
+        fail_job_process()  # so livekit reports the job failed, not a success
         raise
     finally:
         release_leases(own_leases)
