@@ -140,7 +140,13 @@ async def test_every_human_is_heard_in_chat(worker: WorkerProcess):
             joined(human_token(room, "caller-b")) as b,
         ):
             await transcript_event(worker, room, "utterance")  # the floor is running
-            lead = next(p for p in agents_of(await participants(lk, room)))
+            # the persona that hears the humans: the scenario's lead (support), whatever the
+            # order the server lists its participants in
+            lead = next(
+                p
+                for p in agents_of(await participants(lk, room))
+                if p.attributes.get("role") == "support"
+            )
             # each waits until its message is delivered to the lead persona's connection
             await a.local_participant.send_text(
                 "Hi, my blender arrived with a cracked jar.",
