@@ -30,7 +30,9 @@ the warm-up (moves every object alive then out of the collector's reach) to show
 forkserver preloads (ending with livekit's `_preload_freeze`: collect + freeze, as the
 forkserver does before forking a job process), runs `workers.multi.prewarm`, then
 `--gc-turns` turns (rooms of <= 500) while gc.callbacks times every collection of every
-generation; once as the worker does today and once with `gc.freeze()` after prewarm.
+generation: `as_today` (prewarm as it is), `freeze_after_prewarm` (one more freeze) and
+`freeze_each_turn` (also `workers.gc_policy.freeze_after_each_turn` on each turn, as
+`workers.job_room` runs a room).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ AIM_P99_MS = 5.0
 AIM_FLAT_RATIO = 1.5  # last 100 turns of the long room against its first 100 (p50)
 AIM_GC_PAUSE_MS = 20.0
 SLICE = 100
-FREEZE_MODES = ("as_today", "freeze_after_prewarm")
+FREEZE_MODES = ("as_today", "freeze_after_prewarm", "freeze_each_turn")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -102,7 +104,10 @@ def _scenario(personas: int, turns: int) -> Any:
     return scenario
 
 
-async def _room(index: int, personas: int, turns: int, tmp: Path) -> dict[str, Any]:
+async def _room(
+    index: int, personas: int, turns: int, tmp: Path, *, freeze_each_turn: bool = False
+) -> dict[str, Any]:
+    from workers.gc_policy import freeze_after_each_turn
     from workers.room import run_room, seats_for
     from workers.selector import Selector
     from workers.tokens import persona_identity
@@ -150,7 +155,7 @@ async def _room(index: int, personas: int, turns: int, tmp: Path) -> dict[str, A
             stage=ObservedStage(scenario.human_lines, on_open=on_open),
             models_for=models_for,
             transcripts_dir=tmp,
-            listeners=[on_event],
+            listeners=[on_event, *([freeze_after_each_turn] if freeze_each_turn else [])],
         )
     finally:
         cast.release()
@@ -343,8 +348,9 @@ def _job_gc_child(mode: str, turns: int, personas: int) -> dict[str, Any]:
 
     prewarm(SimpleNamespace(userdata={}))  # type: ignore[arg-type]  # stands in: only .userdata
     quiet()  # prewarm configured the product's logging: stdout carries only the JSON
-    if mode == "freeze_after_prewarm":
+    if mode != "as_today":
         gc.freeze()
+    each_turn = mode == "freeze_each_turn"  # as workers.job_room runs a room
     frozen = gc.get_freeze_count()
     pauses = _AllGcPauses()
     rooms = [min(500, turns - k) for k in range(0, turns, 500)]
@@ -354,7 +360,7 @@ def _job_gc_child(mode: str, turns: int, personas: int) -> dict[str, Any]:
             gc.callbacks.append(pauses)
             try:
                 for i, n in enumerate(rooms):
-                    await _room(i, personas, n, Path(tmp))
+                    await _room(i, personas, n, Path(tmp), freeze_each_turn=each_turn)
             finally:
                 gc.callbacks.remove(pauses)
 

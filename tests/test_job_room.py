@@ -135,3 +135,29 @@ async def test_a_job_nobody_accepted_casts_for_itself_from_the_job_metadata(
     ctx.job.metadata = '{"scenario": "no_such_scenario"}'
     refused = find_plan(ctx, settings, catalog)  # type: ignore[arg-type]  # a stand-in
     assert isinstance(refused, str) and refused.startswith("cannot cast: ")
+
+
+async def test_the_job_runs_its_room_with_the_job_process_gc_policy(
+    settings, catalog, scenarios_dir, monkeypatch
+):
+    """One room per job process: each turn freezes what is alive (workers/gc_policy.py)."""
+    from workers import job_room
+    from workers.gc_policy import freeze_after_each_turn
+
+    seen: dict[str, object] = {}
+
+    async def fake_run_room(**kwargs: object) -> object:
+        seen.update(kwargs)
+        return SimpleNamespace(reason="max_turns", detail="", turns=0, transcript_path="t")
+
+    async def joined(**_: object) -> None:
+        return None
+
+    monkeypatch.setattr(job_room, "run_room", fake_run_room)
+    _hand_plan(settings, catalog, scenarios_dir)
+    ctx = JobCtx('{"persona": "tim"}', catalog, joined)
+    ctx.room.local_participant = SimpleNamespace(identity="agent_tim_room-7_abc123")
+    ctx.room.on = lambda *_a, **_k: None
+    await run_job(ctx, settings, catalog)
+    assert freeze_after_each_turn in seen["listeners"]
+    assert ctx.shutdowns == ["room ended: max_turns"]
