@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from workers.gc_policy import freeze_after_each_turn
+from workers.gc_policy import freeze_after_each_turn, room_listeners
 
 
 @pytest.fixture
@@ -24,3 +24,8 @@ def test_a_turn_freezes_what_is_alive_and_other_events_do_not(thawed: None) -> N
     freeze_after_each_turn({"event": "utterance", "persona": "tim", "text": "On my way."})
     assert gc.get_freeze_count() >= before + len(alive)
     assert gc.get_count()[0] < 10  # the young generation was collected first
+
+
+def test_a_process_that_runs_many_rooms_keeps_its_collector():
+    """This test process is no job process: rooms share it, so nothing is frozen per turn."""
+    assert room_listeners() == []

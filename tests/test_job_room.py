@@ -154,6 +154,8 @@ async def test_the_job_runs_its_room_with_the_job_process_gc_policy(
         return None
 
     monkeypatch.setattr(job_room, "run_room", fake_run_room)
+    # as in a job process livekit started (this test process is nobody's child)
+    monkeypatch.setattr("multiprocessing.parent_process", lambda: SimpleNamespace(pid=1))
     _hand_plan(settings, catalog, scenarios_dir)
     ctx = JobCtx('{"persona": "tim"}', catalog, joined)
     ctx.room.local_participant = SimpleNamespace(identity="agent_tim_room-7_abc123")

@@ -9,13 +9,16 @@ walks only what the current turn allocated. Objects freed by reference counting 
 always; only cyclic garbage among the frozen ones stays until the process exits, a bounded
 cost for one room (livekit builds a dataclass type per reply: ~1 KB a turn).
 
-Not for a process that runs many rooms (the simulation, tests): it would keep their cyclic
-garbage for good.
+Not for a process that runs many rooms (the simulation, tests, livekit's thread executor
+behind `console`): it would keep their cyclic garbage for good; `room_listeners` leaves it
+out there.
 """
 
 from __future__ import annotations
 
 import gc
+import multiprocessing
+from collections.abc import Callable
 from typing import Any
 
 
@@ -24,3 +27,9 @@ def freeze_after_each_turn(event: dict[str, Any]) -> None:
     if event.get("event") == "utterance":
         gc.collect(1)  # the young generations: what the turn made and dropped goes first
         gc.freeze()
+
+
+def room_listeners() -> list[Callable[[dict[str, Any]], None]]:
+    """The GC policy for a job's room: the per-turn freeze in a job process livekit started
+    (a multiprocessing child: one room, then it exits); nothing in a process rooms share."""
+    return [freeze_after_each_turn] if multiprocessing.parent_process() is not None else []

@@ -20,7 +20,7 @@ from config.catalog import Catalog, Persona
 from config.logging import bind_context, get_logger
 from config.settings import Settings
 from workers.admission import Reject, cast_in_job, plan_directory, release_leases
-from workers.gc_policy import freeze_after_each_turn
+from workers.gc_policy import room_listeners
 from workers.job_internals import (
     accept_metadata,
     fail_job_process,
@@ -135,7 +135,7 @@ async def _run_plan(
         models_for=_models_for(ctx, settings, plan),
         transcripts_dir=settings.transcripts_dir,
         job_id=ctx.job.id,
-        listeners=[freeze_after_each_turn],  # one room per process: short GC pauses
+        listeners=room_listeners(),  # one room per job process: short GC pauses
     )
     log.info(
         "job_room_ended",
