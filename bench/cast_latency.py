@@ -49,7 +49,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 async def _once(selector: Any, catalog: Any, scenario: Any, tmp: Path, i: int) -> dict[str, float]:
     from agents.offline import offline_models
     from workers.room import run_room, seats_for
-    from workers.tokens import persona_identity
 
     t_cast = time.perf_counter()
     cast = selector.cast(scenario)
@@ -62,7 +61,7 @@ async def _once(selector: Any, catalog: Any, scenario: Any, tmp: Path, i: int) -
             room=room,
             scenario=scenario,
             catalog=catalog,
-            seats=seats_for(cast.members, room, persona_identity),
+            seats=seats_for(cast.members, room),
             stage=stage,
             models_for=lambda persona: offline_models(persona, scenario, names),
             transcripts_dir=tmp,

@@ -110,7 +110,6 @@ async def _room(
     from workers.gc_policy import freeze_after_each_turn
     from workers.room import run_room, seats_for
     from workers.selector import Selector
-    from workers.tokens import persona_identity
 
     catalog = bench_catalog()
     scenario = _scenario(personas, turns)
@@ -151,7 +150,7 @@ async def _room(
             room=room,
             scenario=scenario,
             catalog=catalog,
-            seats=seats_for(cast.members, room, persona_identity),
+            seats=seats_for(cast.members, room),
             stage=ObservedStage(scenario.human_lines, on_open=on_open),
             models_for=models_for,
             transcripts_dir=tmp,

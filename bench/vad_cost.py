@@ -172,7 +172,6 @@ async def _sessions(vad: Any, frames: list[Any], personas: int, layout: str) -> 
     from workers.room import seats_for
     from workers.selector import Selector
     from workers.stage import StageCast, StageEvents
-    from workers.tokens import persona_identity
 
     catalog = bench_catalog()
     scenario = bench_scenario(personas, 10)
@@ -181,7 +180,7 @@ async def _sessions(vad: Any, frames: list[Any], personas: int, layout: str) -> 
     names = {role: p.name for role, p in cast.items()}
     room = RoomData(scenario, catalog)
     heard: list[str] = []
-    seats = seats_for(selected.members, "bench-vad", persona_identity)
+    seats = seats_for(selected.members, "bench-vad")
     agents = {}
     for seat in seats:
         agent = build_agent(seat.persona, room_data=room, cast=cast, floor=RecordingFloor())

@@ -124,14 +124,19 @@ def start_redis_server() -> RedisServer:
     raise AssertionError("unreachable")
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
+def _serving() -> Iterator[RedisServer]:
+    """A started server, stopped and its directory removed when the fixture ends."""
     server = start_redis_server()
     try:
         yield server
     finally:
         server.stop()
         shutil.rmtree(server.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    yield from _serving()
 
 
 @pytest.fixture
@@ -146,12 +151,7 @@ def redis_url(redis_server: RedisServer) -> str:
 @pytest.fixture
 def own_redis_server() -> Iterator[RedisServer]:
     """A Redis of this test's own, to stop, pause and restart."""
-    server = start_redis_server()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.dir, ignore_errors=True)
+    yield from _serving()
 
 
 MakeSelector = Callable[..., Selector]

@@ -419,7 +419,6 @@ async def test_closing_the_stage_from_outside_ends_the_room_as_shutdown(
     """A job draining closes the stage while a persona speaks: the room ends as shutdown."""
     from workers.room import run_room, seats_for
     from workers.stage.local import LocalStage
-    from workers.tokens import persona_identity
 
     started, never = asyncio.Event(), asyncio.Event()
 
@@ -438,7 +437,7 @@ async def test_closing_the_stage_from_outside_ends_the_room_as_shutdown(
                 room="r1",
                 scenario=scenario,
                 catalog=catalog,
-                seats=seats_for(cast.members, "r1", persona_identity),
+                seats=seats_for(cast.members, "r1"),
                 stage=stage,
                 models_for=lambda p: SessionModels(llm=fakes[p.id]),
                 transcripts_dir=tmp_path,

@@ -26,7 +26,6 @@ from workers.room import RoomResult, run_room, seats_for
 from workers.selector import Selector
 from workers.stage.livekit import LiveHumans
 from workers.stage.local import LocalStage
-from workers.tokens import persona_identity
 from workers.transcript import read_transcript
 
 TIMEOUT_S = 20
@@ -62,7 +61,7 @@ class HumanRoom:
                     room="human-lines",
                     scenario=self.scenario,
                     catalog=self.catalog,
-                    seats=seats_for(cast.members, "human-lines", persona_identity),
+                    seats=seats_for(cast.members, "human-lines"),
                     stage=stage,
                     models_for=lambda p: SessionModels(llm=FakeLLM(default=f"{p.name} speaking")),
                     transcripts_dir=self.tmp_path / "transcripts",

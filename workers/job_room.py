@@ -31,6 +31,7 @@ from workers.job_plan import JobPlan, PlanError
 from workers.leases import Releasable
 from workers.plan_handoff import PlanHandoff
 from workers.room import RoomResult, run_room
+from workers.stage import ModelsFor
 from workers.stage.livekit import LiveKitStage
 
 log = get_logger("workers.job_room")
@@ -147,7 +148,7 @@ async def _run_plan(
     return result
 
 
-def _models_for(ctx: JobContext, settings: Settings, plan: JobPlan) -> Any:
+def _models_for(ctx: JobContext, settings: Settings, plan: JobPlan) -> ModelsFor:
     vad = ctx.proc.userdata.get("vad")
     names, lead = plan.cast_names(), plan.lead_role()
 

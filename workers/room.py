@@ -23,7 +23,6 @@ from workers.floor import Ending, EndReason, Floor, Speaker
 from workers.seat import Seat
 from workers.selector import CastMember
 from workers.stage import ModelsFor, Stage, StageCast, StageError, StageEvents
-from workers.tokens import persona_identity
 from workers.transcript import Listener, Transcript
 
 log = get_logger("workers.room")
@@ -42,15 +41,10 @@ class RoomResult:
     transcript_error: str | None = None
 
 
-def seats_for(
-    cast_members: Sequence[CastMember],
-    room: str,
-    identity_of: Callable[[str, str], str] = persona_identity,
-) -> list[Seat]:
-    """Seats from a selector Cast's members (persona, slot, reason)."""
-    return [
-        Seat(m.persona, m.slot, m.reason, identity_of(m.persona.id, room)) for m in cast_members
-    ]
+def seats_for(cast_members: Sequence[CastMember], room: str) -> list[Seat]:
+    """Seats from a selector Cast's members (persona, slot, reason), as `Seat.in_room` makes
+    every seat."""
+    return [Seat.in_room(m.persona, m.slot, m.reason, room) for m in cast_members]
 
 
 def _ordered(seats: Sequence[Seat], scenario: Scenario) -> tuple[Seat, Seat]:

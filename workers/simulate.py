@@ -46,7 +46,6 @@ from workers.floor import Floor
 from workers.room import ModelsFor, RoomResult, run_room, seats_for
 from workers.selector import NoCapacity, Selector
 from workers.stage.local import LocalStage
-from workers.tokens import persona_identity
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -223,7 +222,7 @@ async def simulate(
             room=room,
             scenario=scenario,
             catalog=catalog,
-            seats=seats_for(cast.members, room, persona_identity),
+            seats=seats_for(cast.members, room),
             stage=LocalStage(lines),
             models_for=models_for,
             transcripts_dir=settings.transcripts_dir,
