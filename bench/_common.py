@@ -31,8 +31,8 @@ from config.catalog import Catalog, parse_catalog
 from config.logging import configure_logging
 from config.scenario import Scenario, parse_scenario
 from config.settings import Settings
-from workers.stage import StageCast, StageEvents
-from workers.stage.local import LocalStage
+from workers.room.stage import StageCast, StageEvents
+from workers.room.stage.local import LocalStage
 
 ROOT = Path(__file__).resolve().parent.parent
 

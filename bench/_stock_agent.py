@@ -62,7 +62,7 @@ def _session(persona: str, voice: str) -> AgentSession:
 
 
 async def entrypoint(ctx: JobContext) -> None:
-    from workers.persona_audio import persona_audio_output
+    from workers.room.stage.persona_audio import persona_audio_output
 
     meta: dict[str, Any] = json.loads(ctx.job.metadata or "{}")
     persona, voice = str(meta["persona"]), str(meta["voice"])

@@ -4,7 +4,7 @@ Run from the project root: `python -m bench.cast_latency [--quick] [--reps 200]
 [--personas 1 2 4]`. Prints one JSON object.
 
 Each repetition casts the scenario with the selector (`Selector.cast`; the worker does this in
-`on_request` before it accepts), then runs the room through `workers.room.run_room` on the
+`on_request` before it accepts), then runs the room through `workers.room.runner.run_room` on the
 product's LocalStage with the offline model. The clock starts when `cast()` returns and stops
 when `LocalStage.open` returns (every persona's AgentSession started): transcript opened, room
 data and floor built, each persona's agent built (instructions, tools), its models built, its
@@ -48,7 +48,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 async def _once(selector: Any, catalog: Any, scenario: Any, tmp: Path, i: int) -> dict[str, float]:
     from agents.offline import offline_models
-    from workers.room import run_room, seats_for
+    from workers.room.runner import run_room, seats_for
 
     t_cast = time.perf_counter()
     cast = selector.cast(scenario)
@@ -74,7 +74,7 @@ async def _once(selector: Any, catalog: Any, scenario: Any, tmp: Path, i: int) -
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
-    from workers.selector import Selector
+    from workers.capacity.selector import Selector
 
     catalog = bench_catalog()
     selector = Selector(catalog)
@@ -102,7 +102,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             "reps": args.reps,
             "warmup": args.warmup,
             "model": "offline (agents.offline.OfflineLLM)",
-            "stage": "local (workers.room.run_room + LocalStage), one turn per room",
+            "stage": "local (workers.room.runner.run_room + LocalStage), one turn per room",
             "clock": "selector.cast() returned -> LocalStage.open() returned",
         },
         "by_personas": sizes,

@@ -3,7 +3,7 @@
 Run from the project root: `python -m bench.floor_latency [--quick] [--rooms 3]
 [--turns 500] [--personas 4]`. Prints one JSON object.
 
-Each room runs on the local stage through `workers.room.run_room` (the real floor, relay,
+Each room runs on the local stage through `workers.room.runner.run_room` (the real floor, relay,
 transcript and AgentSessions) with a model that answers instantly (`InstantLLM` in
 bench/_common.py: a one-line reply, no tools). For every turn after the first we take:
 
@@ -31,8 +31,8 @@ forkserver preloads (ending with livekit's `_preload_freeze`: collect + freeze, 
 forkserver does before forking a job process), runs `workers.multi.prewarm`, then
 `--gc-turns` turns (rooms of <= 500) while gc.callbacks times every collection of every
 generation: `as_today` (prewarm as it is), `freeze_after_prewarm` (one more freeze) and
-`freeze_each_turn` (also `workers.gc_policy.freeze_after_each_turn` on each turn, as
-`workers.job_room` runs a room).
+`freeze_each_turn` (also `workers.job.gc_policy.freeze_after_each_turn` on each turn, as
+`workers.job.runner` runs a room).
 """
 
 from __future__ import annotations
@@ -107,9 +107,9 @@ def _scenario(personas: int, turns: int) -> Any:
 async def _room(
     index: int, personas: int, turns: int, tmp: Path, *, freeze_each_turn: bool = False
 ) -> dict[str, Any]:
-    from workers.gc_policy import freeze_after_each_turn
-    from workers.room import run_room, seats_for
-    from workers.selector import Selector
+    from workers.capacity.selector import Selector
+    from workers.job.gc_policy import freeze_after_each_turn
+    from workers.room.runner import run_room, seats_for
 
     catalog = bench_catalog()
     scenario = _scenario(personas, turns)
@@ -268,7 +268,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             "personas": args.personas,
             "turn_policy": "round_robin",
             "model": "InstantLLM (bench/_common.py): answers at once, no tools",
-            "stage": "local (workers.room.run_room + LocalStage)",
+            "stage": "local (workers.room.runner.run_room + LocalStage)",
             "gc_freeze": args.gc_freeze,
             "long_turns": args.long_turns,
         },
@@ -349,7 +349,7 @@ def _job_gc_child(mode: str, turns: int, personas: int) -> dict[str, Any]:
     quiet()  # prewarm configured the product's logging: stdout carries only the JSON
     if mode != "as_today":
         gc.freeze()
-    each_turn = mode == "freeze_each_turn"  # as workers.job_room runs a room
+    each_turn = mode == "freeze_each_turn"  # as workers.job.runner runs a room
     frozen = gc.get_freeze_count()
     pauses = _AllGcPauses()
     rooms = [min(500, turns - k) for k in range(0, turns, 500)]

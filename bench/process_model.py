@@ -70,7 +70,7 @@ LIVEKIT_WARMUP = ["livekit.agents.ipc._preload", "livekit.agents.ipc._preload_fr
 LOCAL_INFERENCE_ENV = "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE"
 # what the stock job process imports for its persona: preloaded too, so (b) is not billed for
 # importing the persona code in every process (a stock worker could list it in preload_modules)
-STOCK_PERSONA_MODULES = ["agents.persona", "agents.offline", "workers.stage"]
+STOCK_PERSONA_MODULES = ["agents.persona", "agents.offline", "workers.room.stage"]
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -267,7 +267,7 @@ def _project_job(conn: Any, personas: int, turns: int) -> None:
 
 async def _project_room(conn: Any, personas: int, turns: int) -> dict[str, Any]:
     from bench._common import bench_catalog, bench_scenario, offline_settings
-    from workers.selector import Selector
+    from workers.capacity.selector import Selector
     from workers.simulate import simulate
 
     catalog = bench_catalog()
@@ -316,8 +316,8 @@ async def _stock_session(conn: Any, persona_id: str, cast_ids: dict[str, str], t
     from agents.persona import RecordingFloor, build_agent
     from agents.room_data import RoomData
     from bench._common import bench_catalog, bench_scenario
-    from workers.floor import append_user_line
-    from workers.stage import make_session
+    from workers.room.floor import append_user_line
+    from workers.room.stage import make_session
 
     cpu0 = cpu_seconds(os.getpid())
     catalog = bench_catalog()
@@ -467,7 +467,7 @@ def _cast() -> tuple[dict[str, str], list[str], dict[str, str]]:
     """The cast layout (a) gets (the selector's, from a fresh selector): role -> persona id,
     the speaking order (opener first, then slot order: round robin), and each one's label."""
     from bench._common import bench_catalog, bench_scenario
-    from workers.selector import Selector
+    from workers.capacity.selector import Selector
 
     catalog = bench_catalog()
     cast = Selector(catalog).cast(bench_scenario(PERSONAS, 4))

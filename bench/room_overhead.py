@@ -5,7 +5,7 @@ Run from the project root: `python -m bench.room_overhead [--quick] [--voice bot
 
 1. **The idle worker** (`idle_worker`): `python -m workers.multi start`, the user's command,
    with no LiveKit server: LIVEKIT_URL is a loopback port nothing listens on. The credentials
-   preflight (workers/livekit_check.py) takes a refused connection for "the server could not
+   preflight (workers/main/livekit_check.py) takes a refused connection for "the server could not
    be asked" and leaves it to livekit's registration retries, so the worker runs as it would
    while its server is away: main process, multiprocessing's resource tracker, livekit's
    forkserver and the idle job processes livekit keeps prewarmed (`num_idle_processes`, its

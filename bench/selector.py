@@ -23,7 +23,7 @@ from typing import Any
 
 from config.catalog import Catalog, Strategy
 from config.scenario import Scenario
-from workers.selector import Selector
+from workers.capacity.selector import Selector
 
 PERSONAS = 1_000
 CAMPAIGNS = 100

@@ -31,8 +31,10 @@ from typing import Any
 from bench.selector import CAMPAIGNS, ROLES, SEED, build_catalog
 from config.catalog import Catalog
 from config.scenario import Scenario
-from workers.capacity_store import CapacityStore, MemoryStore, RedisStore
-from workers.selector import Lease, NoCapacity, Selector
+from workers.capacity.memory_store import MemoryStore
+from workers.capacity.redis_store import RedisStore
+from workers.capacity.selector import Lease, NoCapacity, Selector
+from workers.capacity.store import CapacityStore
 
 AIM = {"cast_p99_ms": 2.0, "casts_per_s_4_processes": 2_000}
 PROCESSES = (1, 4)

@@ -8,14 +8,14 @@ with its harmonics shaped by vowel formants that change every syllable, and a sy
 envelope), separated by 0.4-0.9 s pauses; silero marks about half of the windows as speech,
 so the VAD's speech start/end path runs, not only its inference. 16 kHz mono, 20 ms frames.
 
-Every persona is a real AgentSession built by the product (`workers.stage.make_session` with
+Every persona is a real AgentSession built by the product (`workers.room.stage.make_session` with
 the persona's offline model and the process's one silero VAD, as the worker passes
 `proc.userdata["vad"]` to every persona), started on the local stage, its agent the product's
 persona agent with a floor hook (so a finished human turn goes to the floor and the framework
 does not reply). The human's track is then attached as `session.input.audio`:
 
 - before: every persona that hears the human gets the track: N sessions, N VAD streams;
-- after: this project's design (workers/stage/livekit.py `room_options`: only the lead persona,
+- after: this project's design (workers/room/stage/livekit.py `room_options`: only the lead persona,
   `hears_humans`, takes audio input; the floor relays the text to the others): only the lead
   gets the track: one VAD stream, however many personas are in the room.
 
@@ -169,9 +169,9 @@ async def _sessions(vad: Any, frames: list[Any], personas: int, layout: str) -> 
     from agents.offline import offline_models
     from agents.persona import RecordingFloor, build_agent
     from agents.room_data import RoomData
-    from workers.room import seats_for
-    from workers.selector import Selector
-    from workers.stage import StageCast, StageEvents
+    from workers.capacity.selector import Selector
+    from workers.room.runner import seats_for
+    from workers.room.stage import StageCast, StageEvents
 
     catalog = bench_catalog()
     scenario = bench_scenario(personas, 10)
@@ -296,7 +296,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             "repeats": args.repeats,
             "speech_share": speech,
             "vad": "livekit.plugins.silero.VAD.load() defaults, one per process",
-            "sessions": "workers.stage.make_session + LocalStage, product persona agents",
+            "sessions": "workers.room.stage.make_session + LocalStage, product persona agents",
             "cpu": "process CPU (all threads) from the first frame to the VAD's last metrics",
         },
         "by_listeners": rows,

@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     # `dev`). Give each worker its own when several run on one host.
     worker_http_port: int | None = Field(default=None, ge=0, le=65535)
     # livekit-agents' Prometheus endpoint (GET /metrics) with the worker's capacity gauges
-    # (workers/metrics.py); unset: none.
+    # (workers/main/metrics.py); unset: none.
     prometheus_port: int | None = Field(default=None, ge=0, le=65535)
     # Where persona capacity is counted: unset, in this process (one worker); a Redis URL
     # (redis://[:password@]host:6379/0), one capacity shared by every worker on it. A lease

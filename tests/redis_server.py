@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from config.catalog import Catalog
-from workers.capacity_store import RedisStore
-from workers.selector import Selector
+from workers.capacity.redis_store import RedisStore
+from workers.capacity.selector import Selector
 
 START_TIMEOUT_S = 10.0  # a hang guard, not a performance check
 INSTALL_HINT = "apt-get install redis-server"

@@ -1,5 +1,5 @@
 """Each persona's chat context stays bounded: its instructions and its newest items, cut in
-place by the floor (workers.floor.bound_context) so a long room does not make every reply
+place by the floor (workers.room.floor.bound_context) so a long room does not make every reply
 slower than the last. Rooms run on the local stage with real AgentSessions and fake LLMs; the
 fake records the exact context each reply was generated from."""
 
@@ -15,8 +15,8 @@ from livekit.agents import Agent, llm
 from tests.fakes import FakeCall, FakeLLM, Step, call, offline_session, say
 from tests.test_floor import TIMEOUT, Room, _scenario
 from tests.test_floor_relay import _Realtime
-from workers import floor as floor_module
-from workers.floor import Floor, bound_context, own_context
+from workers.room import floor as floor_module
+from workers.room.floor import Floor, bound_context, own_context
 from workers.simulate import simulate
 
 TOOL_ITEMS = ("function_call", "function_call_output")

@@ -20,20 +20,19 @@ import pytest
 from config.catalog import Catalog
 from config.logging import configure_logging
 from tests.test_selector import campaign, make_catalog, persona, scenario, trio
-from workers.capacity_store import (
+from workers.capacity.memory_store import MemoryStore
+from workers.capacity.open_store import open_capacity_store
+from workers.capacity.redis_store import RedisStore, redact_url
+from workers.capacity.selector import NoCapacity, Selector
+from workers.capacity.store import (
     CapacityStoreUnavailable,
     Claimant,
     ClaimRefused,
     LeaseRefresher,
-    MemoryStore,
     Move,
-    RedisStore,
     Snapshot,
     Watch,
-    open_capacity_store,
-    redact_url,
 )
-from workers.selector import NoCapacity, Selector
 
 pytestmark = pytest.mark.integration  # a real redis-server
 

@@ -22,8 +22,9 @@ import pytest
 from config.catalog import Catalog
 from tests.test_capacity_store import wait_for
 from tests.test_selector import campaign, make_catalog, persona, scenario, trio
-from workers.capacity_store import LeaseRefresher, RedisStore
-from workers.selector import Cast, NoCapacity, Selector
+from workers.capacity.redis_store import RedisStore
+from workers.capacity.selector import Cast, NoCapacity, Selector
+from workers.capacity.store import LeaseRefresher
 
 pytestmark = pytest.mark.integration  # a real redis-server and several processes
 

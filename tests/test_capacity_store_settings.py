@@ -15,8 +15,10 @@ from config.logging import clear_context, configure_logging
 from config.settings import PROJECT_ROOT, Settings, describe_settings_error
 from tests.test_selector import scenario, trio
 from workers import plan, simulate
-from workers.capacity_store import CapacityStoreUnavailable, RedisStore, open_capacity_store
-from workers.selector import Selector
+from workers.capacity.open_store import open_capacity_store
+from workers.capacity.redis_store import RedisStore
+from workers.capacity.selector import Selector
+from workers.capacity.store import CapacityStoreUnavailable
 
 MARK = "XYZZY"  # in every password below: no output may contain it
 FORMATS = ("console", "json")

@@ -1,6 +1,6 @@
 """`python -m workers.simulate SCENARIO --audio PATH`: one WAV of the whole conversation in the
 offline voice, rendered after the room (main(argv) in-process, no network, no key), and the
-renderer `workers.conversation_audio` it uses."""
+renderer `workers.room.conversation_audio` it uses."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 from agents.espeak_tts import HUMAN_VOICE, SAMPLE_RATE, espeak_voice_for, synthesize_pcm
 from config.catalog import load_catalog
 from tests.conftest import CliResult
-from workers.conversation_audio import PAUSE_S, auto_path, render_conversation
+from workers.room.conversation_audio import PAUSE_S, auto_path, render_conversation
+from workers.room.transcript import read_transcript
 from workers.simulate import main
-from workers.transcript import read_transcript
 
 Run = Callable[..., CliResult]
 

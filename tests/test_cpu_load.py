@@ -10,7 +10,7 @@ import pytest
 from livekit.agents.utils.hw import CPUMonitor
 from structlog.testing import capture_logs
 
-from workers.cpu_load import CpuLoad
+from workers.main.cpu_load import CpuLoad
 
 WAIT_S = 5.0  # an upper bound for a condition that holds in microseconds
 

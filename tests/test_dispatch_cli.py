@@ -25,7 +25,7 @@ from livekit.protocol import models
 from config.catalog import Catalog
 from tests.conftest import SCENARIOS_DIR, CliResult
 from workers.dispatch import main
-from workers.job_plan import parse_job_metadata
+from workers.job.plan import parse_job_metadata
 
 KEY, SECRET = "devkey", "a-test-secret-that-is-long-enough-0123456789"
 AGENT_NAME = "test-agent"

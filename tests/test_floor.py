@@ -12,11 +12,11 @@ from agents.models import SessionModels
 from config.scenario import Scenario, load_scenario
 from config.settings import Settings
 from tests.fakes import FakeCall, FakeLLM, GenerationCounter, Step, call, say
-from workers.floor import Floor
-from workers.room import RoomResult
-from workers.selector import Selector
+from workers.capacity.selector import Selector
+from workers.room.floor import Floor
+from workers.room.runner import RoomResult
+from workers.room.transcript import read_transcript
 from workers.simulate import simulate
-from workers.transcript import read_transcript
 
 TIMEOUT = 20
 
@@ -361,7 +361,7 @@ async def test_transcript_records_who_did_what(catalog, tmp_path, scenarios_dir)
 
 
 async def test_voicemail_room_greets_takes_a_message_and_ends(catalog, tmp_path, scenarios_dir):
-    from workers.job_plan import voicemail_scenario
+    from workers.job.plan import voicemail_scenario
 
     scenario = voicemail_scenario(
         load_scenario("inbound_support", scenarios_dir=scenarios_dir), catalog
@@ -417,8 +417,8 @@ async def test_closing_the_stage_from_outside_ends_the_room_as_shutdown(
     catalog, tmp_path, scenarios_dir
 ):
     """A job draining closes the stage while a persona speaks: the room ends as shutdown."""
-    from workers.room import run_room, seats_for
-    from workers.stage.local import LocalStage
+    from workers.room.runner import run_room, seats_for
+    from workers.room.stage.local import LocalStage
 
     started, never = asyncio.Event(), asyncio.Event()
 
@@ -464,7 +464,7 @@ async def test_a_lone_persona_turns_to_the_humans_not_to_itself(catalog, tmp_pat
 
 
 async def _run_on(stage, catalog, tmp_path, scenarios_dir, fakes, on_floor=None):
-    from workers.room import run_room, seats_for
+    from workers.room.runner import run_room, seats_for
 
     scenario = _scenario("dispatch_checkin", scenarios_dir)
     cast = Selector(catalog).cast(scenario)
@@ -489,7 +489,7 @@ async def test_a_persona_whose_session_closed_ends_the_room_at_once(
 ):
     """The floor learns a session closed from livekit's public "close" event: the room ends
     on that persona's next turn, without waiting for a second failure."""
-    from workers.stage.local import LocalStage
+    from workers.room.stage.local import LocalStage
 
     floors: list[Floor] = []
 
@@ -517,7 +517,7 @@ async def test_a_stop_before_the_stage_opened_ends_the_room_without_a_turn(
 ):
     """The job's stop signal can come while personas still join: the room ends as shutdown
     as soon as it opens, and no persona speaks."""
-    from workers.stage.local import LocalStage
+    from workers.room.stage.local import LocalStage
 
     stage = LocalStage()
     stage.stop()

@@ -1,6 +1,6 @@
 """The relay appends each line to a listener's chat context in place: no copy of the context per
 listener per turn, and livekit's next reply still reads the line. The in-place path relies on
-livekit's private `Agent._chat_ctx` (workers.floor.append_user_line), so these tests fail
+livekit's private `Agent._chat_ctx` (workers.room.floor.append_user_line), so these tests fail
 loudly if livekit renames it or stops generating from it. A realtime persona keeps
 `update_chat_ctx()`, the only way its remote context is synced."""
 
@@ -15,7 +15,7 @@ from livekit.agents import Agent, llm
 
 from tests.fakes import FakeLLM, call, offline_session, say
 from tests.test_floor import Room, _scenario
-from workers.floor import append_user_line
+from workers.room.floor import append_user_line
 
 LINE = "Tim (dispatcher): the load is running late"
 

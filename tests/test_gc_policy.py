@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from workers.gc_policy import freeze_after_each_turn, room_listeners
+from workers.job.gc_policy import freeze_after_each_turn, room_listeners
 
 
 @pytest.fixture

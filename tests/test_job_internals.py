@@ -1,4 +1,4 @@
-"""workers/job_internals.py reads livekit's job-process internals; these fail loudly if the shape
+"""workers/job/internals.py reads livekit's job-process internals; these fail loudly if the shape
 it relies on changes. What they are for (a drain timeout ends the room at once, as `shutdown`;
 a job on_request accepted finds its plan or says it is missing) is tested on the real server in
 tests/live/test_workers.py."""
@@ -23,7 +23,7 @@ from livekit.agents.job import (
 from livekit.protocol import agent as agent_pb
 from livekit.protocol import models
 
-from workers.job_internals import (
+from workers.job.internals import (
     accept_metadata,
     fail_job_process,
     job_stop_requested,
@@ -80,7 +80,7 @@ async def test_accept_metadata_reads_what_on_request_accepted_with():
     ctx = job_context('{"persona": "tim"}')
     assert accept_metadata(ctx) == '{"persona": "tim"}', (
         "livekit's JobContext no longer keeps `_info.accept_arguments`: "
-        "update accept_metadata in workers/job_internals.py"
+        "update accept_metadata in workers/job/internals.py"
     )
 
 
@@ -99,7 +99,7 @@ async def test_job_url_is_the_url_the_server_assigned_the_job():
     ctx = job_context("")
     assert job_url(ctx, "ws://fallback") == "ws://127.0.0.1:7880", (
         "livekit's JobContext no longer keeps `_info.url`: update job_url in "
-        "workers/job_internals.py"
+        "workers/job/internals.py"
     )
     assert job_url(SimpleNamespace(), "ws://fallback") == "ws://fallback"
 
@@ -110,7 +110,7 @@ def test_livekit_still_reports_a_job_status_from_its_process_exit_code():
     source = inspect.getsource(ProcJobExecutor._supervise_task)
     assert "JobStatus.SUCCESS if self.exitcode == 0 else JobStatus.FAILED" in source, (
         "livekit no longer derives a job's status from its exit code: "
-        "update fail_job_process in workers/job_internals.py"
+        "update fail_job_process in workers/job/internals.py"
     )
 
 

@@ -1,4 +1,4 @@
-"""The job in its process (workers/job_room.py), up to the point the room would run: the plan
+"""The job in its process (workers/job/runner.py), up to the point the room would run: the plan
 found or refused, a stop while still joining, a join that fails. The room itself runs on the
 real server in tests/live/."""
 
@@ -13,11 +13,11 @@ import pytest
 from config.catalog import Catalog
 from config.scenario import load_scenario
 from config.settings import Settings
-from workers.admission import plan_directory
-from workers.job_plan import JobPlan
-from workers.job_room import find_plan, run_job
-from workers.plan_handoff import PlanHandoff
-from workers.selector import Selector
+from workers.capacity.selector import Selector
+from workers.job.plan import JobPlan
+from workers.job.plan_handoff import PlanHandoff
+from workers.job.runner import find_plan, run_job
+from workers.main.admission import plan_directory
 
 
 class _Owner:
@@ -140,9 +140,9 @@ async def test_a_job_nobody_accepted_casts_for_itself_from_the_job_metadata(
 async def test_the_job_runs_its_room_with_the_job_process_gc_policy(
     settings, catalog, scenarios_dir, monkeypatch
 ):
-    """One room per job process: each turn freezes what is alive (workers/gc_policy.py)."""
-    from workers import job_room
-    from workers.gc_policy import freeze_after_each_turn
+    """One room per job process: each turn freezes what is alive (workers/job/gc_policy.py)."""
+    from workers.job import runner as job_room
+    from workers.job.gc_policy import freeze_after_each_turn
 
     seen: dict[str, object] = {}
 

@@ -11,9 +11,9 @@ from livekit import api, rtc
 
 from config.catalog import Catalog
 from config.scenario import CastSlot
-from workers.seat import Seat
-from workers.stage import StageCast, StageError, StageEvents
-from workers.stage.livekit import (
+from workers.room.seat import Seat
+from workers.room.stage import StageCast, StageError, StageEvents
+from workers.room.stage.livekit import (
     LiveHumans,
     LiveKitStage,
     hear_humans_only,
@@ -211,7 +211,7 @@ def test_is_human_skips_agents_and_persona_identities():
 async def test_a_session_without_vad_gets_none_not_the_frameworks_default():
     from agents.models import SessionModels
     from tests.fakes import FakeLLM
-    from workers.stage import make_session
+    from workers.room.stage import make_session
 
     session = make_session(SessionModels(llm=FakeLLM()))
     assert session.vad is None and session._using_default_vad is False
@@ -265,7 +265,7 @@ async def test_live_humans_join_speak_and_leave():
 async def test_the_linked_human_falls_back_when_there_is_no_room():
     from agents.models import SessionModels
     from tests.fakes import FakeLLM
-    from workers.stage import make_session
+    from workers.room.stage import make_session
 
     session = make_session(SessionModels(llm=FakeLLM()))
     assert LiveKitStage._linked_human(session) == "human"

@@ -263,7 +263,7 @@ async def test_only_the_pipeline_persona_that_hears_humans_gets_vad_and_stt(cata
     gets LLM + TTS: no VAD and no STT, so its session starts no VAD stream, no STT task and
     no turn detector (and needs no VAD passed in)."""
     from agents.models import room_models
-    from workers.stage import make_session
+    from workers.room.stage import make_session
 
     cast = cast_of(catalog, "dana", "maria")  # both pipeline personas
     scenario = scenario_for("freight-dispatch", *cast)

@@ -1,7 +1,7 @@
 """`workers.multi`'s command line: clear messages instead of tracebacks when LiveKit or the
 catalog is not set, and the built server handed to the livekit CLI, through main(argv)
 in-process (the livekit CLI's runner stubbed); one test runs `python -m workers.multi` as a
-program. The environment helpers it uses live in workers/livekit_check.py."""
+program. The environment helpers it uses live in workers/main/livekit_check.py."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from livekit.agents import cli
 
 from config.settings import Settings
 from workers import multi
-from workers.livekit_check import export_livekit_env, missing_livekit
-from workers.worker_load import MultiPersonaServer
+from workers.main.livekit_check import export_livekit_env, missing_livekit
+from workers.main.worker_load import MultiPersonaServer
 
 LIVEKIT_VARS = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
 DEV_MESSAGE = (

@@ -18,7 +18,7 @@ from config.catalog import CatalogError, load_catalog, parse_catalog
 from config.jsonio import MAX_DEPTH, MAX_INT_DIGITS
 from config.scenario import ScenarioError, load_scenario, parse_scenario
 from tests.conftest import CATALOG_PATH, SCENARIOS_DIR
-from workers.job_plan import BadMetadata, JobPlan, PlanError, parse_job_metadata, voicemail_plan
+from workers.job.plan import BadMetadata, JobPlan, PlanError, parse_job_metadata, voicemail_plan
 
 CATALOG = load_catalog(CATALOG_PATH)
 CATALOG_DATA = json.loads(CATALOG_PATH.read_text(encoding="utf-8"))

@@ -1,6 +1,6 @@
-"""workers/persona_audio.py leans on one private livekit class; this fails loudly if livekit
-changes what it relies on (then the adapter, not the stage, needs the update). What the adapter
-does (a room of personas alone talks) is tested on the real server: tests/live/."""
+"""workers/room/stage/persona_audio.py leans on one private livekit class; this fails loudly if
+livekit changes what it relies on (then the adapter, not the stage, needs the update). What the
+adapter does (a room of personas alone talks) is tested on the real server: tests/live/."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from workers.plan_handoff import PlanHandoff, public_metadata
+from workers.job.plan_handoff import PlanHandoff, public_metadata
 
 
 def test_a_plan_is_private_and_taken_once(tmp_path):

@@ -19,7 +19,7 @@ from config.schema import scenario_schema_text
 from config.settings import get_settings
 from tests.conftest import CATALOG_PATH, SCENARIOS_DIR
 from workers import plan as plan_cli
-from workers.job_plan import BadMetadata, JobPlan, PlanError, parse_job_metadata, voicemail_plan
+from workers.job.plan import BadMetadata, JobPlan, PlanError, parse_job_metadata, voicemail_plan
 
 SHIPPED = ("dispatch_checkin", "inbound_support", "sales_support_handoff", "all_four")
 

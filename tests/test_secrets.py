@@ -21,11 +21,11 @@ from config.scenario import load_scenario
 from config.settings import Settings, get_settings
 from tests.conftest import SCENARIOS_DIR
 from workers import dispatch, multi, plan, simulate
-from workers.admission import plan_directory
-from workers.job_plan import JobPlan
-from workers.plan_handoff import PlanHandoff
-from workers.selector import Selector
-from workers.worker_load import Worker
+from workers.capacity.selector import Selector
+from workers.job.plan import JobPlan
+from workers.job.plan_handoff import PlanHandoff
+from workers.main.admission import plan_directory
+from workers.main.worker_load import Worker
 
 MARK = "XYZZY"  # in every secret below: no output may contain it
 SECRETS = {

@@ -13,7 +13,7 @@ import pytest
 
 from config.catalog import Catalog, parse_catalog
 from config.scenario import Scenario, load_scenario
-from workers.selector import (
+from workers.capacity.selector import (
     INBOUND_STRATEGY,
     Cast,
     Lease,

@@ -20,7 +20,7 @@ from config.catalog import Catalog
 from config.scenario import Scenario
 from tests.redis_server import MakeSelector
 from tests.test_selector import campaign, make_catalog, persona, scenario
-from workers.selector import Cast, Lease, NoCapacity, Selector, Strategy
+from workers.capacity.selector import Cast, Lease, NoCapacity, Selector, Strategy
 
 pytestmark = pytest.mark.integration  # thousands of random operations, and threads
 

@@ -14,7 +14,7 @@ import pytest
 
 from config.catalog import Catalog, Strategy
 from tests.test_selector import campaign, make_catalog, persona, scenario
-from workers.selector import Lease, NoCapacity, Selector
+from workers.capacity.selector import Lease, NoCapacity, Selector
 
 pytestmark = pytest.mark.integration  # campaigns of 1,000 personas against a full scan
 

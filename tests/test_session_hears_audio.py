@@ -19,12 +19,12 @@ from agents.espeak_tts import espeak_voice_for, synthesize_pcm
 from agents.offline import offline_models
 from config.catalog import Catalog
 from config.scenario import load_scenario
-from workers.room import run_room, seats_for
-from workers.selector import Selector
-from workers.stage import StageCast, StageEvents
-from workers.stage.livekit import LiveHumans
-from workers.stage.local import LocalStage
-from workers.transcript import read_transcript
+from workers.capacity.selector import Selector
+from workers.room.runner import run_room, seats_for
+from workers.room.stage import StageCast, StageEvents
+from workers.room.stage.livekit import LiveHumans
+from workers.room.stage.local import LocalStage
+from workers.room.transcript import read_transcript
 
 pytestmark = pytest.mark.integration
 FRAME_MS = 10
@@ -59,7 +59,7 @@ class HumanAudio(io.AudioInput):
 
 class HearingStage(LocalStage):
     """The local stage whose listening persona hears `frames`, wired as the LiveKit stage wires
-    it (workers.stage.livekit.LiveKitStage._listen): its agent's end of a human turn goes to
+    it (workers.room.stage.livekit.LiveKitStage._listen): its agent's end of a human turn goes to
     the humans the floor reads."""
 
     humans: LiveHumans

@@ -17,9 +17,9 @@ from config.errors import ConfigError
 from config.scenario import load_scenario
 from config.settings import Settings
 from tests.conftest import CliResult
-from workers.selector import Selector
+from workers.capacity.selector import Selector
+from workers.room.transcript import read_transcript
 from workers.simulate import _with_overrides, main, simulate
-from workers.transcript import read_transcript
 
 Run = Callable[..., CliResult]
 PINNED_INACTIVE = {  # a scenario whose only persona is inactive: no cast

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from workers.stats_server import StatsServer
+from workers.main.stats_server import StatsServer
 
 HOST = "127.0.0.1"
 LIMIT = 64  # the documented default of max_connections

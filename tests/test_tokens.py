@@ -12,9 +12,9 @@ from livekit import api, rtc
 
 from config.catalog import Catalog
 from config.scenario import CastSlot
-from workers.seat import Seat
-from workers.stage import StageCast, StageError, StageEvents
-from workers.stage.livekit import LiveKitStage
+from workers.room.seat import Seat
+from workers.room.stage import StageCast, StageError, StageEvents
+from workers.room.stage.livekit import LiveKitStage
 from workers.tokens import mint_persona_token, persona_identity
 
 KEY, SECRET = "devkey", "devsecret-devsecret-devsecret-0123"

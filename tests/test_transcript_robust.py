@@ -17,10 +17,10 @@ from structlog.testing import capture_logs
 
 from config.scenario import load_scenario
 from config.settings import Settings
-from workers.room import RoomResult
-from workers.selector import Selector
+from workers.capacity.selector import Selector
+from workers.room.runner import RoomResult
+from workers.room.transcript import Transcript, read_transcript
 from workers.simulate import Printer, simulate
-from workers.transcript import Transcript, read_transcript
 
 TIMEOUT = 30
 

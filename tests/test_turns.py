@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from workers.turns import HUMANS, addressed, answers_human, next_speaker, repeat_key
+from workers.room.turns import HUMANS, addressed, answers_human, next_speaker, repeat_key
 
 NAMES = {"tim": "Tim", "chris": "Chris", "alex": "Alex", "sam": "Sam"}
 

@@ -20,9 +20,9 @@ from config.catalog import Catalog
 from config.settings import Settings
 from tests.conftest import SCENARIOS_DIR
 from workers import multi
+from workers.main.stats_server import StatsServer, summarize
+from workers.main.worker_load import Worker
 from workers.multi import build_server, prewarm
-from workers.stats_server import StatsServer, summarize
-from workers.worker_load import Worker
 
 
 class Cpu:

@@ -1,5 +1,5 @@
-"""on_request in the worker's main process (workers/admission.py, held by the Worker of
-workers/worker_load.py): real JobRequests built from livekit's protocol messages, a recorder of
+"""on_request in the worker's main process (workers/main/admission.py, held by the Worker of
+workers/main/worker_load.py): real JobRequests built from livekit's protocol messages, a recorder of
 accept/reject, the real selector and the lease book; and the same rules in a job that came with
 no plan (`cast_in_job`)."""
 
@@ -22,12 +22,12 @@ from config.catalog import Catalog
 from config.scenario import load_scenario
 from config.settings import Settings
 from tests.conftest import SCENARIOS_DIR
-from workers.admission import Accept, Reject, cast_in_job, release_leases
-from workers.job_plan import JobPlan, PlanError, voicemail_plan
-from workers.leases import LeaseBook
-from workers.selector import Lease
+from workers.capacity.leases import LeaseBook
+from workers.capacity.selector import Lease
+from workers.job.plan import JobPlan, PlanError, voicemail_plan
+from workers.main.admission import Accept, Reject, cast_in_job, release_leases
+from workers.main.worker_load import Worker
 from workers.tokens import persona_identity
-from workers.worker_load import Worker
 
 ROOM = "room-1"
 

@@ -18,8 +18,8 @@ from tests.conftest import SCENARIOS_DIR
 from tests.redis_server import RedisServer
 from tests.test_worker_load_stats import free_port
 from tests.test_worker_request import Recorder, handle, job_request
+from workers.main.worker_load import Worker
 from workers.multi import build_server
-from workers.worker_load import Worker
 
 pytestmark = pytest.mark.integration  # a real redis-server
 
@@ -153,8 +153,8 @@ def test_plan_starts_from_every_workers_rooms_and_claims_none(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from workers import plan
-    from workers.capacity_store import RedisStore
-    from workers.selector import Selector
+    from workers.capacity.redis_store import RedisStore
+    from workers.capacity.selector import Selector
 
     other_worker = Selector(catalog, store=RedisStore(redis_url))
     leases = [other_worker.acquire_persona("tim", job_id=f"AJ_{i}") for i in range(3)]

@@ -33,7 +33,7 @@ from workers.cli_input import (
     load_scenario_input,
     read_settings,
 )
-from workers.job_plan import MAX_METADATA_BYTES
+from workers.job.plan import MAX_METADATA_BYTES
 from workers.tokens import HUMAN_TOKEN_TTL, check_human_identity, mint_human_token
 
 EXIT_API = 1

@@ -4,8 +4,8 @@ The entry file, shaped like livekit's examples: `build_server` (the AgentServer 
 `rtc_session`), `prewarm` (each job process, once), `entrypoint` (one job: run the plan the
 main process chose on the LiveKit stage) and `main` (the livekit CLI, after checking that
 settings, catalog and LiveKit credentials are usable). What the main process decides for each
-offered room is in `workers.admission`; its load, leases and stats endpoint in
-`workers.worker_load`.
+offered room is in `workers.main.admission`; its load, leases and stats endpoint in
+`workers.main.worker_load`.
 """
 
 from __future__ import annotations
@@ -29,15 +29,15 @@ from config.catalog import Catalog, load_catalog
 from config.errors import ConfigError
 from config.logging import configure_logging, get_logger
 from config.settings import SETTINGS_ERRORS, Settings, describe_settings_error, get_settings
-from workers.job_room import run_job
-from workers.livekit_check import (
+from workers.job.runner import run_job
+from workers.main.livekit_check import (
     COMMANDS_NEEDING_LIVEKIT,
     credentials_refused,
     export_livekit_env,
     flag_value,
     missing_livekit,
 )
-from workers.worker_load import MultiPersonaServer, Worker
+from workers.main.worker_load import MultiPersonaServer, Worker
 
 log = get_logger("workers.multi")
 
@@ -46,7 +46,7 @@ EXIT_BAD_SETUP = 2
 # the forkserver loads livekit's local VAD and its end-of-turn model (~244 MB; an idle worker
 # with 2 job processes measured 610 MB PSS with them, ~350 without: bench.room_overhead).
 # Neither is used here: the process's VAD is silero's, loaded in prewarm, and turn detection
-# is explicit per persona (workers.stage.base.make_session: VAD end of speech for the persona
+# is explicit per persona (workers.room.stage.base.make_session: VAD end of speech for the persona
 # that hears humans, none for the others).
 PRELOAD_LOCAL_INFERENCE = "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE"
 
@@ -69,7 +69,7 @@ def build_server(
     if settings.worker_http_port is not None:
         kwargs["port"] = settings.worker_http_port
     if settings.prometheus_port is not None:
-        kwargs["prometheus_port"] = settings.prometheus_port  # /metrics, with workers.metrics
+        kwargs["prometheus_port"] = settings.prometheus_port  # /metrics, with workers.main.metrics
     server = MultiPersonaServer(
         worker,
         setup_fnc=prewarm,

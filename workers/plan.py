@@ -18,7 +18,9 @@ from typing import Any, NoReturn
 from config.catalog import Catalog, Strategy
 from config.scenario import Scenario
 from config.settings import Settings
-from workers.capacity_store import CapacityStoreUnavailable, open_capacity_store
+from workers.capacity.open_store import open_capacity_store
+from workers.capacity.selector import Cast, NoCapacity, Selector
+from workers.capacity.store import CapacityStoreUnavailable
 from workers.cli_input import (
     EXIT_BAD_INPUT,
     EXIT_NO_CAST,
@@ -28,7 +30,6 @@ from workers.cli_input import (
     load_scenario_input,
     read_settings,
 )
-from workers.selector import Cast, NoCapacity, Selector
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from config.errors import ConfigError, ScenarioError, problems_from_validation
 from config.logging import configure_logging
 from config.scenario import Scenario
 from config.settings import Settings
+from workers.capacity.selector import NoCapacity, Selector
 from workers.cli_input import (
     EXIT_BAD_INPUT,
     EXIT_NO_CAST,
@@ -35,17 +36,16 @@ from workers.cli_input import (
     load_scenario_input,
     read_settings,
 )
-from workers.conversation_audio import (
+from workers.room.conversation_audio import (
     AUTO,
     ConversationAudio,
     auto_path,
     check_writable,
     render_conversation,
 )
-from workers.floor import Floor
-from workers.room import ModelsFor, RoomResult, run_room, seats_for
-from workers.selector import NoCapacity, Selector
-from workers.stage.local import LocalStage
+from workers.room.floor import Floor
+from workers.room.runner import ModelsFor, RoomResult, run_room, seats_for
+from workers.room.stage.local import LocalStage
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

@@ -1,19 +1,10 @@
-"""Where the personas' room counts and the round-robin positions live: the capacity store.
+"""One capacity shared by every worker on one Redis (`CAPACITY_URL`).
 
-The selector's rules (workers/selector.py) choose from counts; a store keeps them. Both stores
-offer the same primitive, **claim with check**: "reserve these leases and move these
-round-robin positions, provided every persona still has a free room and every position is
-still where I saw it". Either all of it happens or none of it does, and a refused claim comes
-back with fresh counts to choose again from.
-
-- `MemoryStore`: one worker's counts in this process, the embedded default. Only its own
-  selector writes them (under the selector's lock), so its claims never lose a race.
-- `RedisStore`: one capacity shared by every worker on one Redis (`CAPACITY_URL`). A claim is
-  one Lua script, atomic on the server. A lease is a member of its persona's sorted set, scored
-  by its expiry: a persona's count is its live members, so the leases of a worker that dies
-  (kill -9) vanish when they expire; the owner pushes the expiry back every
-  `CAPACITY_REFRESH_S` (`LeaseRefresher`). Lease ids are chosen by the client, so a claim
-  retried after its reply was lost counts once, and a claim whose reply never came expires.
+A claim is one Lua script, atomic on the server. A lease is a member of its persona's sorted
+set, scored by its expiry: a persona's count is its live members, so the leases of a worker
+that dies (kill -9) vanish when they expire; the owner pushes the expiry back every
+`CAPACITY_REFRESH_S` (`LeaseRefresher`). Lease ids are chosen by the client, so a claim retried
+after its reply was lost counts once, and a claim whose reply never came expires.
 
 Sync client, by choice: the selector's API is synchronous (on_request, the load callback in an
 executor thread, `Lease.release()` in `finally` blocks and sync callbacks, the CLIs), so one
@@ -25,210 +16,34 @@ connection, and after a failure the store answers `CapacityStoreUnavailable` at 
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import secrets
 import socket
 import threading
 import time
-from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from config.logging import get_logger
 from config.settings import check_capacity_url
+from workers.capacity.store import (
+    DEFAULT_LEASE_TTL_S,
+    DEFAULT_PREFIX,
+    DEFAULT_RETRY_AFTER_S,
+    DEFAULT_TIMEOUT_S,
+    CapacityStoreUnavailable,
+    Claimant,
+    ClaimRefused,
+    Move,
+    Refreshed,
+    Snapshot,
+    Watch,
+)
 
-__all__ = [
-    "CapacityStore",
-    "CapacityStoreUnavailable",
-    "ClaimRefused",
-    "Claimant",
-    "LeaseRefresher",
-    "MemoryStore",
-    "Move",
-    "Position",
-    "RedisStore",
-    "Refreshed",
-    "Snapshot",
-    "Watch",
-    "open_capacity_store",
-    "redact_url",
-]
-
-log = get_logger("workers.capacity_store")
-
-DEFAULT_LEASE_TTL_S = 20.0
-DEFAULT_REFRESH_S = 5.0
-DEFAULT_TIMEOUT_S = 0.25
-DEFAULT_RETRY_AFTER_S = 1.0
-# One hash tag for every key: a Redis Cluster keeps them in one slot, so a script may use them all.
-DEFAULT_PREFIX = "{capacity}"
-
-# (persona ids, pool keys) whose fresh values a refused claim returns.
-Watch = tuple[Sequence[str], Sequence[str]]
-
-
-class Claimant(Protocol):
-    """What a claim reads of each persona it asks a room of (the selector's record of it)."""
-
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def cap(self) -> int: ...
-
-
-class Position(Protocol):
-    """A pool's round robin: where the store keeps it (`key`, "campaign/role") and the
-    position the claimer saw (`cursor`)."""
-
-    @property
-    def key(self) -> str: ...
-
-    @property
-    def cursor(self) -> int: ...
-
-
-# (pool, new position): one round-robin move a claim makes, if the position is still as seen.
-Move = tuple[Position, int]
-
-
-class CapacityStoreUnavailable(Exception):
-    """The capacity store cannot answer now (Redis down, slow or refusing). Not NoCapacity: a
-    persona may well be free, this worker just cannot know, so another worker may serve."""
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """Counts of live leases per persona and round-robin positions per pool, read at once."""
-
-    counts: dict[str, int]
-    cursors: dict[str, int] = field(default_factory=dict)
-
-
-class ClaimRefused(Exception):
-    """A claim lost a race (a persona filled up, or a round robin moved, since the claimer
-    looked): nothing was claimed, and `snapshot` holds the watched counts and positions now."""
-
-    def __init__(self, snapshot: Snapshot) -> None:
-        super().__init__(snapshot)
-        self.snapshot = snapshot
-
-
-@dataclass(frozen=True, slots=True)
-class Refreshed:
-    """What a refresh did with this worker's leases: `restored` had expired (or Redis lost
-    them) and were taken again; `lost` had expired and their persona is now full."""
-
-    refreshed: int
-    restored: list[str] = field(default_factory=list)
-    lost: list[str] = field(default_factory=list)
-
-
-class CapacityStore(Protocol):
-    """What the selector needs from a store. Every method is thread-safe."""
-
-    name: str
-    # Other processes change the counts: the selector reads a snapshot before it chooses.
-    shared: bool
-
-    def snapshot(self, persona_ids: Sequence[str], pool_keys: Sequence[str]) -> Snapshot: ...
-
-    def claim(
-        self, job_id: str, personas: Sequence[Claimant], moves: Sequence[Move], watch: Watch
-    ) -> tuple[str, ...]:
-        """One room of each persona and every round-robin move, all or nothing, provided each
-        persona still has a free room and each position is still as seen: the lease ids, one
-        per persona. ClaimRefused (with `watch`'s counts now) when that no longer holds."""
-        ...
-
-    def release(self, leases: Sequence[tuple[str, str]]) -> None:
-        """Give back (lease id, persona id) pairs. Idempotent."""
-        ...
-
-    def refresh(self) -> Refreshed: ...
-
-    def held(self) -> Counter[str]:
-        """This store's own live leases per persona (this worker's share)."""
-        ...
-
-    def describe(self) -> str: ...
-
-    def close(self) -> None: ...
-
-
-# -- in memory ---------------------------------------------------------------------------------
-
-
-class MemoryStore:
-    """The counts of one worker, in this process: today's selector, no network. Its selector
-    calls it under its own lock, which is also what keeps it consistent: a MemoryStore
-    belongs to exactly one selector. Nothing expires and no reply is lost in memory, so it
-    keeps counts, not lease ids: the selector's Lease makes each release count once."""
-
-    name = "memory"
-    shared = False
-
-    def __init__(self) -> None:
-        self._rooms: defaultdict[str, int] = defaultdict(int)
-        self._cursors: defaultdict[str, int] = defaultdict(int)
-
-    def snapshot(self, persona_ids: Sequence[str], pool_keys: Sequence[str]) -> Snapshot:
-        rooms, cursors = self._rooms, self._cursors
-        return Snapshot(
-            {pid: rooms[pid] for pid in persona_ids}, {key: cursors[key] for key in pool_keys}
-        )
-
-    def claim(
-        self, job_id: str, personas: Sequence[Claimant], moves: Sequence[Move], watch: Watch
-    ) -> tuple[str, ...]:
-        rooms = self._rooms
-        for persona in personas:
-            pid = persona.id
-            n = rooms[pid]
-            if n >= persona.cap:
-                self._undo(personas, persona)
-                raise ClaimRefused(self.snapshot(*watch))
-            rooms[pid] = n + 1
-        if moves:
-            positions = self._cursors
-            for pool, _ in moves:
-                if positions[pool.key] != pool.cursor:
-                    self._undo(personas, None)
-                    raise ClaimRefused(self.snapshot(*watch))
-            for pool, cursor in moves:
-                positions[pool.key] = cursor
-        return (job_id,) * len(personas)  # in memory, a lease is known by its job
-
-    def _undo(self, personas: Sequence[Claimant], upto: Claimant | None) -> None:
-        """Give back the rooms a refused claim took (before `upto`): all or nothing."""
-        for persona in personas:
-            if persona is upto:
-                return
-            self._rooms[persona.id] -= 1
-
-    def release(self, leases: Sequence[tuple[str, str]]) -> None:
-        rooms = self._rooms
-        for _, pid in leases:
-            rooms[pid] -= 1
-
-    def refresh(self) -> Refreshed:
-        return Refreshed(sum(self._rooms.values()))  # nothing expires in memory
-
-    def held(self) -> Counter[str]:
-        return Counter({pid: n for pid, n in self._rooms.items() if n})
-
-    def describe(self) -> str:
-        return "memory"
-
-    def close(self) -> None:
-        return None
-
-
-# -- Redis -------------------------------------------------------------------------------------
+log = get_logger("workers.capacity.redis_store")
 
 # Every script reads the server's clock, so workers' clocks never matter. A lease is live while
 # its score (expiry, ms) is above now. Scripts prune expired members before they count.
@@ -586,64 +401,4 @@ def _snapshot(
     return Snapshot(
         {pid: int(n) for pid, n in zip(persona_ids, counts, strict=True)},
         {key: int(c or 0) for key, c in zip(pool_keys, cursors or (), strict=True)},
-    )
-
-
-# -- keeping leases alive ----------------------------------------------------------------------
-
-
-class LeaseRefresher:
-    """Refreshes a store's leases every `interval_s` while the worker runs: `await run()` in
-    the worker's main process (each refresh runs in a thread, never on the event loop).
-    `on_lost` hears of leases that expired and could not be taken again; `on_error` of a
-    store that could not be reached (the next round tries again)."""
-
-    def __init__(
-        self,
-        store: CapacityStore,
-        interval_s: float = DEFAULT_REFRESH_S,
-        *,
-        on_lost: Callable[[list[str]], None] | None = None,
-        on_error: Callable[[CapacityStoreUnavailable], None] | None = None,
-    ) -> None:
-        if interval_s <= 0:
-            raise ValueError(f"LeaseRefresher interval_s must be above 0, not {interval_s}")
-        self.store = store
-        self.interval_s = interval_s
-        self._on_lost = on_lost
-        self._on_error = on_error
-
-    def refresh_once(self) -> Refreshed | None:
-        """One refresh; None when the store could not be reached."""
-        try:
-            done = self.store.refresh()
-        except CapacityStoreUnavailable as exc:
-            if self._on_error is not None:
-                self._on_error(exc)
-            return None
-        if done.restored:
-            log.info("capacity_leases_restored", leases=done.restored)
-        if done.lost:
-            log.warning("capacity_leases_lost", leases=done.lost)
-            if self._on_lost is not None:
-                self._on_lost(done.lost)
-        return done
-
-    async def run(self) -> None:
-        """Refresh until cancelled."""
-        while True:
-            await asyncio.to_thread(self.refresh_once)
-            await asyncio.sleep(self.interval_s)
-
-
-def open_capacity_store(settings: Any, *, worker_id: str | None = None) -> CapacityStore:
-    """The store `settings` name: Redis when CAPACITY_URL is set, else in memory."""
-    url = settings.capacity_url
-    if url is None:
-        return MemoryStore()
-    return RedisStore(
-        url.get_secret_value(),
-        lease_ttl_s=settings.capacity_lease_ttl_s,
-        timeout_s=settings.capacity_timeout_s,
-        worker_id=worker_id,
     )

@@ -27,10 +27,10 @@ from config.scenario import (
     load_scenario,
     scenario_from_data,
 )
-from workers.seat import Seat
+from workers.room.seat import Seat
 
 if TYPE_CHECKING:
-    from workers.selector import Cast
+    from workers.capacity.selector import Cast
 
 NAME_FORM_FIELDS = ("scenario", "campaign", "inbound")
 PLAN_VERSION = 1

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 from livekit.agents import AgentSession
 
-from workers.human_line import HumanLine
-from workers.seat import Seat
-from workers.stage.base import (
+from workers.room.human_line import HumanLine
+from workers.room.seat import Seat
+from workers.room.stage.base import (
     Humans,
     Stage,
     StageCast,

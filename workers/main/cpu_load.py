@@ -16,7 +16,7 @@ from livekit.agents.utils.hw import CPUMonitor, get_cpu_monitor
 
 from config.logging import get_logger
 
-log = get_logger("workers.cpu_load")
+log = get_logger("workers.main.cpu_load")
 
 MAX_LOGGED_KINDS = 8  # a monitor raising ever-new types must not grow the log without end
 

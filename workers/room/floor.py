@@ -23,12 +23,12 @@ from agents.persona import EndRequest, HandOverRequest, NextSpeakerRequest, Pers
 from config.catalog import Persona
 from config.logging import get_logger
 from config.scenario import Scenario
-from workers.human_line import HumanLine
-from workers.seat import Seat
-from workers.stage.base import Humans
-from workers.turns import HUMANS, answers_human, next_speaker, repeat_key
+from workers.room.human_line import HumanLine
+from workers.room.seat import Seat
+from workers.room.stage.base import Humans
+from workers.room.turns import HUMANS, answers_human, next_speaker, repeat_key
 
-log = get_logger("workers.floor")
+log = get_logger("workers.room.floor")
 
 Emit = Callable[..., Any]  # emit(event_name, **fields), e.g. Transcript.write
 

@@ -1,7 +1,7 @@
 """Where a cast's sessions run: the contract (`base`), the local stage (`local`) and the
 LiveKit stage (`livekit`)."""
 
-from workers.stage.base import (
+from workers.room.stage.base import (
     Humans,
     ModelsFor,
     Stage,

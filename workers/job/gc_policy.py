@@ -23,7 +23,7 @@ from typing import Any
 
 
 def freeze_after_each_turn(event: dict[str, Any]) -> None:
-    """A transcript listener (workers.room.run_room's `listeners`) for job processes."""
+    """A transcript listener (workers.room.runner.run_room's `listeners`) for job processes."""
     if event.get("event") == "utterance":
         gc.collect(1)  # the young generations: what the turn made and dropped goes first
         gc.freeze()

@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 from config.catalog import Catalog
 from config.logging import get_logger
 
-log = get_logger("workers.metrics")
+log = get_logger("workers.main.metrics")
 
 
 class WorkerMetrics(Collector):

@@ -19,22 +19,22 @@ from agents.models import SessionModels, room_models, room_models_choice
 from config.catalog import Catalog, Persona
 from config.logging import bind_context, get_logger
 from config.settings import Settings
-from workers.admission import Reject, cast_in_job, plan_directory, release_leases
-from workers.gc_policy import room_listeners
-from workers.job_internals import (
+from workers.capacity.leases import Releasable
+from workers.job.gc_policy import room_listeners
+from workers.job.internals import (
     accept_metadata,
     fail_job_process,
     job_stop_requested,
     job_url,
 )
-from workers.job_plan import JobPlan, PlanError
-from workers.leases import Releasable
-from workers.plan_handoff import PlanHandoff
-from workers.room import RoomResult, run_room
-from workers.stage import ModelsFor
-from workers.stage.livekit import LiveKitStage
+from workers.job.plan import JobPlan, PlanError
+from workers.job.plan_handoff import PlanHandoff
+from workers.main.admission import Reject, cast_in_job, plan_directory, release_leases
+from workers.room.runner import RoomResult, run_room
+from workers.room.stage import ModelsFor
+from workers.room.stage.livekit import LiveKitStage
 
-log = get_logger("workers.job_room")
+log = get_logger("workers.job.runner")
 
 
 def find_plan(

@@ -27,7 +27,7 @@ from agents.espeak_tts import (
     synthesize_pcm,
 )
 from config.catalog import Catalog
-from workers.transcript import room_file_stem
+from workers.room.transcript import room_file_stem
 
 PAUSE_S = 0.4  # silence between two lines, so turns are heard as turns
 _SAMPLE_WIDTH = 2  # int16
@@ -84,7 +84,7 @@ def _pcm_of(lines: list[Line], pause_s: float) -> Iterator[bytes]:
         rate, pcm = synthesize_pcm(line.text, line.voice)
         if rate != SAMPLE_RATE:  # one WAV has one rate; eSpeak NG's is fixed
             raise RuntimeError(
-                f"workers/conversation_audio.py: eSpeak NG gave {rate} Hz, expected {SAMPLE_RATE}"
+                f"conversation audio: eSpeak NG gave {rate} Hz, expected {SAMPLE_RATE}"
             )
         yield pcm
 

@@ -24,15 +24,16 @@ from livekit.agents import AgentServer
 from config.catalog import Catalog
 from config.logging import get_logger
 from config.settings import Settings
-from workers.admission import RequestHandler
-from workers.capacity_store import CapacityStoreUnavailable, LeaseRefresher, open_capacity_store
-from workers.cpu_load import CpuLoad
-from workers.leases import LeaseBook
-from workers.metrics import WorkerMetrics
-from workers.selector import Selector
-from workers.stats_server import StatsServer
+from workers.capacity.leases import LeaseBook
+from workers.capacity.open_store import open_capacity_store
+from workers.capacity.selector import Selector
+from workers.capacity.store import CapacityStoreUnavailable, LeaseRefresher
+from workers.main.admission import RequestHandler
+from workers.main.cpu_load import CpuLoad
+from workers.main.metrics import WorkerMetrics
+from workers.main.stats_server import StatsServer
 
-log = get_logger("workers.worker_load")
+log = get_logger("workers.main.worker_load")
 
 
 class Worker:

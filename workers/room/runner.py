@@ -19,13 +19,13 @@ from agents.room_data import RoomData
 from config.catalog import Catalog
 from config.logging import get_logger
 from config.scenario import Scenario
-from workers.floor import Ending, EndReason, Floor, Speaker
-from workers.seat import Seat
-from workers.selector import CastMember
-from workers.stage import ModelsFor, Stage, StageCast, StageError, StageEvents
-from workers.transcript import Listener, Transcript
+from workers.capacity.selector import CastMember
+from workers.room.floor import Ending, EndReason, Floor, Speaker
+from workers.room.seat import Seat
+from workers.room.stage import ModelsFor, Stage, StageCast, StageError, StageEvents
+from workers.room.transcript import Listener, Transcript
 
-log = get_logger("workers.room")
+log = get_logger("workers.room.runner")
 
 SeatFailed = Callable[[Seat], None]
 

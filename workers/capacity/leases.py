@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from config.logging import get_logger
 
-log = get_logger("workers.leases")
+log = get_logger("workers.capacity.leases")
 
 # A job accepted this recently may not be an active job yet: accept waits for the server's
 # assignment (up to 7.5 s) and for a job process to start (up to 10 s per attempt).

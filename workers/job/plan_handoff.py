@@ -20,7 +20,7 @@ from pathlib import Path
 
 from config.logging import get_logger
 
-log = get_logger("workers.plan_handoff")
+log = get_logger("workers.job.plan_handoff")
 
 STALE_S = 600.0  # a plan never taken (its job never started) is removed after this
 _SAFE_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")

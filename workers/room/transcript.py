@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 from config.logging import get_logger
 
-log = get_logger("workers.transcript")
+log = get_logger("workers.room.transcript")
 
 Listener = Callable[[dict[str, Any]], None]
 Clock = Callable[[], datetime]

@@ -1,7 +1,7 @@
 """The stage contract: where a cast's sessions run, and what the room runner hears back.
 
-Two stages implement it: `workers.stage.local.LocalStage` (every session in-process with no
-room: tests and `workers.simulate`) and `workers.stage.livekit.LiveKitStage` (every persona
+Two stages implement it: `workers.room.stage.local.LocalStage` (every session in-process with no
+room: tests and `workers.simulate`) and `workers.room.stage.livekit.LiveKitStage` (every persona
 its own participant in a real LiveKit room). Everything above (floor, relay, hand-over,
 transcript) is the same code for both.
 """
@@ -21,10 +21,10 @@ from agents.models import SessionModels
 from agents.persona import PersonaAgent
 from config.catalog import Persona
 from config.logging import get_logger
-from workers.human_line import HumanLine
-from workers.seat import Seat
+from workers.room.human_line import HumanLine
+from workers.room.seat import Seat
 
-log = get_logger("workers.stage")
+log = get_logger("workers.room.stage")
 
 ModelsFor = Callable[[Persona], SessionModels]
 

@@ -21,10 +21,9 @@ from livekit.agents.voice import room_io
 from agents.persona import PersonaAgent
 from config.catalog import Persona
 from config.logging import get_logger
-from workers.human_line import HumanLine
-from workers.persona_audio import persona_audio_output
-from workers.seat import Seat
-from workers.stage.base import (
+from workers.room.human_line import HumanLine
+from workers.room.seat import Seat
+from workers.room.stage.base import (
     Stage,
     StageCast,
     StageError,
@@ -33,9 +32,10 @@ from workers.stage.base import (
     make_session,
     started_or_raise,
 )
+from workers.room.stage.persona_audio import persona_audio_output
 from workers.tokens import AGENT_IDENTITY_PREFIX, mint_persona_token
 
-log = get_logger("workers.stage")
+log = get_logger("workers.room.stage")
 
 
 class LiveHumans:
@@ -132,8 +132,8 @@ def room_options(persona: Persona, *, hears_humans: bool) -> room_io.RoomOptions
     return room_io.RoomOptions(
         audio_input=hears_humans,
         text_input=False,
-        # The voice track is the stage's own (workers/persona_audio.py): RoomIO's would wait
-        # for a human to link and to subscribe before a persona could say a word.
+        # The voice track is the stage's own (stage/persona_audio.py): RoomIO's would wait for a
+        # human to link and to subscribe before a persona could say a word.
         audio_output=False,
         text_output=True,
         close_on_disconnect=False,

@@ -27,26 +27,26 @@ from config.catalog import Catalog
 from config.logging import get_logger
 from config.scenario import Scenario
 from config.settings import Settings
-from workers.job_plan import (
-    MAX_METADATA_BYTES,
-    BadMetadata,
-    JobPlan,
-    parse_job_metadata,
-    voicemail_plan,
-)
-from workers.leases import LeaseBook, Releasable
-from workers.metrics import WorkerMetrics
-from workers.plan_handoff import PlanHandoff, public_metadata
-from workers.selector import (
+from workers.capacity.leases import LeaseBook, Releasable
+from workers.capacity.selector import (
     INBOUND_STRATEGY,
     CapacityStoreUnavailable,
     Lease,
     NoCapacity,
     Selector,
 )
+from workers.job.plan import (
+    MAX_METADATA_BYTES,
+    BadMetadata,
+    JobPlan,
+    parse_job_metadata,
+    voicemail_plan,
+)
+from workers.job.plan_handoff import PlanHandoff, public_metadata
+from workers.main.metrics import WorkerMetrics
 from workers.tokens import persona_attributes, persona_identity
 
-log = get_logger("workers.admission")
+log = get_logger("workers.main.admission")
 
 
 @dataclass
