@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from config import jsonio, models, roles
 from config.errors import CatalogError, Problem, problems_from_validation
+from config.prices import Prices
 
 MAX_CATALOG_BYTES = 4 * 1024 * 1024
 
@@ -81,6 +82,8 @@ class Catalog(_Strict):
     system_default_persona: str | None = None
     system_default_serves_any_role: bool = False
     voicemail_persona: str | None = None
+    # what each model costs (config/prices.py); a model with no price is reported unpriced
+    prices: Prices = Prices()
 
     @cached_property
     def persona_by_id(self) -> dict[str, Persona]:

@@ -24,6 +24,7 @@ from workers.room.floor import Ending, EndReason, Floor, Speaker
 from workers.room.seat import Seat
 from workers.room.stage import ModelsFor, Stage, StageCast, StageError, StageEvents
 from workers.room.transcript import Listener, Transcript
+from workers.room.usage import usage_records
 
 log = get_logger("workers.room.runner")
 
@@ -89,6 +90,7 @@ async def run_room(
         job_id=job_id,
         scenario=scenario.name,
         campaign=scenario.campaign,
+        tenant=catalog.tenant_of(scenario.campaign).id,
         turn_policy=scenario.rules.turn_policy,
         cast=[
             {
@@ -188,6 +190,18 @@ def _report_failed_seats(
             log.error("seat_failed_hook_failed", persona=seat.persona.id, error=repr(e))
 
 
+def _write_usage(transcript: Transcript, floor: Floor, room_data: RoomData) -> None:
+    """One `usage` record per seated persona (workers/room/usage.py), once its session closed."""
+    seated = ((s.seat, s.session) for s in floor.speakers)
+    try:
+        records = usage_records(seated, room_data.scenario, room_data.catalog)
+    except Exception as e:  # an accounting fault must not hide how the room ended
+        log.error("usage_failed", error=repr(e))
+        return
+    for record in records:
+        transcript.write("usage", **record)
+
+
 def _opener_first(seats: Sequence[Seat], opener: Seat) -> list[Seat]:
     """The floor's seat order (round robin's turn order) starts with the opener."""
     return [opener, *[s for s in seats if s is not opener]]
@@ -221,6 +235,7 @@ async def _finish(
     reports = stage.session_reports()
     if reports:
         transcript.write("session_reports", reports=reports)
+    _write_usage(transcript, floor, room_data)
     transcript.write("outcome", **room_data.outcome.to_dict())
     transcript.write(
         "room_ended",
