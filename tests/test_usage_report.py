@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -200,3 +201,18 @@ def test_the_report_refuses_a_path_that_does_not_exist(run_main, tmp_path):
     result = run_main(report_main, str(tmp_path / "nope"))
     assert result.returncode == 2
     assert result.stderr.strip() == f"workers.report: no such file or folder: {tmp_path / 'nope'}"
+
+
+def test_each_turn_records_the_floor_gap_and_the_model_latency(run_main, monkeypatch, tmp_path):
+    """`utterance.latency`: the floor's gap since the previous line ended (none before the
+    first line) and livekit's own time to the reply's first token."""
+    monkeypatch.setenv("TRANSCRIPTS_DIR", str(tmp_path))
+    result = run_main(simulate_main, "dispatch_checkin", "--json")
+    assert result.returncode == 0, result.stderr
+    lines = [e for e in json.loads(result.stdout)["events"] if e["event"] == "utterance"]
+    assert len(lines) >= 3
+    assert lines[0]["latency"]["floor_gap_s"] is None
+    for before, line in pairwise(lines):
+        latency = line["latency"]
+        assert 0 <= latency["floor_gap_s"] <= line["started"] - before["at"] + 0.002
+        assert latency["llm_ttft_s"] >= 0

@@ -24,6 +24,7 @@ from config.catalog import Persona
 from config.logging import get_logger
 from config.scenario import Scenario
 from workers.room.human_line import HumanLine
+from workers.room.latency import turn_latency
 from workers.room.seat import Seat
 from workers.room.stage.base import Humans
 from workers.room.turns import HUMANS, answers_human, next_speaker, repeat_key
@@ -167,6 +168,7 @@ class Floor:
         self._previous: Speaker | None = None
         self._requests: list[HandOverRequest | EndRequest | NextSpeakerRequest] = []
         self._loop_task: asyncio.Future[None] | None = None
+        self._last_said_at: float | None = None  # when the previous line ended (latency)
 
     # -- set-up ---------------------------------------------------------------------------
     def seat(self, speakers: Sequence[Speaker], *, opener: str, lead: str) -> None:
@@ -345,7 +347,9 @@ class Floor:
             turn=self.turns,
             interrupted=bool(handle is not None and handle.interrupted),
             started=round(started, 3),  # the turn's start; its `at` is when it was said
+            latency=turn_latency(items, started, self._last_said_at),
         )
+        self._last_said_at = time.time()
         if text:
             await self._relay(f"{speaker.label}: {text}", exclude=speaker)
         self._loop_guard(speaker, text)
