@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     # livekit-agents' own health server; None keeps its default (8081 for `start`, free for
     # `dev`). Give each worker its own when several run on one host.
     worker_http_port: int | None = Field(default=None, ge=0, le=65535)
+    # OpenTelemetry traces of rooms (workers/room/tracing.py), OTLP over HTTP; unset: none.
+    # What people said goes on spans only with otel_capture_content.
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_capture_content: bool = False
     # livekit-agents' Prometheus endpoint (GET /metrics) with the worker's capacity gauges
     # (workers/main/metrics.py); unset: none.
     prometheus_port: int | None = Field(default=None, ge=0, le=65535)

@@ -46,6 +46,7 @@ from workers.room.conversation_audio import (
 from workers.room.floor import Floor
 from workers.room.runner import ModelsFor, RoomResult, run_room, seats_for
 from workers.room.stage.local import LocalStage
+from workers.room.tracing import RoomTrace, configure_tracing
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -254,6 +255,13 @@ def main(argv: list[str] | None = None) -> int:
             else "model: OpenAI, text mode (OPENAI_API_KEY is set)"
         )
         listeners.append(out)
+    tracing = configure_tracing(
+        settings.otel_exporter_otlp_endpoint,
+        service=settings.agent_name,
+        capture_content=settings.otel_capture_content,
+    )
+    if tracing is not None:
+        listeners.append(RoomTrace(tracing, capture_content=settings.otel_capture_content))
     try:
         result = asyncio.run(
             simulate(
@@ -268,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     except NoCapacity as e:
         print(f"workers.simulate: no cast: {e}", file=sys.stderr)
         return EXIT_NO_CAST
+    finally:
+        if tracing is not None:
+            tracing.shutdown()  # sends the room's spans before the program exits
     if args.json:
         audio = _render_audio(events, catalog, audio_path)
         if isinstance(audio, int):

@@ -33,6 +33,7 @@ from workers.main.admission import Reject, cast_in_job, plan_directory, release_
 from workers.room.runner import RoomResult, run_room
 from workers.room.stage import ModelsFor
 from workers.room.stage.livekit import LiveKitStage
+from workers.room.tracing import RoomTrace, configure_tracing
 
 log = get_logger("workers.job.runner")
 
@@ -127,17 +128,31 @@ async def _run_plan(
         log.info("job_stopped_while_joining")
         return None
     log.info("room_models", **room_models_choice(settings.openai_key()))
-    result = await run_room(
-        room=room,
-        scenario=plan.scenario,
-        catalog=catalog,
-        seats=plan.seats(room, job_id=ctx.job.id, job_identity=ctx.room.local_participant.identity),
-        stage=stage,
-        models_for=_models_for(ctx, settings, plan),
-        transcripts_dir=settings.transcripts_dir,
-        job_id=ctx.job.id,
-        listeners=room_listeners(),  # one room per job process: short GC pauses
+    tracing = configure_tracing(
+        settings.otel_exporter_otlp_endpoint,
+        service=settings.agent_name,
+        capture_content=settings.otel_capture_content,
     )
+    listeners = list(room_listeners())  # one room per job process: short GC pauses
+    if tracing is not None:
+        listeners.append(RoomTrace(tracing, capture_content=settings.otel_capture_content))
+    try:
+        result = await run_room(
+            room=room,
+            scenario=plan.scenario,
+            catalog=catalog,
+            seats=plan.seats(
+                room, job_id=ctx.job.id, job_identity=ctx.room.local_participant.identity
+            ),
+            stage=stage,
+            models_for=_models_for(ctx, settings, plan),
+            transcripts_dir=settings.transcripts_dir,
+            job_id=ctx.job.id,
+            listeners=listeners,
+        )
+    finally:
+        if tracing is not None:
+            await asyncio.to_thread(tracing.shutdown)  # sends the room's last spans
     log.info(
         "job_room_ended",
         reason=result.reason,
