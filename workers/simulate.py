@@ -45,7 +45,8 @@ from workers.room.conversation_audio import (
     render_conversation,
 )
 from workers.room.floor import Floor
-from workers.room.runner import ModelsFor, RoomResult, run_room, seats_for
+from workers.room.runner import ModelsFor, RoomResult, run_room
+from workers.room.seat import seats_for
 from workers.room.stage.local import LocalStage
 
 
