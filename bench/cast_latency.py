@@ -48,7 +48,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 async def _once(selector: Any, catalog: Any, scenario: Any, tmp: Path, i: int) -> dict[str, float]:
     from agents.offline import offline_models
-    from workers.room.runner import run_room, seats_for
+    from workers.room.runner import run_room
+    from workers.room.seat import seats_for
 
     t_cast = time.perf_counter()
     cast = selector.cast(scenario)

@@ -109,7 +109,8 @@ async def _room(
 ) -> dict[str, Any]:
     from workers.capacity.selector import Selector
     from workers.job.gc_policy import freeze_after_each_turn
-    from workers.room.runner import run_room, seats_for
+    from workers.room.runner import run_room
+    from workers.room.seat import seats_for
 
     catalog = bench_catalog()
     scenario = _scenario(personas, turns)

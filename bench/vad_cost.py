@@ -170,7 +170,7 @@ async def _sessions(vad: Any, frames: list[Any], personas: int, layout: str) -> 
     from agents.persona import RecordingFloor, build_agent
     from agents.room_data import RoomData
     from workers.capacity.selector import Selector
-    from workers.room.runner import seats_for
+    from workers.room.seat import seats_for
     from workers.room.stage import StageCast, StageEvents
 
     catalog = bench_catalog()

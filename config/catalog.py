@@ -11,7 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from config import jsonio, models, roles
 from config.errors import CatalogError, Problem, problems_from_validation
+from config.logging import get_logger
 from config.prices import Prices
+
+log = get_logger(__name__)
 
 MAX_CATALOG_BYTES = 4 * 1024 * 1024
 
@@ -231,6 +234,13 @@ def cross_check(catalog: Catalog) -> list[Problem]:
     return problems
 
 
+def tools_no_tenant_allows(catalog: Catalog) -> list[tuple[str, str]]:
+    """(persona, tool) for each tool a persona lists that no tenant's `allowed_tools` has: the
+    catalog is valid, but that persona is never offered the tool."""
+    allowed = {t for tenant in catalog.tenants for t in tenant.allowed_tools}
+    return [(p.id, tool) for p in catalog.personas for tool in p.tools if tool not in allowed]
+
+
 def parse_catalog(text: str | bytes, source: str = "inline") -> Catalog:
     """Parse and cross-check catalog JSON; raises CatalogError naming `source`."""
     if len(text) > MAX_CATALOG_BYTES:
@@ -248,6 +258,14 @@ def parse_catalog(text: str | bytes, source: str = "inline") -> Catalog:
     problems = cross_check(catalog)
     if problems:
         raise CatalogError(source, problems)
+    for persona, tool in tools_no_tenant_allows(catalog):
+        log.warning(
+            "persona_tool_allowed_by_no_tenant",
+            catalog=source,
+            persona=persona,
+            tool=tool,
+            fix="add it to the allowed_tools of the tenants whose campaigns use this persona",
+        )
     return catalog
 
 

@@ -7,6 +7,7 @@ import json
 import typing
 
 import pytest
+from structlog.testing import capture_logs
 
 from config import models
 from config.catalog import CatalogError, load_catalog, parse_catalog
@@ -132,8 +133,33 @@ def test_tool_outside_the_role_is_refused(catalog_data):
 
 
 def test_unknown_tenant_tool_is_refused(catalog_data):
-    catalog_data["tenants"][0]["allowed_tools"].append("launch_rockets")
-    assert "$.tenants[0].allowed_tools[11]: unknown tool" in str(_errors(catalog_data))
+    allowed = catalog_data["tenants"][0]["allowed_tools"]
+    allowed.append("launch_rockets")
+    at = f"$.tenants[0].allowed_tools[{len(allowed) - 1}]"
+    assert f"{at}: unknown tool 'launch_rockets'" in str(_errors(catalog_data))
+
+
+def test_a_persona_tool_no_tenant_allows_is_warned_about_once(catalog_data):
+    """Valid, but that persona would silently never be offered the tool: one line says so,
+    naming the persona and the tool."""
+    persona = catalog_data["personas"][0]
+    tool = persona["tools"][0]
+    for tenant in catalog_data["tenants"]:
+        tenant["allowed_tools"].remove(tool)
+    with capture_logs() as events:
+        parse_catalog(json.dumps(catalog_data), "test-catalog.json")
+    warned = [e for e in events if e["event"] == "persona_tool_allowed_by_no_tenant"]
+    listing = [p["id"] for p in catalog_data["personas"] if tool in p["tools"]]
+    assert [(e["persona"], e["tool"]) for e in warned] == [(pid, tool) for pid in listing]
+    assert persona["id"] in listing
+    assert all(e["log_level"] == "warning" and e["catalog"] == "test-catalog.json" for e in warned)
+    assert "allowed_tools" in warned[0]["fix"]
+
+
+def test_the_shipped_catalog_offers_every_persona_tool_somewhere(catalog_data):
+    with capture_logs() as events:
+        parse_catalog(json.dumps(catalog_data))
+    assert [e for e in events if e["event"] == "persona_tool_allowed_by_no_tenant"] == []
 
 
 def test_unknown_voice_lists_valid_voices(catalog_data):
@@ -176,5 +202,6 @@ def test_model_lists_match_the_openai_plugin():
     assert set(models.LLM_MODELS) <= chat
 
 
-def test_every_role_has_tools():
+def test_every_role_has_tools_and_a_persona_in_the_shipped_catalog(catalog):
     assert all(ROLE_TOOLS[r] for r in ROLE_TOOLS)
+    assert {p.role for p in catalog.personas} == set(ROLE_TOOLS)

@@ -417,7 +417,8 @@ async def test_closing_the_stage_from_outside_ends_the_room_as_shutdown(
     catalog, tmp_path, scenarios_dir
 ):
     """A job draining closes the stage while a persona speaks: the room ends as shutdown."""
-    from workers.room.runner import run_room, seats_for
+    from workers.room.runner import run_room
+    from workers.room.seat import seats_for
     from workers.room.stage.local import LocalStage
 
     started, never = asyncio.Event(), asyncio.Event()
@@ -464,7 +465,8 @@ async def test_a_lone_persona_turns_to_the_humans_not_to_itself(catalog, tmp_pat
 
 
 async def _run_on(stage, catalog, tmp_path, scenarios_dir, fakes, on_floor=None):
-    from workers.room.runner import run_room, seats_for
+    from workers.room.runner import run_room
+    from workers.room.seat import seats_for
 
     scenario = _scenario("dispatch_checkin", scenarios_dir)
     cast = Selector(catalog).cast(scenario)

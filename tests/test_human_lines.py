@@ -23,7 +23,8 @@ from tests.fakes import FakeLLM
 from workers.capacity.selector import Selector
 from workers.room.floor import Floor
 from workers.room.human_line import HumanLine
-from workers.room.runner import RoomResult, run_room, seats_for
+from workers.room.runner import RoomResult, run_room
+from workers.room.seat import seats_for
 from workers.room.stage.livekit import LiveHumans
 from workers.room.stage.local import LocalStage
 from workers.room.transcript import read_transcript

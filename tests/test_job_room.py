@@ -70,7 +70,7 @@ def settings(tmp_path: Path) -> Settings:
 def _hand_plan(settings: Settings, catalog: Catalog, scenarios_dir: Path) -> None:
     scenario = load_scenario("dispatch_checkin", scenarios_dir=scenarios_dir)
     plan = JobPlan.from_cast(scenario, Selector(catalog).cast(scenario))
-    PlanHandoff(plan_directory(settings)).put("AJ_7", plan.to_metadata())
+    PlanHandoff(plan_directory(settings)).put("AJ_7", plan.to_handoff())
 
 
 async def test_a_stop_while_joining_ends_the_job_at_once(

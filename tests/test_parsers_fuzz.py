@@ -26,7 +26,7 @@ SCENARIO_DATA = json.loads((SCENARIOS_DIR / "dispatch_checkin.json").read_text(e
 PLAN_DATA = json.loads(
     voicemail_plan(
         load_scenario("dispatch_checkin", scenarios_dir=SCENARIOS_DIR), CATALOG
-    ).to_metadata()
+    ).to_handoff()
 )
 FUZZ = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -51,7 +51,7 @@ def _metadata(data: str | bytes) -> object:
 
 
 def _plan(data: str | bytes) -> object:
-    return JobPlan.from_metadata(_text(data), CATALOG)
+    return JobPlan.from_handoff(_text(data), CATALOG)
 
 
 Parser = Callable[[str | bytes], object]

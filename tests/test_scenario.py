@@ -244,10 +244,10 @@ def test_malformed_context_loads_is_refused_by_load_and_job_metadata(catalog, ba
         assert info.value.problem == "invalid_scenario"
     # a plan carrying such a scenario is refused by the job too
     good = load_scenario("dispatch_checkin", scenarios_dir=SCENARIOS_DIR)
-    plan = json.loads(voicemail_plan(good, catalog).to_metadata())
+    plan = json.loads(voicemail_plan(good, catalog).to_handoff())
     plan["scenario"]["context"] = {"loads": [{"origin": "Dallas, TX"}]}
     with pytest.raises(PlanError, match=path):
-        JobPlan.from_metadata(json.dumps(plan), catalog)
+        JobPlan.from_handoff(json.dumps(plan), catalog)
 
 
 def test_plan_cli_exits_2_on_malformed_context_loads(bad_loads_dir, monkeypatch, capsys):

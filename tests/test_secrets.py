@@ -94,7 +94,7 @@ class _JobCtx:
 
 def _plan_metadata(catalog: Catalog) -> str:
     scenario = load_scenario("dispatch_checkin", scenarios_dir=SCENARIOS_DIR)
-    return JobPlan.from_cast(scenario, Selector(catalog).cast(scenario)).to_metadata()
+    return JobPlan.from_cast(scenario, Selector(catalog).cast(scenario)).to_handoff()
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

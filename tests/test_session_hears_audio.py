@@ -20,7 +20,8 @@ from agents.offline import offline_models
 from config.catalog import Catalog
 from config.scenario import load_scenario
 from workers.capacity.selector import Selector
-from workers.room.runner import run_room, seats_for
+from workers.room.runner import run_room
+from workers.room.seat import seats_for
 from workers.room.stage import StageCast, StageEvents
 from workers.room.stage.livekit import LiveHumans
 from workers.room.stage.local import LocalStage

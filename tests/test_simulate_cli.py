@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from agents.offline import offline_models
 from config.errors import ConfigError
 from config.scenario import load_scenario
 from config.settings import Settings
-from tests.conftest import CliResult
+from tests.conftest import CATALOG_PATH, CliResult
 from workers.capacity.selector import Selector
 from workers.room.transcript import read_transcript
 from workers.simulate import _with_overrides, main, simulate
@@ -76,6 +77,26 @@ def test_bad_input_exits_2(run):
     assert "no such scenario" in proc.stderr and "Traceback" not in proc.stderr
     proc = run("dispatch_checkin", "--max-turns", "0")
     assert proc.returncode == 2
+
+
+def test_a_tool_no_tenant_allows_is_said_before_the_room(run, monkeypatch, tmp_path):
+    """A new role's tool left out of every tenant's allowed_tools: the one warning line shows
+    even though the room's own logging is quiet."""
+    data = json.loads(CATALOG_PATH.read_text())
+    for tenant in data["tenants"]:
+        tenant["allowed_tools"].remove("update_eta")
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(json.dumps(data))
+    monkeypatch.setenv("CATALOG_PATH", str(catalog))
+    proc = run("dispatch_checkin")
+    assert proc.returncode == 0, proc.stderr
+    warned = [
+        line for line in proc.stderr.splitlines() if "persona_tool_allowed_by_no_tenant" in line
+    ]
+    listing = [p["id"] for p in data["personas"] if "update_eta" in p["tools"]]
+    assert len(warned) == len(listing) >= 1, proc.stderr
+    assert all("tool=update_eta" in line for line in warned)
+    assert [p for line in warned for p in re.findall(r"persona=(\S+)", line)] == listing
 
 
 def test_no_cast_exits_3(run):

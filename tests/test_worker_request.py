@@ -24,7 +24,7 @@ from config.settings import Settings
 from tests.conftest import SCENARIOS_DIR
 from workers.capacity.leases import LeaseBook
 from workers.capacity.selector import Lease
-from workers.job.plan import JobPlan, PlanError, voicemail_plan
+from workers.job.plan import MAX_METADATA_BYTES, JobPlan, PlanError, voicemail_plan
 from workers.main.admission import Accept, Reject, cast_in_job, release_leases
 from workers.main.worker_load import Worker
 from workers.tokens import persona_identity
@@ -132,7 +132,7 @@ async def test_named_scenario_is_accepted_as_the_opener(worker: Worker, catalog:
         "persona": "tim",
         "campaign": "freight-dispatch",
     }
-    plan = JobPlan.from_metadata(handed_plan(worker, args), catalog)
+    plan = JobPlan.from_handoff(handed_plan(worker, args), catalog)
     assert plan.scenario == load_scenario("dispatch_checkin", scenarios_dir=SCENARIOS_DIR)
     assert [(m.role, m.persona_id, m.reason) for m in plan.members] == [
         ("dispatcher", "tim", "primary"),
@@ -159,11 +159,34 @@ async def test_inline_scenario_is_accepted_and_round_trips(worker: Worker, catal
     assert kind == "accept"
     assert (args.identity, args.name) == (persona_identity("jordan", ROOM, "AJ_1"), "Jordan")
     text = handed_plan(worker, args)
-    plan = JobPlan.from_metadata(text, catalog)
-    assert plan.to_metadata() == text  # round-trips
+    plan = JobPlan.from_handoff(text, catalog)
+    assert plan.to_handoff() == text  # round-trips
     assert plan.scenario.name == "inline_pair"
     assert plan.scenario.context == {"caller": "Sam Lee"}
-    assert plan.first.persona_id == "jordan"
+    assert plan.job_member.persona_id == "jordan"
+
+
+async def test_a_plan_larger_than_job_metadata_may_be_still_goes_to_the_job(
+    catalog: Catalog, tmp_path
+):
+    """The plan goes by file, which has no metadata limit: a scenario file with a large
+    context (allowed: scenario files may be four times job metadata's limit) is accepted and
+    reaches the job whole."""
+    data = json.loads((SCENARIOS_DIR / "dispatch_checkin.json").read_text())
+    data["name"] = "big_context"
+    data["context"]["notes"] = ["x" * 1000] * (MAX_METADATA_BYTES // 1000 + 8)
+    (tmp_path / "big_context.json").write_text(json.dumps(data))
+    settings = Settings(_env_file=None, scenarios_dir=tmp_path, stats_port=0)
+    worker = Worker(settings, catalog, cpu_load=lambda: 0.0)
+    rec = Recorder()
+    await handle(worker, job_request(rec, json.dumps({"scenario": "big_context"})))
+    kind, args = rec.last
+    assert kind == "accept", rec.calls
+    text = handed_plan(worker, args)
+    assert len(text.encode()) > MAX_METADATA_BYTES
+    plan = JobPlan.from_handoff(text, catalog)
+    assert plan.scenario.model_dump()["context"]["notes"] == data["context"]["notes"]
+    assert plan.job_persona.id == "tim" and [m.persona_id for m in plan.others] == ["chris"]
 
 
 async def test_opener_goes_first_whatever_the_slot_order(worker: Worker, catalog: Catalog):
@@ -173,7 +196,7 @@ async def test_opener_goes_first_whatever_the_slot_order(worker: Worker, catalog
 
     kind, args = rec.last
     assert kind == "accept" and args.attributes["role"] == "support"
-    plan = JobPlan.from_metadata(handed_plan(worker, args), catalog)
+    plan = JobPlan.from_handoff(handed_plan(worker, args), catalog)
     assert [m.role for m in plan.members] == ["support", "sales"]
 
 
@@ -183,9 +206,7 @@ async def test_campaign_override_and_room_metadata_fallback(worker: Worker, cata
     await handle(worker, job_request(rec, metadata))
     kind, args = rec.last
     assert kind == "accept" and args.attributes["campaign"] == "mixed-ops"
-    assert (
-        JobPlan.from_metadata(handed_plan(worker, args), catalog).scenario.campaign == "mixed-ops"
-    )
+    assert JobPlan.from_handoff(handed_plan(worker, args), catalog).scenario.campaign == "mixed-ops"
 
     # No dispatch metadata: the room's metadata (set by workers.dispatch) names the scenario.
     room_md = json.dumps({"scenario": "dispatch_checkin"})
@@ -295,7 +316,7 @@ async def test_no_cast_with_voicemail_accepts_the_voicemail_persona(
         "persona": "vera",
         "campaign": "inbound-support",
     }
-    plan = JobPlan.from_metadata(handed_plan(worker, args), catalog)
+    plan = JobPlan.from_handoff(handed_plan(worker, args), catalog)
     assert plan.voicemail
     assert [(m.role, m.persona_id) for m in plan.members] == [("voicemail", "vera")]
     (slot,) = plan.scenario.cast
@@ -429,7 +450,7 @@ def test_a_job_with_no_plan_casts_for_itself_by_the_same_rules(
         ("dispatcher", "tim"),
         ("driver", "chris"),
     ]
-    assert JobPlan.from_metadata(decision.plan_text, catalog) == decision.plan
+    assert JobPlan.from_handoff(decision.plan_text, catalog) == decision.plan
     release_leases(decision.leases)
     assert all(isinstance(lease, Lease) and lease.released for lease in decision.leases)
 
@@ -443,12 +464,12 @@ def test_a_job_with_no_plan_casts_for_itself_by_the_same_rules(
 
 def _vm_plan(catalog: Catalog) -> dict[str, Any]:
     scenario = load_scenario("dispatch_checkin", scenarios_dir=SCENARIOS_DIR)
-    return json.loads(voicemail_plan(scenario, catalog).to_metadata())
+    return json.loads(voicemail_plan(scenario, catalog).to_handoff())
 
 
 def test_voicemail_plan_round_trips(catalog: Catalog):
-    plan = JobPlan.from_metadata(json.dumps(_vm_plan(catalog)), catalog)
-    assert plan.voicemail and plan.first_persona.id == "vera"
+    plan = JobPlan.from_handoff(json.dumps(_vm_plan(catalog)), catalog)
+    assert plan.voicemail and plan.job_persona.id == "vera"
     assert plan.scenario.context == load_scenario("dispatch_checkin").context
 
 
@@ -465,6 +486,6 @@ def test_voicemail_plan_round_trips(catalog: Catalog):
 )
 def test_plan_refuses_what_the_job_cannot_run(catalog: Catalog, change: dict[str, Any]):
     with pytest.raises(PlanError):
-        JobPlan.from_metadata(json.dumps({**_vm_plan(catalog), **change}), catalog)
+        JobPlan.from_handoff(json.dumps({**_vm_plan(catalog), **change}), catalog)
     with pytest.raises(PlanError, match="not JSON"):
-        JobPlan.from_metadata("{{", catalog)
+        JobPlan.from_handoff("{{", catalog)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -44,7 +45,8 @@ from workers.room.conversation_audio import (
     render_conversation,
 )
 from workers.room.floor import Floor
-from workers.room.runner import ModelsFor, RoomResult, run_room, seats_for
+from workers.room.runner import ModelsFor, RoomResult, run_room
+from workers.room.seat import seats_for
 from workers.room.stage.local import LocalStage
 from workers.room.tracing import RoomTrace, configure_tracing
 
@@ -239,8 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     try:
         settings = read_settings()
-        configure_logging(settings.log_format, "ERROR")  # the conversation is the output
+        configure_logging(settings.log_format, "WARNING")  # what is wrong with the input
         catalog, scenario, audio_path = _read_input(args, settings)
+        logging.getLogger().setLevel(logging.ERROR)  # then the conversation is the output
     except BadInput as e:
         print(f"workers.simulate: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

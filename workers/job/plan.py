@@ -1,11 +1,15 @@
-"""Job metadata, in and out. In: the dispatch's metadata (untrusted), read as a scenario that
-is checked against the catalog. Out: what the main process decided for the room, carried to
-the job's process as a `JobPlan`.
+"""A room's request and its plan. In: the dispatch's job metadata (untrusted), read as a
+scenario that is checked against the catalog. Out: what the main process decided for the room,
+a `JobPlan`, handed to the job's process in a private file (workers/job/plan_handoff.py).
 
-The main process casts the room (that is where the selector and its load live), then hands the
-job a `JobPlan` through accept's `metadata` string: accept's attributes do not reach the job
-process, its identity, name and metadata do. The plan carries the scenario itself, so the job
-never resolves a name again and runs exactly what was cast.
+The main process casts the room (that is where the selector and its load live), writes the
+plan's hand-off text before it accepts, and the job process reads it back with
+`JobPlan.from_handoff`, checking it against its own catalog. The plan carries the scenario
+itself, so the job never resolves a name again and runs exactly what was cast.
+
+The plan has no size limit of its own: a file has none to fit, and the plan is bounded by
+what it is made of (a scenario from a file of at most 256 KiB or from job metadata of at most
+`MAX_METADATA_BYTES`, and one member per cast slot).
 """
 
 from __future__ import annotations
@@ -34,8 +38,8 @@ if TYPE_CHECKING:
 
 NAME_FORM_FIELDS = ("scenario", "campaign", "inbound")
 PLAN_VERSION = 1
-# Job metadata (dispatch) and the plan (participant metadata) stay under LiveKit's default
-# metadata limit; shipped scenarios are a few KB.
+# A dispatch's job metadata stays under LiveKit's default metadata limit; shipped scenarios
+# are a few KB.
 MAX_METADATA_BYTES = 64 * 1024
 VOICEMAIL_ROLE = "voicemail"
 
@@ -138,11 +142,11 @@ def _named(data: dict[str, Any], scenarios_dir: Path) -> RoomRequest:
     return RoomRequest(scenario, f"scenario {name}", inbound)
 
 
-# -- the plan (main process -> job process) -------------------------------------------------
+# -- the plan (main process -> job process, by file) ----------------------------------------
 
 
 class PlanError(ValueError):
-    """The plan in the job's metadata cannot be run; the message says what and why."""
+    """The plan handed to the job cannot be run; the message says what and why."""
 
 
 class PlanMember(NamedTuple):
@@ -154,36 +158,41 @@ class PlanMember(NamedTuple):
 
 @dataclass(frozen=True)
 class JobPlan:
-    """The scenario and its cast. The first member is the opener: on the LiveKit stage it is
-    the job's own participant (accept's identity), the others join with their own tokens."""
+    """The scenario and its cast. `job_member` is the opener, the job's own participant on the
+    LiveKit stage (the identity accept gave); the `others` join with tokens of their own."""
 
     scenario: Scenario
-    members: tuple[PlanMember, ...]
+    job_member: PlanMember
+    others: tuple[PlanMember, ...] = ()
     voicemail: bool = False
     personas: Mapping[str, Persona] = field(default_factory=dict, compare=False, repr=False)
 
     @property
-    def first(self) -> PlanMember:
-        return self.members[0]
+    def members(self) -> tuple[PlanMember, ...]:
+        """Every member, the job's own first."""
+        return (self.job_member, *self.others)
 
     @property
-    def first_persona(self) -> Persona:
-        return self.personas[self.first.persona_id]
+    def job_persona(self) -> Persona:
+        return self.personas[self.job_member.persona_id]
 
     @classmethod
     def from_cast(cls, scenario: Scenario, cast: Cast, *, voicemail: bool = False) -> JobPlan:
         opener = scenario.opener_slot.role
-        ordered = sorted(cast.members, key=lambda m: m.slot.role != opener)  # stable
+        members = [
+            PlanMember(m.slot.role, m.persona.id, m.reason, m.slot.required) for m in cast.members
+        ]
         return cls(
             scenario=scenario,
-            members=tuple(
-                PlanMember(m.slot.role, m.persona.id, m.reason, m.slot.required) for m in ordered
-            ),
+            job_member=next(m for m in members if m.role == opener),
+            others=tuple(m for m in members if m.role != opener),
             voicemail=voicemail,
-            personas={m.persona.id: m.persona for m in ordered},
+            personas={m.persona.id: m.persona for m in cast.members},
         )
 
-    def to_metadata(self) -> str:
+    def to_handoff(self) -> str:
+        """The plan as the main process writes it for the job (JSON; the job's own member
+        first)."""
         data = {
             "v": PLAN_VERSION,
             "scenario": self.scenario.model_dump(mode="json", exclude_defaults=True),
@@ -193,9 +202,10 @@ class JobPlan:
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
-    def from_metadata(cls, text: str, catalog: Catalog) -> JobPlan:
-        """Parse and check a plan; PlanError says what is wrong (e.g. a persona the job's
-        catalog does not know: the worker and the job read different catalogs)."""
+    def from_handoff(cls, text: str, catalog: Catalog) -> JobPlan:
+        """The plan the main process handed over, parsed and checked; PlanError says what is
+        wrong (e.g. a persona the job's catalog does not know: the worker and the job read
+        different catalogs)."""
         try:
             data = jsonio.loads(text)
         except jsonio.JsonInputError as e:
@@ -249,15 +259,16 @@ class JobPlan:
             raise PlanError("job plan's first member is not the opener")
         return cls(
             scenario=scenario,
-            members=tuple(members),
+            job_member=members[0],
+            others=tuple(members[1:]),
             voicemail=bool(data.get("voicemail")),
             personas={m.persona_id: catalog.persona(m.persona_id) for m in members},
         )
 
     def seats(self, room: str, *, job_id: str = "", job_identity: str = "") -> list[Seat]:
-        """One seat per member, with the identities of this job's participants. The first
-        member is the job participant: its identity is `job_identity` when given (what the job
-        actually joined as), else the same `persona_identity` accept used."""
+        """One seat per member, with the identities of this job's participants. The job's own
+        member's identity is `job_identity` when given (what the job actually joined as), else
+        the same `persona_identity` accept used."""
         slots = {s.role: s for s in self.scenario.cast}
         return [
             Seat.in_room(
@@ -266,9 +277,9 @@ class JobPlan:
                 m.reason,
                 room,
                 job_id=job_id,
-                identity=job_identity if i == 0 else "",
+                identity=job_identity if m is self.job_member else "",
             )
-            for i, m in enumerate(self.members)
+            for m in self.members
         ]
 
     def cast_names(self) -> dict[str, str]:
@@ -315,7 +326,7 @@ def voicemail_plan(scenario: Scenario, catalog: Catalog, *, reason: str = "voice
     persona = catalog.persona(vm.cast[0].persona or "")
     return JobPlan(
         scenario=vm,
-        members=(PlanMember(VOICEMAIL_ROLE, persona.id, reason, True),),
+        job_member=PlanMember(VOICEMAIL_ROLE, persona.id, reason, True),
         voicemail=True,
         personas={persona.id: persona},
     )

@@ -49,7 +49,7 @@ def find_plan(
         return "job plan missing"
     if text:
         try:
-            return JobPlan.from_metadata(text, catalog), []
+            return JobPlan.from_handoff(text, catalog), []
         except PlanError as e:
             log.error("job_plan_invalid", error=str(e))
             return f"bad job plan: {e}"

@@ -36,7 +36,6 @@ from workers.capacity.selector import (
     Selector,
 )
 from workers.job.plan import (
-    MAX_METADATA_BYTES,
     BadMetadata,
     JobPlan,
     parse_job_metadata,
@@ -148,14 +147,8 @@ class RequestHandler:
                     return lease_or_reject
                 leases = [lease_or_reject]
                 plan = voicemail_plan(scenario, self.catalog, reason=lease_or_reject.reason)
-            text = plan.to_metadata()
-            if len(text.encode()) > MAX_METADATA_BYTES:
-                release_leases(leases)
-                return Reject(
-                    "plan_too_large",
-                    f"the job plan is {len(text.encode())} bytes",
-                    scenario=scenario.name,
-                )
+            # no size check: the plan goes by file (see workers/job/plan.py)
+            text = plan.to_handoff()
         except BaseException:
             release_leases(leases)
             raise
@@ -198,7 +191,7 @@ class RequestHandler:
 
     async def _accept(self, req: JobRequest, decision: Accept, rlog: Any) -> None:
         plan = decision.plan
-        first = plan.first_persona
+        own = plan.job_persona
         labels = [f"{m.role}:{m.persona_id}" for m in plan.members]
         # Held BEFORE accept: once accepted the job may start (and end) at any moment.
         self.leasebook.hold(req.id, decision.leases, labels=labels)
@@ -206,10 +199,10 @@ class RequestHandler:
             # the plan goes privately; the room sees only who the opener is
             self.handoff.put(req.id, decision.plan_text)
             await req.accept(
-                identity=persona_identity(first.id, req.room.name, req.id),
-                name=first.name,
-                attributes=persona_attributes(first, plan.scenario.campaign),
-                metadata=public_metadata(first.id, plan.first.role, req.room.name),
+                identity=persona_identity(own.id, req.room.name, req.id),
+                name=own.name,
+                attributes=persona_attributes(own, plan.scenario.campaign),
+                metadata=public_metadata(own.id, own.role, req.room.name),
             )
         except BaseException as e:
             self.leasebook.release(req.id)

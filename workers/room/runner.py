@@ -19,7 +19,6 @@ from agents.room_data import RoomData
 from config.catalog import Catalog
 from config.logging import get_logger
 from config.scenario import Scenario
-from workers.capacity.selector import CastMember
 from workers.room.floor import Ending, EndReason, Floor, Speaker
 from workers.room.seat import Seat
 from workers.room.stage import ModelsFor, Stage, StageCast, StageError, StageEvents
@@ -40,12 +39,6 @@ class RoomResult:
     outcome: dict
     # why the transcript file is incomplete or missing (disk full, unwritable folder), if it is
     transcript_error: str | None = None
-
-
-def seats_for(cast_members: Sequence[CastMember], room: str) -> list[Seat]:
-    """Seats from a selector Cast's members (persona, slot, reason), as `Seat.in_room` makes
-    every seat."""
-    return [Seat.in_room(m.persona, m.slot, m.reason, room) for m in cast_members]
 
 
 def _ordered(seats: Sequence[Seat], scenario: Scenario) -> tuple[Seat, Seat]:

@@ -6,11 +6,16 @@ seats here, so a persona's participant identity is chosen in one place.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from config.catalog import Persona
 from config.scenario import CastSlot
 from workers.tokens import persona_identity
+
+if TYPE_CHECKING:
+    from workers.capacity.selector import CastMember
 
 
 @dataclass(frozen=True)
@@ -38,3 +43,9 @@ class Seat:
     @property
     def required(self) -> bool:
         return self.slot.required
+
+
+def seats_for(cast_members: Sequence[CastMember], room: str) -> list[Seat]:
+    """Seats from a selector Cast's members (persona, slot, reason), as `Seat.in_room` makes
+    every seat."""
+    return [Seat.in_room(m.persona, m.slot, m.reason, room) for m in cast_members]
