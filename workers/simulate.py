@@ -238,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     try:
         settings = read_settings()
-        configure_logging(settings.log_format, "ERROR")  # the conversation is the output
+        # the conversation is the output: errors only, one line each (livekit logs a model's
+        # failure with its whole chained traceback)
+        configure_logging(settings.log_format, "ERROR", tracebacks=False)
         catalog, scenario, audio_path = _read_input(args, settings)
     except BadInput as e:
         print(f"workers.simulate: {e}", file=sys.stderr)
