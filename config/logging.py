@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any, Literal
 
 import structlog
@@ -27,8 +28,40 @@ _SHARED_PROCESSORS: list[Any] = [
 ]
 
 
-def configure_logging(fmt: LogFormat = "console", level: str = "INFO", stream: Any = None) -> None:
-    """Route structlog and stdlib logging through the same renderer (JSON or console)."""
+def _exception_of(exc_info: Any) -> BaseException | None:
+    """The exception an event's `exc_info` names (True: the one being handled now)."""
+    if exc_info is True:
+        return sys.exc_info()[1]
+    if isinstance(exc_info, BaseException):
+        return exc_info
+    if isinstance(exc_info, tuple) and len(exc_info) == 3:
+        return exc_info[1]
+    return None
+
+
+def one_line_exception(
+    _: Any, __: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A structlog processor: the event's traceback becomes one `exc` field, the exception's
+    type and message on one line (a command's user reads lines, not frames). Not `exception`:
+    the console renderer prints that field as a block below the line."""
+    exc_info = event.pop("exc_info", None)
+    error = _exception_of(exc_info) if exc_info else None
+    if error is not None:
+        message = " ".join(str(error).split())
+        event["exc"] = f"{type(error).__name__}: {message}" if message else type(error).__name__
+    return event
+
+
+def configure_logging(
+    fmt: LogFormat = "console",
+    level: str = "INFO",
+    stream: Any = None,
+    *,
+    tracebacks: bool = True,
+) -> None:
+    """Route structlog and stdlib logging through the same renderer (JSON or console).
+    `tracebacks=False`: every event is one line, its exception in one `exc` field."""
     renderer: Any
     exc: Any  # a structlog processor, or None
     if fmt == "json":
@@ -50,7 +83,9 @@ def configure_logging(fmt: LogFormat = "console", level: str = "INFO", stream: A
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
-    final = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
+    final: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
+    if not tracebacks:
+        final.append(one_line_exception)
     if exc is not None:
         final.append(exc)
     formatter = structlog.stdlib.ProcessorFormatter(

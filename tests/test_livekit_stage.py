@@ -18,6 +18,7 @@ from workers.room.stage.livekit import (
     LiveKitStage,
     hear_humans_only,
     is_human,
+    read_chat,
     room_options,
 )
 from workers.tokens import (
@@ -421,3 +422,51 @@ async def test_a_realtime_leads_own_transcript_is_marked_as_heard_by_it(catalog,
     line = stage.humans.next_line(pause=False)
     assert line is not None and (line.text, line.heard_by) == ("On time?", "tim")
     assert stage.humans.next_line(pause=False) is None  # the interim transcript was not a line
+
+
+class _EndlessChat:
+    """A typed message whose sender never stops: counts the chunks taken, and the close."""
+
+    def __init__(self, chunk: str) -> None:
+        self.chunk, self.taken, self.closed = chunk, 0, False
+
+    def __aiter__(self) -> _EndlessChat:
+        return self
+
+    async def __anext__(self) -> str:
+        if self.closed:
+            raise StopAsyncIteration
+        self.taken += 1
+        return self.chunk
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_chat_is_read_up_to_the_limit_and_no_further():
+    """21.5: reading stops one character past the limit, and the reader is closed, however
+    much the sender still sends."""
+    reader = _EndlessChat("x" * 300)
+    text = await asyncio.wait_for(read_chat(reader, limit=1000), 5)
+    assert len(text) == 1001 and reader.taken == 4 and reader.closed
+
+
+async def test_a_short_chat_message_is_read_whole():
+    async def two_chunks():
+        yield "hello "
+        yield "there"
+
+    class Two:
+        def __init__(self) -> None:
+            self.closed = False
+            self._it = two_chunks()
+
+        def __aiter__(self):
+            return self._it
+
+        def close(self) -> None:
+            self.closed = True
+
+    two = Two()
+    assert await read_chat(two) == "hello there"
+    assert two.closed

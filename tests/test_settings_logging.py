@@ -120,3 +120,26 @@ def test_console_logs_are_readable():
         clear_context()
         structlog.reset_defaults()
         logging.getLogger().handlers.clear()
+
+
+@pytest.mark.parametrize("fmt", ["console", "json"])
+def test_without_tracebacks_a_chained_exception_is_one_line(fmt):
+    """21.5: what livekit logs with exc_info (a chain of causes) is one line, type and message."""
+    buf = io.StringIO()
+    configure_logging(fmt, "ERROR", stream=buf, tracebacks=False)
+    try:
+        try:
+            try:
+                raise ConnectionError("All connection attempts failed")
+            except ConnectionError as cause:
+                raise RuntimeError("failed after 4 attempts\n(see above)") from cause
+        except RuntimeError as e:
+            logging.getLogger("livekit.agents").error("Error in _llm_inference_task", exc_info=e)
+            get_logger("workers.x").exception("ours_failed")
+        lines = buf.getvalue().splitlines()
+        assert len(lines) == 2, lines
+        assert all("RuntimeError: failed after 4 attempts (see above)" in line for line in lines)
+        assert "Traceback" not in buf.getvalue()
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()

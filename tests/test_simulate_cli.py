@@ -44,6 +44,21 @@ def test_runs_as_a_program_and_exits_with_mains_status(program):
     assert "no cast" in program.stderr and "Traceback" not in program.stderr
 
 
+# A model that cannot be reached (a closed port on loopback): every persona turn fails.
+UNREACHABLE_MODEL = {"OPENAI_API_KEY": "sk-not-a-key", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}
+
+
+@pytest.mark.subprocess(argv=["-m", "workers.simulate", "dispatch_checkin"], env=UNREACHABLE_MODEL)
+def test_a_failing_model_is_one_error_line_per_failure_not_a_traceback(program):
+    """21.5: livekit logs each failed model call with its chained traceback (dozens of lines
+    each); the command prints one line per failure."""
+    assert program.returncode == 0, program.stderr
+    assert "ended: persona_error" in program.stdout
+    lines = program.stderr.splitlines()
+    assert "Traceback" not in program.stderr, program.stderr
+    assert lines and all("APIConnectionError" in line for line in lines), lines
+
+
 def test_demo_scenario_runs_offline_and_writes_a_transcript(run):
     proc = run("dispatch_checkin")
     assert proc.returncode == 0, proc.stderr

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
+import resource
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,8 +21,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from config.scenario import load_scenario
-from config.settings import Settings
+from config.settings import PROJECT_ROOT, Settings
 from workers.capacity.selector import Selector
+from workers.room import transcript as transcript_module
 from workers.room.runner import RoomResult
 from workers.room.transcript import Transcript, read_transcript
 from workers.simulate import Printer, simulate
@@ -114,46 +120,27 @@ async def test_an_unwritable_folder_is_logged_once_and_the_room_still_ends_clean
 
 
 class _FullDisk:
-    """A transcript file on a disk that fills up after `room` lines: write buffers, flush and
-    close fail with ENOSPC, as a real full disk does."""
+    """The write system call of a disk that fills up after `room` records: the record that
+    does not fit is written in part (as a real full disk takes what fits), then ENOSPC."""
 
-    def __init__(self, file: Any, room: int) -> None:
-        self._file, self._room, self.lines = file, room, 0
+    def __init__(self, room: int) -> None:
+        self.room, self.calls = room, 0
 
-    def _full(self) -> OSError:
-        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    def write(self, text: str) -> int:
-        self.lines += 1
-        if self.lines > self._room:
-            return len(text)  # buffered: the failure shows on flush
-        return self._file.write(text)
-
-    def flush(self) -> None:
-        if self.lines > self._room:
-            raise self._full()
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-        if self.lines > self._room:
-            raise self._full()
+    def __call__(self, fd: int, data: bytes) -> int:
+        self.calls += 1
+        if self.calls <= self.room:
+            return os.write(fd, data)
+        if self.calls == self.room + 1 and len(data) > 1:
+            return os.write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 @pytest.fixture
 def disk_full_after(monkeypatch):
-    """Transcript files created after this fill the disk after N lines."""
-    real_open = Path.open
-    room = {"lines": 3}
+    """Transcript files fill the disk after N records."""
 
-    def open_(self, mode="r", *args, **kwargs):
-        f = real_open(self, mode, *args, **kwargs)
-        return _FullDisk(f, room["lines"]) if mode == "x" else f
-
-    monkeypatch.setattr(Path, "open", open_)
-
-    def set_room(lines: int) -> None:
-        room["lines"] = lines
+    def set_room(records: int) -> None:
+        monkeypatch.setattr(transcript_module, "_write_fd", _FullDisk(records))
 
     return set_room
 
@@ -179,7 +166,7 @@ async def test_a_full_disk_is_logged_once_and_the_room_still_ends_cleanly(
     assert seen[-1]["event"] == "room_ended" and len(seen) > 3
 
 
-def test_a_disk_that_fills_on_close_is_logged_once(tmp_path, disk_full_after):
+def test_a_disk_full_from_the_first_record_is_logged_once(tmp_path, disk_full_after):
     disk_full_after(0)
     with capture_logs() as logs:
         t = Transcript.create(tmp_path, "r")
@@ -189,6 +176,62 @@ def test_a_disk_that_fills_on_close_is_logged_once(tmp_path, disk_full_after):
         t.close()
     assert len(_events(logs, "transcript_write_failed")) == 1
     assert not t.written
+    assert t.path.read_bytes() == b""  # the half record the disk took was taken back out
+
+
+# A child process whose file size limit is the disk: writes past it are cut short by the
+# kernel (a partial write, then EFBIG), as a full disk cuts them.
+_FILL_UP = """
+import json, sys
+from pathlib import Path
+from workers.room.transcript import Transcript
+t = Transcript.create(Path(sys.argv[1]), "full")
+for n in range(200):
+    t.write("utterance", n=n, text="x" * 37)
+t.close()
+print(json.dumps({"path": str(t.path), "error": t.error}))
+"""
+
+
+def _limit_file_size(limit: int) -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not death, like ENOSPC
+
+
+def test_a_disk_that_fills_mid_record_leaves_only_whole_lines(tmp_path):
+    """21.5: the kernel wrote part of the last record before the disk was full: the transcript
+    still ends with a whole line, and every line is a whole record."""
+    limit = 1000  # not a multiple of the record size: the limit falls inside a record
+    run = subprocess.run(
+        [sys.executable, "-c", _FILL_UP, str(tmp_path)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: _limit_file_size(limit),
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.splitlines()[-1])
+    assert result["error"] and "write" in result["error"]
+    data = Path(result["path"]).read_bytes()
+    assert 0 < len(data) < limit and data.endswith(b"\n")
+    records = [json.loads(line) for line in data.decode().splitlines()]
+    assert [r["n"] for r in records] == list(range(len(records)))
+
+
+def test_unicode_line_breaks_are_escaped_so_splitlines_finds_whole_records(tmp_path):
+    """21.5: U+0085, U+2028 and U+2029 are line breaks to str.splitlines() (not to JSON):
+    written raw, one record would read as several broken lines."""
+    text = "one\x85two\u2028three\u2029four"
+    t = Transcript.create(tmp_path, "r")
+    t.write("human", text=text)
+    t.write("utterance", text="after")
+    t.close()
+    raw = t.path.read_text(encoding="utf-8")
+    lines = raw.splitlines()
+    assert len(lines) == 2
+    assert [json.loads(line)["text"] for line in lines] == [text, "after"]
+    assert read_transcript(t.path)[0]["text"] == text
 
 
 # -- listeners and the printer ------------------------------------------------------------------

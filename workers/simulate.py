@@ -241,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     try:
         settings = read_settings()
-        configure_logging(settings.log_format, "WARNING")  # what is wrong with the input
+        # warnings about the input first; then the conversation is the output: errors only,
+        # one line each (livekit logs a model's failure with its whole chained traceback)
+        configure_logging(settings.log_format, "WARNING", tracebacks=False)
         catalog, scenario, audio_path = _read_input(args, settings)
         logging.getLogger().setLevel(logging.ERROR)  # then the conversation is the output
     except BadInput as e:

@@ -171,6 +171,25 @@ async def test_every_human_is_heard_in_chat(worker: WorkerProcess):
                     await asyncio.sleep(0.1)
 
 
+async def test_a_chat_message_past_the_limit_is_heard_cut_before_it_ends(worker: WorkerProcess):
+    """21.5: typed chat is read up to the human-line limit and no further: a message still
+    streaming (its sender has not closed it, and may never) reaches the floor cut, at once."""
+    room = unique("long-chat")
+    async with server_api() as lk:
+        await dispatch(lk, worker.agent_name, room, json.dumps({"scenario": "inbound_support"}))
+        async with joined(human_token(room, "caller-long")) as caller:
+            await transcript_event(worker, room, "utterance")  # the floor is running
+            writer = await caller.local_participant.stream_text(topic="lk.chat")
+            try:
+                for _ in range(12):  # 12,000 characters, past the 8,000 the stage reads
+                    await writer.write("my order is late " * 58 + "and ")
+                heard = await transcript_event(worker, room, "human", timeout=15)
+            finally:
+                await writer.aclose()
+    assert heard["identity"] == "caller-long"
+    assert heard["text"].startswith("my order is late") and heard["text"].endswith("[cut]")
+
+
 BAD_METADATA = {
     "not_json": "this is not json",
     "unknown_scenario": json.dumps({"scenario": "no_such_scenario"}),

@@ -236,3 +236,44 @@ async def test_when_the_heard_caller_leaves_the_lead_hears_the_one_still_there(
                 await lk.room.delete_room(api.DeleteRoomRequest(room=room))
     assert heard["identity"] == "caller-second"
     assert "blender" in heard["text"].lower()
+
+
+LONG_LINE = (
+    "Dispatch here with the whole weekly briefing: every load on the southern route, "
+    "every driver on the night shift, every dock that closes early on Friday, and every "
+    "customer who asked for a call back before noon, one by one, so listen closely."
+)
+# Tim alone, with one long line: the room is ended while he is still saying it.
+LONG_TALK = json.dumps(
+    {
+        "name": "long_talk",
+        "campaign": "freight-dispatch",
+        "cast": [{"role": "dispatcher"}],
+        "rules": {"turn_policy": "addressed", "max_turns": 20, "max_duration_s": 300},
+        "script": {"dispatcher": [{"say": LONG_LINE}]},
+    }
+)
+
+
+async def test_a_persona_cut_off_by_the_room_ending_is_in_the_transcript(worker: WorkerProcess):
+    """21.5: the room ends (deleted) while a persona speaks: the listener heard it, so the
+    transcript records that utterance, interrupted, with what was said."""
+    room = unique("cut-off")
+    rec = Recording()
+    tasks: set[asyncio.Task] = set()
+    async with server_api() as lk:
+        await dispatch(lk, worker.agent_name, room, LONG_TALK)
+        async with joined(observer_token(room)) as observer:
+            record(observer, rec, tasks)
+            async with asyncio.timeout(60):  # a second of the line is on the air
+                while not any(rec.speaking(i).size > 100 for i in list(rec.frames)):
+                    await asyncio.sleep(0.05)
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+            events = await transcript_of(worker, room, timeout=30)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert events[-1]["reason"] == "shutdown", events[-1]
+    [said] = [e for e in events if e["event"] == "utterance"]
+    assert said["persona"] == "tim" and said["interrupted"] is True, said
+    assert said["text"] and LONG_LINE.startswith(said["text"].rstrip(".")), said["text"]

@@ -10,6 +10,7 @@ loop guard, and the humans having left.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from livekit.agents import NOT_GIVEN, AgentSession, llm, utils
+from livekit.agents.voice import SpeechHandle
 
 from agents.instructions import format_human_line
 from agents.persona import EndRequest, HandOverRequest, NextSpeakerRequest, PersonaAgent
@@ -41,6 +43,19 @@ Emit = Callable[..., Any]  # emit(event_name, **fields), e.g. Transcript.write
 # leave 500+ items in every context. bench.floor_latency measures the gap flat at this size
 # up to turn 2,000.
 CONTEXT_MAX_ITEMS = 200
+
+
+# How long a room that ended mid-turn waits for livekit to say what the cut-off persona got out.
+CUT_OFF_WAIT_S = 2.0
+
+
+def _spoken_text(items: Sequence[Any]) -> str:
+    """What a turn said: its assistant messages' text."""
+    return " ".join(
+        m.text_content or ""
+        for m in items
+        if isinstance(m, llm.ChatMessage) and m.role == "assistant"
+    ).strip()
 
 
 class EndReason(StrEnum):
@@ -311,6 +326,7 @@ class Floor:
         self._current = speaker
         errors_before = len(speaker.errors)
         started = time.time()
+        handle: SpeechHandle | None = None
         try:
             handle = speaker.session.generate_reply(instructions=instructions or NOT_GIVEN)
             await handle
@@ -318,25 +334,42 @@ class Floor:
         except RuntimeError as e:  # the session is closed or closing: it cannot take a turn
             handle, failure = None, e
             speaker.closed = True
+        except asyncio.CancelledError:  # the room ended while this persona was speaking
+            if handle is not None:
+                await self._record_cut_off(speaker, handle, started)
+            raise
         finally:
             self._current = None
         items = list(handle.chat_items) if handle is not None else []
         self._record_tools(speaker, items)
-        text = " ".join(
-            m.text_content or ""
-            for m in items
-            if isinstance(m, llm.ChatMessage) and m.role == "assistant"
-        ).strip()
+        text = _spoken_text(items)
         if failure is None and len(speaker.errors) > errors_before:
             failure = RuntimeError(speaker.errors[-1])
         if failure is not None and not text:
             self._failed(speaker, failure)
             return None
         speaker.failures = 0
-        self.turns += 1
         if self._holder is not speaker:
             self._previous = self._holder  # whom this speaker was answering
         self._holder = speaker
+        self._utterance(
+            speaker, text, started, items, interrupted=bool(handle and handle.interrupted)
+        )
+        if text:
+            await self._relay(f"{speaker.label}: {text}", exclude=speaker)
+        self._loop_guard(speaker, text)
+        return text
+
+    def _utterance(
+        self,
+        speaker: Speaker,
+        text: str,
+        started: float,
+        items: list[Any],
+        *,
+        interrupted: bool,
+    ) -> None:
+        self.turns += 1
         self._emit(
             "utterance",
             persona=speaker.id,
@@ -345,15 +378,24 @@ class Floor:
             identity=speaker.identity,
             text=text,
             turn=self.turns,
-            interrupted=bool(handle is not None and handle.interrupted),
+            interrupted=interrupted,
             started=round(started, 3),  # the turn's start; its `at` is when it was said
             latency=turn_latency(items, started, self._last_said_at),
         )
         self._last_said_at = time.time()
+
+    async def _record_cut_off(self, speaker: Speaker, handle: SpeechHandle, started: float) -> None:
+        """The room ended mid-turn: the persona is stopped, and what it got out before (as
+        livekit adds it once the speech stops: the words played, where the output says) is
+        recorded as an interrupted utterance. Waits at most CUT_OFF_WAIT_S for it."""
+        handle.interrupt(force=True)
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            async with asyncio.timeout(CUT_OFF_WAIT_S):
+                await handle.wait_for_playout()
+        items = list(handle.chat_items)
+        text = _spoken_text(items)
         if text:
-            await self._relay(f"{speaker.label}: {text}", exclude=speaker)
-        self._loop_guard(speaker, text)
-        return text
+            self._utterance(speaker, text, started, items, interrupted=True)
 
     def _failed(self, speaker: Speaker, failure: BaseException) -> None:
         """Log the failure; end the room if the persona's session closed or keeps failing."""

@@ -16,6 +16,8 @@ from agents.instructions import HUMAN_CUT_MARKER
 MAX_HUMAN_CHARS = 1000  # one spoken or typed turn; longer is cut, visibly
 MAX_IDENTITY_CHARS = 64
 _SCAN_FACTOR = 8  # never scan more than 8x the bound of a huge line: its end is cut anyway
+# The most of one human line ever looked at: a reader (typed chat) stops after one more.
+MAX_HUMAN_SCAN = MAX_HUMAN_CHARS * _SCAN_FACTOR
 # control, format (bidi overrides, zero-width), lone surrogates, line and paragraph separators
 _DROPPED = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _IDENTITY_UNSAFE = re.compile(r"[^\w.@:+-]")
@@ -24,7 +26,7 @@ _IDENTITY_UNSAFE = re.compile(r"[^\w.@:+-]")
 def _one_line(text: str, limit: int) -> tuple[str, bool]:
     """`text` on one line: whitespace (line breaks included) collapsed to single spaces,
     control and format characters dropped; and whether it was longer than `limit`."""
-    raw = text[: limit * _SCAN_FACTOR]
+    raw = text[: limit * _SCAN_FACTOR]  # MAX_HUMAN_SCAN for a human line
     kept = "".join(
         " " if ch.isspace() else ch
         for ch in raw

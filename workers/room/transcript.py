@@ -4,6 +4,11 @@ Each room gets its own file, always: the name is `<room>-<UTC time>.jsonl`, crea
 with `_2`, `_3`, ... added when that name is taken (two rooms of one name in one second, two
 simulations of one scenario). A crash loses at most the event being written.
 
+The file is always whole lines that `str.splitlines()` splits where the records end: each
+record goes to the file in one unbuffered write, and a write the disk cut short (disk full) is
+truncated away again; U+0085, U+2028 and U+2029 (line breaks to `str.splitlines()`, not to
+JSON) are written as JSON escapes.
+
 The transcript never takes its room down: when the file cannot be created or written (disk
 full, read-only or missing folder), the failure is logged once with the path, later events are
 dropped from the file, and listeners (the simulation's printer) still see every event. A
@@ -13,13 +18,14 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import re
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from config.logging import get_logger
 
@@ -29,6 +35,11 @@ Listener = Callable[[dict[str, Any]], None]
 Clock = Callable[[], datetime]
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 MAX_SAME_NAME = 1000  # transcripts of one room name in one second before giving up
+# json.dumps(ensure_ascii=False) escapes the C0 controls but leaves these raw; each is a line
+# break to str.splitlines() (and U+2028/9 to JavaScript), so one would split a record in two.
+_SPLITLINES_BREAKS = str.maketrans({c: f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"})
+# The one system call that puts a record in the file (tests put a full disk behind it).
+_write_fd = os.write
 
 
 def _utc_now() -> datetime:
@@ -52,15 +63,16 @@ def _candidates(base: Path):
         yield base.with_name(f"{base.stem}_{n}{base.suffix}")
 
 
-def _create_unique(base: Path) -> tuple[Path, TextIO]:
-    """Create a new file at `base` or the first free suffixed name; never reuse one."""
+def _create_unique(base: Path) -> tuple[Path, int]:
+    """Create a new file at `base` or the first free suffixed name (never reuse one); its
+    descriptor, unbuffered."""
     base.parent.mkdir(parents=True, exist_ok=True)
     for path in _candidates(base):
         try:
-            # backslashreplace: a lone surrogate in a line becomes a JSON escape, not an error
-            return path, path.open("x", encoding="utf-8", errors="backslashreplace")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         except FileExistsError:
             continue
+        return path, fd
     raise FileExistsError(
         errno.EEXIST, f"{MAX_SAME_NAME} transcripts of this room already exist", str(base)
     )
@@ -69,9 +81,10 @@ def _create_unique(base: Path) -> tuple[Path, TextIO]:
 class Transcript:
     """Use `Transcript.create(directory, room)`; the constructor takes an already open file."""
 
-    def __init__(self, path: Path, file: TextIO | None, error: OSError | None = None) -> None:
+    def __init__(self, path: Path, fd: int | None, error: OSError | None = None) -> None:
         self.path = path
-        self._file = file
+        self._fd = fd
+        self._size = 0  # bytes of whole records in the file
         self._closed = False
         self._listeners: list[Listener] = []
         self._broken_listeners: set[int] = set()  # ids already logged as failing
@@ -86,10 +99,10 @@ class Transcript:
         feeds listeners (the failure logged once)."""
         base = transcript_path(directory, room, clock())
         try:
-            path, file = _create_unique(base)
+            path, fd = _create_unique(base)
         except OSError as e:
             return cls(base, None, e)
-        return cls(path, file)
+        return cls(path, fd)
 
     @property
     def written(self) -> bool:
@@ -101,7 +114,7 @@ class Transcript:
 
     def write(self, event: str, **fields: Any) -> dict[str, Any]:
         record = {"event": event, "at": round(time.time(), 3), **fields}
-        line = json.dumps(record, default=str, ensure_ascii=False)
+        line = json.dumps(record, default=str, ensure_ascii=False).translate(_SPLITLINES_BREAKS)
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"transcript {self.path} is closed")
@@ -111,22 +124,37 @@ class Transcript:
         return record
 
     def _write_line(self, line: str) -> None:
-        if self._file is None:
+        if self._fd is None:
             return  # the file failed earlier: already logged, dropped quietly
+        # backslashreplace: a lone surrogate in a line becomes a JSON escape, not an error
+        data = (line + "\n").encode("utf-8", "backslashreplace")
+        done = 0
         try:
-            self._file.write(line + "\n")
-            self._file.flush()
+            while done < len(data):
+                done += _write_fd(self._fd, data[done:])
         except OSError as e:
+            self._cut_partial_record(done)
             self._fail("write", e)
+            return
+        self._size += done
+
+    def _cut_partial_record(self, written: int) -> None:
+        """Take a record the disk cut short back out: the file stays whole lines."""
+        if not written or self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError as e:  # nothing more to do: the half line stays, and is logged
+            log.error("transcript_partial_line_left", path=str(self.path), error=repr(e))
 
     def _fail(self, stage: str, error: OSError) -> None:
         """Log once with the path, and stop writing the file (the room goes on)."""
-        file, self._file = self._file, None
-        if file is not None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
             try:
-                file.close()
+                os.close(fd)
             except OSError:
-                pass  # the buffered line that failed fails again: nothing more to say
+                pass  # already failing: nothing more to say
         if self.error is not None:
             return
         self.error = f"{stage}: {error.strerror or error!r}"
@@ -160,11 +188,11 @@ class Transcript:
             if self._closed:
                 return
             self._closed = True
-            file, self._file = self._file, None
-            if file is None:
+            fd, self._fd = self._fd, None
+            if fd is None:
                 return
             try:
-                file.close()
+                os.close(fd)
             except OSError as e:
                 self._fail("close", e)
 

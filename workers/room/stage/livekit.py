@@ -21,7 +21,7 @@ from livekit.agents.voice import room_io
 from agents.persona import PersonaAgent
 from config.catalog import Persona
 from config.logging import get_logger
-from workers.room.human_line import HumanLine
+from workers.room.human_line import MAX_HUMAN_SCAN, HumanLine
 from workers.room.seat import Seat
 from workers.room.stage.base import (
     Stage,
@@ -159,6 +159,23 @@ def is_human(participant: rtc.RemoteParticipant) -> bool:
     return participant.kind in HUMAN_KINDS and not (
         participant.identity.startswith(AGENT_IDENTITY_PREFIX)
     )
+
+
+async def read_chat(reader: rtc.TextStreamReader, limit: int = MAX_HUMAN_SCAN) -> str:
+    """A typed message, read up to one character past `limit` (enough for the human line to
+    be cut visibly) and no further: a huge or endless stream is never held whole. The reader
+    is closed either way, so what the sender still sends is dropped, not queued."""
+    parts: list[str] = []
+    size = 0
+    try:
+        async for chunk in reader:
+            parts.append(chunk[: limit + 1 - size])
+            size += len(parts[-1])
+            if size > limit:
+                break
+    finally:
+        reader.close()
+    return "".join(parts)
 
 
 class LiveKitStage(Stage):
@@ -364,7 +381,7 @@ class LiveKitStage(Stage):
 
         async def read() -> None:
             try:
-                text = await reader.read_all()
+                text = await read_chat(reader)
             except Exception as e:  # a broken stream loses that line, not the room
                 log.warning("chat_read_failed", identity=participant_identity, error=repr(e))
                 return
