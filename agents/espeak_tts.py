@@ -29,6 +29,10 @@ from pathlib import Path
 from livekit.agents import tts, utils
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions
 
+from config.logging import get_logger
+
+log = get_logger(__name__)
+
 SAMPLE_RATE = 22050  # what espeak_Initialize reports for its built-in voices
 NUM_CHANNELS = 1
 LANGUAGE = "en-us"
@@ -41,6 +45,9 @@ _CHARS_UTF8 = 1
 _RATE, _PITCH = 1, 3
 _EE_OK = 0
 _SEED = 1
+# What one utterance may speak, about 70 s of audio (3 MB): 100,000 characters once became
+# 244 MB of audio.
+MAX_UTTERANCE_CHARS = 1_000
 
 _SynthCallback = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
@@ -247,8 +254,25 @@ def _get_executor() -> ThreadPoolExecutor:
         return _executor
 
 
+def speakable(text: str) -> str:
+    """`text` as one utterance may speak it: lone surrogates (which UTF-8 cannot encode) and NULs
+    (which end a C string) dropped, a surrogate pair joined into its character, and at most
+    `MAX_UTTERANCE_CHARS` kept, cut at the last sentence end, else the last space, before the
+    limit. The rest is not spoken (a reply reaches the TTS a sentence at a time, so only one
+    sentence longer than the limit loses anything); the cut is logged."""
+    text = text.encode("utf-16", "surrogatepass").decode("utf-16", "ignore").replace("\0", "")
+    if len(text) <= MAX_UTTERANCE_CHARS:
+        return text
+    head = text[:MAX_UTTERANCE_CHARS]
+    ends = [head.rfind(mark) for mark in (". ", "! ", "? ", "\n")]
+    cut = max(ends) + 1 if max(ends) > MAX_UTTERANCE_CHARS // 2 else head.rfind(" ")
+    kept = head[:cut] if cut > 0 else head
+    log.warning("tts_text_cut", kept_chars=len(kept), dropped_chars=len(text) - len(kept))
+    return kept
+
+
 def _speak(text: str, voice: EspeakVoice, sink: Callable[[bytes], bool]) -> None:
-    _get_engine().synth(text, voice, sink)
+    _get_engine().synth(speakable(text), voice, sink)
 
 
 def synthesize_pcm(text: str, voice: EspeakVoice) -> tuple[int, bytes]:

@@ -6,10 +6,10 @@ STT is non-streaming (`recognize` on one utterance); the session wraps it with t
 
 Free-form decoding of synthetic (eSpeak) speech is poor: measured here, 61-79% of the words
 depending on the voice. When the lines a human is expected to say are known (a scenario's
-`human_lines`), the STT also decodes with a JSGF grammar of those lines and keeps that result
-(the expected line, as written) when it covers about as much speech as the free-form decoding
-of the same audio (see `_grammar_holds`); otherwise, or with no phrases, the free-form text is
-the transcript.
+`human_lines`), the STT also decodes with a finite-state grammar of those lines (its size linear
+in their words) and keeps that result (the expected line, as written) when it covers about as
+much speech as the free-form decoding of the same audio (see `_grammar_holds`); otherwise, or
+with no phrases, the free-form text is the transcript.
 
 pocketsphinx decoders are not thread-safe and cost ~90 MB each: the process shares one decoder
 (built on first use) behind one lock; each phrase set is one more grammar search on it.
@@ -24,6 +24,7 @@ import hashlib
 import itertools
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -35,12 +36,19 @@ from livekit.agents.language import LanguageCode
 from livekit.agents.types import NOT_GIVEN, APIConnectOptions, NotGivenOr
 from livekit.agents.utils import AudioBuffer
 
+from config.logging import get_logger
+from config.scenario import spoken_clauses
+
+log = get_logger(__name__)
+
 SAMPLE_RATE = 16_000  # the shipped acoustic model's rate
 _PAD_S = 0.3  # silence around an utterance: a grammar path must reach its last word
 _MIN_SPEECH_S = 0.1
 _SILENT_PEAK = 64  # int16 peak below which an utterance is taken as silence
 _MAX_GRAMMARS = 16  # grammar searches kept on the shared decoder (oldest dropped)
-_MAX_VARIANTS = 16  # spoken forms kept per run of clauses (numbers multiply them)
+# Word transitions of one phrase grammar, at most: the largest scenario config.scenario
+# accepts is well under it; past it, further lines are left out.
+_MAX_GRAMMAR_ARCS = 20_000
 _DITHER = 10.0  # std of the noise added: eSpeak's exact-zero pauses break the features
 # A grammar result is kept when its words span at least this share of the frames the
 # free-form words span (measured on eSpeak speech: expected lines 0.96-1.9, other lines
@@ -49,6 +57,15 @@ _MIN_COVERAGE = 0.85
 _CMN_SEARCH = "_cmn"
 _CMN_JSGF = "#JSGF V1.0;\ngrammar cmn;\npublic <u> = a;\n"
 _CHUNK_BYTES = 2 * SAMPLE_RATE // 20  # 50 ms of audio per decoder call (~40 ms of CPU at most)
+# The ear keeps up with real time whatever it hears: the search keeps at most this many HMMs
+# active per frame (pocketsphinx's default 30,000 let white noise cost 0.4 s of CPU per
+# second; at 5,000 the measured eSpeak lines decode the same), an utterance is cut to
+# _MAX_UTTERANCE_S, and all passes over one utterance stop when their wall-clock budget
+# (_REALTIME_SHARE of its duration, at least _MIN_BUDGET_S) is spent.
+_MAX_HMM_PER_FRAME = 5_000
+_MAX_UTTERANCE_S = 30.0
+_REALTIME_SHARE = 0.8
+_MIN_BUDGET_S = 0.5
 
 Source = Literal["grammar", "free_form", "none"]
 
@@ -154,59 +171,132 @@ def _tokens(text: str) -> list[str]:
 # ---- a grammar of expected lines --------------------------------------------------------------
 
 
-def _clauses(line: str) -> list[str]:
-    """A line's clauses, punctuation kept: a VAD may cut an utterance at any of these pauses."""
-    return [c.strip() for c in re.findall(r"[^.,!?;:]+[.,!?;:]*", line) if c.strip()]
+Forms = tuple[tuple[str, ...], ...]  # the ways one token may be said
+
+
+def _clause_tokens(clause: str, known: Callable[[str], bool]) -> list[Forms]:
+    """A clause as a sequence of tokens, each with its spoken forms; words missing from the
+    dictionary are left out (the grammar cannot name them; the free-form check then decides)."""
+    out: list[Forms] = []
+    for token in _tokens(clause):
+        forms: list[tuple[str, ...]] = []
+        for form in _spoken_forms(token):
+            kept = tuple(w for w in form if known(w))
+            if kept and kept not in forms:
+                forms.append(kept)
+        if forms:
+            out.append(tuple(forms))
+    return out
+
+
+@dataclass(frozen=True)
+class _Line:
+    clauses: tuple[str, ...]  # as written
+    tokens: tuple[tuple[Forms, ...], ...]  # per clause
+
+    def run_text(self, words: Sequence[str]) -> str | None:
+        """The clauses i..j whose spoken forms are exactly `words`, as written, or None."""
+        for i in range(len(self.clauses)):
+            j = self._match_from(words, 0, i)
+            if j is not None:
+                return " ".join(self.clauses[i:j])
+        return None
+
+    def _match_from(self, words: Sequence[str], pos: int, clause: int) -> int | None:
+        """The end clause of a run starting at `clause` that spells words[pos:], or None."""
+        if clause >= len(self.clauses):
+            return None
+        for end in _clause_ends(self.tokens[clause], words, pos):
+            if end == len(words):
+                return clause + 1
+            j = self._match_from(words, end, clause + 1)
+            if j is not None:
+                return j
+        return None
+
+
+def _clause_ends(tokens: Sequence[Forms], words: Sequence[str], pos: int) -> list[int]:
+    """Every position where one reading of `tokens`, starting at words[pos], ends."""
+    ends = [pos]
+    for forms in tokens:
+        ends = sorted(
+            {e + len(f) for e in ends for f in forms if tuple(words[e : e + len(f)]) == f}
+        )
+        if not ends:
+            break
+    return ends
 
 
 @dataclass(frozen=True)
 class PhraseGrammar:
     """The word sequences a human is expected to say: every contiguous run of clauses of every
-    expected line, in each of its spoken forms, mapped to the original text of that run."""
+    expected line, each token in any of its spoken forms, as one finite-state grammar.
 
-    runs: dict[tuple[str, ...], str]
+    Its size is linear in the words of the lines (a state per word, entry and exit at every
+    clause boundary), never a list of runs times variants: a line of many numbers or many
+    clauses costs what its words cost."""
+
+    lines: tuple[_Line, ...]
+    key: str
+    arcs: int  # word transitions: what the search and its memory grow with
 
     @classmethod
     def build(cls, phrases: Sequence[str], known: Callable[[str], bool]) -> PhraseGrammar | None:
-        """None when no phrase has a word the dictionary (`known`) has."""
-        runs: dict[tuple[str, ...], str] = {}
-        for line in phrases:
-            clauses = _clauses(line)
-            forms = [_clause_forms(c, known) for c in clauses]
-            for i, j in itertools.combinations(range(len(clauses) + 1), 2):
-                text = " ".join(clauses[i:j])
-                for parts in itertools.islice(itertools.product(*forms[i:j]), _MAX_VARIANTS):
-                    words = tuple(w for part in parts for w in part)
-                    if words:
-                        runs.setdefault(words, text)
-        return cls(runs) if runs else None
+        """None when no phrase has a word the dictionary (`known`) has. Lines past
+        `_MAX_GRAMMAR_ARCS` word transitions are left out (a validated scenario never gets
+        there; see config.scenario)."""
+        lines: list[_Line] = []
+        arcs = 0
+        for phrase in phrases:
+            clauses = spoken_clauses(phrase)
+            tokens = tuple(tuple(_clause_tokens(c, known)) for c in clauses)
+            size = sum(len(f) for clause in tokens for forms in clause for f in forms)
+            if not size:
+                continue
+            if arcs + size > _MAX_GRAMMAR_ARCS:
+                break
+            arcs += size
+            lines.append(_Line(tuple(clauses), tokens))
+        if not lines:
+            return None
+        digest = hashlib.sha256(repr([ln.tokens for ln in lines]).encode()).hexdigest()[:16]
+        return cls(tuple(lines), "g" + digest, arcs)
 
-    @property
-    def key(self) -> str:
-        joined = "\n".join(" ".join(r) for r in sorted(self.runs))
-        return "g" + hashlib.sha256(joined.encode()).hexdigest()[:16]
-
-    def jsgf(self) -> str:
-        alternatives = " | ".join(f"( {' '.join(r)} )" for r in sorted(self.runs))
-        return f"#JSGF V1.0;\ngrammar {self.key};\npublic <utt> = {alternatives};\n"
+    def transitions(self) -> list[tuple[Any, ...]]:
+        """(from, to, probability[, word]) for `Decoder.create_fsg`: state 0 starts, state 1
+        ends; a transition without a word is a null one. A run may start at any clause and
+        end after any clause; within a line it goes on clause after clause."""
+        out: list[tuple[Any, ...]] = []
+        entries = sum(len(line.tokens) for line in self.lines)
+        state = itertools.count(2)
+        for line in self.lines:
+            previous_end: int | None = None
+            for clause in line.tokens:
+                start = next(state)
+                out.append((0, start, 1.0 / entries))
+                if previous_end is not None:
+                    out.append((previous_end, start, 0.5))
+                at = start
+                for forms in clause:
+                    after = next(state)
+                    for form in forms:
+                        s = at
+                        for k, word in enumerate(form):
+                            t = after if k == len(form) - 1 else next(state)
+                            out.append((s, t, 1.0 / len(forms) if k == 0 else 1.0, word))
+                            s = t
+                    at = after
+                out.append((at, 1, 0.5))
+                previous_end = at
+        return out
 
     def text_of(self, words: Sequence[str]) -> str | None:
         """The expected text these decoded words stand for, or None if they are not a run."""
-        return self.runs.get(tuple(words))
-
-
-def _clause_forms(clause: str, known: Callable[[str], bool]) -> list[list[str]]:
-    """A clause's spoken forms; words missing from the dictionary are left out (the grammar
-    cannot name them; the free-form check then decides)."""
-    per_token = [
-        [[w for w in form if known(w)] for form in _spoken_forms(t)] for t in _tokens(clause)
-    ]
-    forms = [[w for part in combo for w in part] for combo in itertools.product(*per_token)]
-    unique: list[list[str]] = []
-    for f in forms[:_MAX_VARIANTS]:
-        if f not in unique:
-            unique.append(f)
-    return unique or [[]]
+        for line in self.lines:
+            text = line.run_text(words)
+            if text is not None:
+                return text
+        return None
 
 
 # ---- decoding ---------------------------------------------------------------------------------
@@ -258,7 +348,12 @@ class SphinxRecognizer:
 
             # fwdflat (a second pass over the whole utterance at end_utt) is one long C call
             # that holds the GIL; off, eSpeak speech decodes better too (84% vs 78% of words)
-            d = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL", fwdflat=False)
+            d = Decoder(
+                samprate=SAMPLE_RATE,
+                loglevel="FATAL",
+                fwdflat=False,
+                maxhmmpf=_MAX_HMM_PER_FRAME,
+            )
             d.add_jsgf_string(_CMN_SEARCH, _CMN_JSGF)
             self._decoder = d
         return self._decoder
@@ -282,7 +377,8 @@ class SphinxRecognizer:
             oldest = next(iter(self._grammars))
             d.remove_search(oldest)
             del self._grammars[oldest]
-        d.add_jsgf_string(grammar.key, grammar.jsgf())
+        fsg = d.create_fsg(grammar.key, 0, 1, grammar.transitions())
+        d.add_fsg(grammar.key, fsg)
         self._grammars[grammar.key] = grammar
 
     def _utterance_cmn(self, pcm: bytes) -> str:
@@ -298,12 +394,21 @@ class SphinxRecognizer:
         d.end_utt()
         return str(d.get_cmn(False))
 
-    def _decode(self, pcm: bytes, search: str | None, cmn: str) -> _Hyp | None:
+    def _decode(self, pcm: bytes, search: str | None, cmn: str, deadline: float) -> _Hyp | None:
+        """Decode `pcm` with `search` until it ends or `deadline` (time.monotonic()) passes;
+        a pass cut short keeps what it heard so far."""
         d = self._get_decoder()
         d.activate_search(search)
         d.set_cmn(cmn)
         d.start_utt()
         for i in range(0, len(pcm), _CHUNK_BYTES):
+            if time.monotonic() > deadline:
+                log.warning(
+                    "stt_decode_cut",
+                    search=search or "free_form",
+                    heard_s=round(i / (2 * SAMPLE_RATE), 2),
+                )
+                break
             # pocketsphinx holds the GIL inside each call: short calls let the loop run
             d.process_raw(pcm[i : i + _CHUNK_BYTES], full_utt=False)
         d.end_utt()
@@ -318,19 +423,23 @@ class SphinxRecognizer:
     def transcribe(self, pcm: bytes, grammar: PhraseGrammar | None = None) -> Transcript:
         """`pcm`: one utterance, 16 kHz mono int16. The grammar's expected line when one is
         given (from `grammar_for`) and its result holds, the free-form text otherwise."""
-        samples = np.frombuffer(pcm, dtype=np.int16)
+        started = time.monotonic()
+        samples = np.frombuffer(pcm, dtype=np.int16)[: int(_MAX_UTTERANCE_S * SAMPLE_RATE)]
         if len(samples) < _MIN_SPEECH_S * SAMPLE_RATE or not samples.size:
             return Transcript("", "none", 0.0)
         if int(np.abs(samples.astype(np.int32)).max()) < _SILENT_PEAK:
             return Transcript("", "none", 0.0)
         padded = _dithered(samples)
-        with self._lock:
+        budget = max(_MIN_BUDGET_S, _REALTIME_SHARE * len(samples) / SAMPLE_RATE)
+        with self._lock:  # time waiting for another room's decoding counts against the budget
             cmn = self._utterance_cmn(padded)
             by_grammar = None
             if grammar is not None:
                 self._register(grammar)
-                by_grammar = self._decode(padded, grammar.key, cmn)
-            free = self._decode(padded, None, cmn)
+                # half of what is left for each search: the free-form check needs its pass too
+                half = (started + budget - time.monotonic()) / 2
+                by_grammar = self._decode(padded, grammar.key, cmn, time.monotonic() + half)
+            free = self._decode(padded, None, cmn, started + budget)
         if by_grammar is not None and _grammar_holds(by_grammar, free):
             text = grammar.text_of(by_grammar.words) if grammar else None
             if text is not None:

@@ -56,6 +56,8 @@ def json_path(loc: Iterable[str | int]) -> str:
 _PYDANTIC_HINTS = {
     "extra_forbidden": "remove it: unknown fields are refused",
     "missing": "add it",
+    "too_long": "shorten it to the limit",
+    "human_line_limit": "shorten it or split it into several lines",
 }
 
 

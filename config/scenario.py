@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -28,6 +29,44 @@ MAX_SCENARIO_BYTES = 256 * 1024
 # Use only with `fullmatch` (see is_scenario_name): Python's `$` also matches before a final
 # "\n". pydantic's `pattern=` runs it in Rust's regex engine, where `$` is the end of the text.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+# What the offline ear builds its grammar from (agents/sphinx_stt.py): bounded so that no
+# scenario can make that grammar slow to build or to decode (measured in bench/offline_voice.py).
+MAX_HUMAN_LINES = 40
+MAX_HUMAN_LINE_CHARS = 200
+MAX_HUMAN_LINE_CLAUSES = 8
+MAX_HUMAN_LINE_NUMBERS = 8
+_CLAUSE = re.compile(r"[^.,!?;:]+[.,!?;:]*")
+_NUMBER = re.compile(r"\d+")
+
+
+def spoken_clauses(line: str) -> list[str]:
+    """A line's clauses, punctuation kept: a VAD may cut an utterance at any of these pauses."""
+    return [c.strip() for c in _CLAUSE.findall(line) if c.strip()]
+
+
+def _human_line_problem(line: str) -> str | None:
+    """Why the offline ear could not take `line` as an expected line, or None."""
+    if len(line) > MAX_HUMAN_LINE_CHARS:
+        return f"is {len(line)} characters, limit {MAX_HUMAN_LINE_CHARS}"
+    clauses = len(spoken_clauses(line))
+    if clauses > MAX_HUMAN_LINE_CLAUSES:
+        return f"has {clauses} clauses (parts between . , ! ? ; :), limit {MAX_HUMAN_LINE_CLAUSES}"
+    numbers = len(_NUMBER.findall(line.replace(",", "")))
+    if numbers > MAX_HUMAN_LINE_NUMBERS:
+        return f"has {numbers} numbers, limit {MAX_HUMAN_LINE_NUMBERS}"
+    return None
+
+
+def _bounded_human_line(line: str) -> str:
+    problem = _human_line_problem(line)
+    if problem is not None:
+        raise PydanticCustomError("human_line_limit", "this line {problem}", {"problem": problem})
+    return line
+
+
+HumanLine = Annotated[str, AfterValidator(_bounded_human_line)]
 
 
 def is_scenario_name(text: str) -> bool:
@@ -129,8 +168,9 @@ class Scenario(_Strict):
     script: dict[str, tuple[ScriptLine, ...]] = Field(
         default_factory=dict, description="offline-model lines per role, spoken in order"
     )
-    human_lines: tuple[str, ...] = Field(
+    human_lines: tuple[HumanLine, ...] = Field(
         default=(),
+        max_length=MAX_HUMAN_LINES,
         description="what a simulated caller says, in order, each time the floor turns to the "
         "humans (local stage only; `workers.simulate --human` replaces them)",
     )

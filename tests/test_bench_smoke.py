@@ -33,6 +33,7 @@ SCRIPTS: dict[str, set[str]] = {
     "cast_latency": {"by_personas", "aim"},
     "vad_cost": {"by_listeners", "growth_first_to_last", "aim"},
     "offline_voice": {"tts", "stt", "aim"},
+    "ear_bounds": {"build", "decode", "worst_realtime_share"},
     "selector": {"strategies", "one_campaign", "aim", "meets_aim_everywhere"},
     "selector_redis": {"memory", "redis"},
 }

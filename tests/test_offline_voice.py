@@ -23,10 +23,12 @@ from livekit.agents import tts as lk_tts
 
 from agents.espeak_tts import (
     HUMAN_VOICE,
+    MAX_UTTERANCE_CHARS,
     SAMPLE_RATE,
     EspeakTTS,
     EspeakVoice,
     espeak_voice_for,
+    speakable,
     synthesize_pcm,
 )
 from agents.sphinx_stt import SphinxRecognizer, SphinxSTT, normalize_text, number_words
@@ -99,6 +101,35 @@ def test_tts_of_empty_text_is_empty():
     assert synthesize_pcm("", HUMAN_VOICE) == (SAMPLE_RATE, b"")
 
 
+async def test_one_utterance_speaks_at_most_its_limit_ending_at_a_sentence():
+    """100,000 characters once became 244 MB of audio; now the first sentences up to the limit
+    are spoken, the rest dropped."""
+    text = " ".join([LONG] * 1500)  # 118,500 characters
+    kept = speakable(text)
+    assert len(kept) <= MAX_UTTERANCE_CHARS and kept.endswith("today.")
+    assert text.startswith(kept)
+    _, pcm = synthesize_pcm(text, HUMAN_VOICE)
+    assert len(pcm) == len(synthesize_pcm(kept, HUMAN_VOICE)[1])
+    frames = [ev.frame async for ev in EspeakTTS(voice=HUMAN_VOICE).synthesize(text)]
+    seconds = sum(f.duration for f in frames)
+    assert 20 < seconds < 90, seconds  # measured 61 s (2.7 MB), not hours
+
+
+def test_one_endless_sentence_is_cut_at_a_word():
+    kept = speakable("go " * 5000)
+    assert len(kept) <= MAX_UTTERANCE_CHARS and kept.endswith("go")
+
+
+async def test_lone_surrogates_and_nuls_in_text_are_not_spoken_and_do_not_raise():
+    broken = "The truck \ud800left the depot\x00 at nine.\udfff"
+    assert speakable(broken) == SHORT
+    assert len(synthesize_pcm(broken, HUMAN_VOICE)[1]) == len(synthesize_pcm(SHORT, HUMAN_VOICE)[1])
+    frames = [ev.frame async for ev in EspeakTTS(voice=HUMAN_VOICE).synthesize(broken)]
+    assert sum(f.duration for f in frames) > 1.0
+    # a pair of surrogates is one character, kept
+    assert speakable("ok \ud83d\ude00") == "ok \U0001f600"
+
+
 def test_two_personas_sound_different(catalog: Catalog):
     tim, chris = catalog.persona("tim"), catalog.persona("chris")
     a = espeak_voice_for(tim.voice, tim.id)
@@ -125,10 +156,11 @@ def test_unknown_voice_names_and_shared_names_still_get_distinct_voices():
 
 
 async def test_tts_through_livekit_api_streams_without_blocking_the_loop():
-    engine = EspeakTTS(voice="alloy", key="tim")
+    engine = EspeakTTS(voice=EspeakVoice("m3", rate=80))  # slow: the most audio one line makes
     assert not engine.capabilities.streaming and engine.sample_rate == SAMPLE_RATE
     await engine.synthesize("Warm up.").collect()  # loads the library once
-    text = (LONG + " ") * 80  # ~5 minutes of audio: a synthesis long enough to see
+    text = " ".join([LONG] * 12)  # ~2 minutes of audio: a synthesis long enough to see
+    assert len(text) <= MAX_UTTERANCE_CHARS
     ticks: list[float] = []
 
     async def ticker() -> None:
@@ -154,7 +186,7 @@ async def test_tts_through_livekit_api_streams_without_blocking_the_loop():
     assert {f.frame.sample_rate for f in frames} == {SAMPLE_RATE}
     assert frames[-1].is_final
     audio_s = sum(f.frame.duration for f in frames)
-    assert audio_s > 200
+    assert audio_s > 90
     # the first frame leaves while eSpeak is still speaking, and the loop never stalls for
     # the synthesis (run on the loop, it would freeze the ticker for most of `total`)
     assert first_at - started < 0.3 * total, (first_at - started, total)

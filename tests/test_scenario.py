@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
+from bench.ear_bounds import largest_human_lines
 from config.scenario import (
+    MAX_HUMAN_LINES,
     MAX_SCENARIO_BYTES,
     ScenarioError,
     check_scenario,
@@ -285,3 +288,30 @@ def test_scenario_names_refuse_a_trailing_newline(catalog, scenarios_dir, name):
         )
     assert info.value.problem == "bad_scenario_name"
     assert is_scenario_name("dispatch_checkin")
+
+
+SIXTEEN_NUMBERS = "1001 1002 1003 1004 1005 1006 1007 1008 1009 1010 1011 1012 1013 1014 1015 1016"
+
+
+@pytest.mark.parametrize(
+    ("lines", "path", "message"),
+    [
+        (["Yes."] * (MAX_HUMAN_LINES + 1), r"\$\.human_lines:", "at most 40 items"),
+        (["Yes.", "word " * 41], r"\$\.human_lines\[1\]:", "205 characters, limit 200"),
+        (["Yes.", "No.", "a, b, c, d, e, f, g, h, i."], r"\$\.human_lines\[2\]:", "9 clauses"),
+        ([SIXTEEN_NUMBERS], r"\$\.human_lines\[0\]:", "16 numbers, limit 8"),
+    ],
+)
+def test_human_lines_beyond_what_the_ear_can_take_are_refused_by_line(lines, path, message):
+    """The offline ear builds a grammar of these lines: each limit names the line and the fix."""
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(json.dumps(_minimal(human_lines=lines)))
+    text = str(info.value)
+    assert re.search(path, text) and message in text, text
+    assert "shorten it" in text
+
+
+def test_the_largest_accepted_human_lines_are_accepted():
+    lines = largest_human_lines()
+    assert len(lines) == MAX_HUMAN_LINES
+    assert parse_scenario(json.dumps(_minimal(human_lines=lines))).human_lines == tuple(lines)
