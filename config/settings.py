@@ -79,6 +79,14 @@ class Settings(BaseSettings):
     capacity_lease_ttl_s: float = Field(default=20.0, gt=0.0, le=3600.0)
     capacity_refresh_s: float = Field(default=5.0, gt=0.0)
     capacity_timeout_s: float = Field(default=0.25, gt=0.0, le=5.0)
+    # A room offered while Redis cannot answer (down, slow, or settling after it came back
+    # empty): `wait` answers the offer once Redis does, within CAPACITY_WAIT_S (the load it
+    # reports meanwhile is its last known one), then refuses; `refuse` refuses at once and
+    # reports itself full until Redis answers. livekit-server asks for a room with psrpc's
+    # default 3 s request timeout (AssignJobTimeout's 10 s never comes into play): an answer
+    # later than that loses the room, so the wait stays well under it.
+    capacity_when_unavailable: Literal["wait", "refuse"] = "wait"
+    capacity_wait_s: float = Field(default=2.0, ge=0.0, le=2.5)
 
     @model_validator(mode="before")
     @classmethod

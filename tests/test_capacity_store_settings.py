@@ -22,7 +22,14 @@ from workers.capacity.store import CapacityStoreUnavailable
 
 MARK = "XYZZY"  # in every password below: no output may contain it
 FORMATS = ("console", "json")
-NAMES = ("CAPACITY_URL", "CAPACITY_LEASE_TTL_S", "CAPACITY_REFRESH_S", "CAPACITY_TIMEOUT_S")
+NAMES = (
+    "CAPACITY_URL",
+    "CAPACITY_LEASE_TTL_S",
+    "CAPACITY_REFRESH_S",
+    "CAPACITY_TIMEOUT_S",
+    "CAPACITY_WHEN_UNAVAILABLE",
+    "CAPACITY_WAIT_S",
+)
 
 
 def dead_url(password: str = f"pw-{MARK}") -> str:
@@ -60,6 +67,8 @@ def test_the_defaults_keep_capacity_in_memory_with_documented_numbers():
             "CAPACITY_URL: value error, must be a redis://",
         ),
         ({"capacity_url": f"host:6379-{MARK}"}, "CAPACITY_URL: value error, must be a redis://"),
+        ({"capacity_wait_s": 3}, "CAPACITY_WAIT_S: input should be less than or equal to 2.5"),
+        ({"capacity_when_unavailable": "cast"}, "CAPACITY_WHEN_UNAVAILABLE: input should be"),
         ({"capacity_refresh_s": 8}, "CAPACITY_REFRESH_S: value error, must be at most a third"),
         (
             {"capacity_lease_ttl_s": 3, "capacity_refresh_s": 1, "capacity_timeout_s": 1},
