@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import (
     Field,
@@ -83,6 +84,14 @@ class Settings(BaseSettings):
     capacity_lease_ttl_s: float = Field(default=20.0, gt=0.0, le=3600.0)
     capacity_refresh_s: float = Field(default=5.0, gt=0.0)
     capacity_timeout_s: float = Field(default=0.25, gt=0.0, le=5.0)
+    # A room offered while Redis cannot answer (down, slow, or settling after it came back
+    # empty): `wait` answers the offer once Redis does, within CAPACITY_WAIT_S (the load it
+    # reports meanwhile is its last known one), then refuses; `refuse` refuses at once and
+    # reports itself full until Redis answers. livekit-server asks for a room with psrpc's
+    # default 3 s request timeout (AssignJobTimeout's 10 s never comes into play): an answer
+    # later than that loses the room, so the wait stays well under it.
+    capacity_when_unavailable: Literal["wait", "refuse"] = "wait"
+    capacity_wait_s: float = Field(default=2.0, ge=0.0, le=2.5)
 
     @model_validator(mode="before")
     @classmethod
@@ -136,15 +145,80 @@ class Settings(BaseSettings):
         return [name for name, value in values.items() if not value]
 
 
+# Query parameters the worker sets itself from its settings: a URL must not override them.
+_URL_KEYS_OF_SETTINGS = {
+    "socket_timeout": "CAPACITY_TIMEOUT_S",
+    "socket_connect_timeout": "CAPACITY_TIMEOUT_S",
+    "timeout": "CAPACITY_TIMEOUT_S",
+    "retry_on_timeout": "CAPACITY_TIMEOUT_S",
+    "retry_on_error": "CAPACITY_TIMEOUT_S",
+}
+_URL_EXAMPLE = (
+    "e.g. redis://:password@host:6379/0, redis://[::1]:6379/0 or unix:///run/redis.sock?db=0"
+)
+
+
 def check_capacity_url(url: str) -> None:
-    """ValueError unless `url` names a Redis; the message never repeats the URL (it may hold
-    a password)."""
+    """ValueError unless `url` is a Redis URL the client will take as it is meant, checked whole
+    (scheme, host and port, database, query parameters), so a bad one stops the worker at
+    start rather than failing every call. The message never repeats the URL or a part of it
+    that may hold a secret (the password, a query value)."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in CAPACITY_URL_SCHEMES:
         raise ValueError(
             "must be a redis://, rediss:// or unix:// URL (e.g. redis://localhost:6379/0), "
             "or unset for the in-memory store"
         )
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a port that is not a number, or a bad IPv6 address, raises)
+    except ValueError:
+        raise ValueError(
+            f"has a host or port that cannot be read ({_URL_EXAMPLE}; an IPv6 address goes in "
+            "brackets)"
+        ) from None
+    query = parse_qs(parts.query, keep_blank_values=True)
+    for key in query:
+        if key in _URL_KEYS_OF_SETTINGS:
+            raise ValueError(
+                f"sets {key!r}, which the worker sets from {_URL_KEYS_OF_SETTINGS[key]}: "
+                "remove it from the URL"
+            )
+    if scheme != "unix":
+        database = unquote(parts.path).strip("/")
+        if database and not database.isdigit():
+            raise ValueError(
+                f"names a database that is not a number (the path after the host must be "
+                f"empty or like /0; {_URL_EXAMPLE})"
+            )
+    _check_query_with_the_client(url, list(query))
+
+
+def _check_query_with_the_client(url: str, keys: list[str]) -> None:
+    """The Redis client's own reading of the URL: a value it cannot parse, or a parameter its
+    connections do not take (which would raise TypeError on every call), is refused here."""
+    import inspect
+
+    from redis.connection import parse_url
+
+    try:
+        options = parse_url(url)
+    except ValueError as exc:  # "Invalid value for 'db' in connection URL.": a name, no value
+        raise ValueError(f"cannot be read by the Redis client: {exc}") from None
+    connection_class = options.get("connection_class")
+    if connection_class is None:
+        from redis.connection import Connection as connection_class
+    known: set[str] = set()
+    for cls in inspect.getmro(connection_class):
+        init = vars(cls).get("__init__")
+        if init is not None:
+            known.update(inspect.signature(init).parameters)
+    for key in keys:
+        if key not in known:
+            raise ValueError(
+                f"has an unknown query parameter {key!r} (the Redis client takes db, "
+                "username, password, client_name, health_check_interval, ssl_* ...)"
+            )
 
 
 @lru_cache(maxsize=1)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
 import os
@@ -15,6 +17,7 @@ import pytest
 import structlog
 
 from config.catalog import Catalog, load_catalog
+from config.logging import configure_logging
 from config.settings import PROJECT_ROOT, Settings, get_settings
 from tests.redis_server import (  # noqa: F401 (fixtures)
     make_selector,
@@ -104,6 +107,21 @@ def restore_logging() -> Iterator[None]:
     structlog.reset_defaults()
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture
+def events(restore_logging: None) -> Callable[[], list[str]]:
+    """The names of the events logged (JSON) from now on."""
+    buf = io.StringIO()
+    configure_logging("json", "DEBUG", stream=buf)
+    return lambda: [json.loads(line)["event"] for line in buf.getvalue().splitlines()]
+
+
+async def until(check: Callable[[], bool], within_s: float = 5.0) -> None:
+    """Poll `check` on the event loop until it holds; fail after `within_s` (a hang guard)."""
+    async with asyncio.timeout(within_s):
+        while not check():  # noqa: ASYNC110 (a condition of another process or thread)
+            await asyncio.sleep(0.01)
 
 
 def clean_environ() -> dict[str, str]:

@@ -5,6 +5,7 @@ a process killed with SIGKILL loses its leases by expiry."""
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import random
@@ -249,10 +250,7 @@ def _hold_and_refresh(url: str, prefix: str, out: Connection) -> None:
     sel.cast(scenario("c1", {"role": "driver"}))
     sel.acquire("c1", "driver")
     out.send(os.getpid())
-    refresher = LeaseRefresher(store, 0.2)
-    while True:  # what the worker's refresh loop does, until SIGKILL
-        refresher.refresh_once()
-        out.poll(refresher.interval_s)  # a wait that nothing ends: the refresh interval
+    asyncio.run(LeaseRefresher(store, 0.2).run())  # the worker's refresh loop, until killed
 
 
 @pytest.fixture
@@ -285,3 +283,43 @@ def test_a_worker_killed_with_sigkill_loses_its_leases_by_expiry(redis_url, kill
         wait_for(freed)
     finally:
         watcher.close()
+
+
+def test_a_worker_paused_past_the_ttl_takes_its_rooms_back_and_nothing_new_is_cast(
+    redis_url, killed_worker
+):
+    """21.1: SIGSTOP past the lease TTL. The paused worker's two rooms of a expire and another
+    worker fills a (3 rooms); the paused worker resumes and takes its two rooms back (they
+    still run): a is over its limit by the rooms the paused worker held, and no new room is
+    cast onto a until it is back under its limit."""
+    proc, from_worker = killed_worker
+    assert from_worker.poll(JOIN_S), "the worker never took its leases"
+    from_worker.recv()
+    other = Selector(trio("primary_first"), store=RedisStore(redis_url, prefix="{kill}"))
+    try:
+        assert other.active_rooms("a") == 2
+        os.kill(proc.pid, signal.SIGSTOP)
+
+        def expired() -> bool:
+            """the paused worker's leases outlived their TTL (1 s)"""
+            return other.active_rooms("a") == 0
+
+        wait_for(expired)
+        taken = [other.acquire_persona("a") for _ in range(3)]  # a's limit is 3
+        os.kill(proc.pid, signal.SIGCONT)
+
+        def taken_back() -> bool:
+            """the resumed worker's refresh took its two rooms back"""
+            return other.active_rooms("a") == 5
+
+        wait_for(taken_back)
+        assert other.stats()["personas"][0]["active"] == 5  # 2 over, the paused worker's 2
+        with pytest.raises(NoCapacity):
+            other.acquire_persona("a")
+        for lease in taken[:2]:
+            lease.release()
+        with pytest.raises(NoCapacity):  # 3 of 3: still no new room
+            other.acquire_persona("a")
+        assert other.acquire("c1", "driver").persona.id == "b"
+    finally:
+        other.close()

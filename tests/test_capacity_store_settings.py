@@ -22,7 +22,14 @@ from workers.capacity.store import CapacityStoreUnavailable
 
 MARK = "XYZZY"  # in every password below: no output may contain it
 FORMATS = ("console", "json")
-NAMES = ("CAPACITY_URL", "CAPACITY_LEASE_TTL_S", "CAPACITY_REFRESH_S", "CAPACITY_TIMEOUT_S")
+NAMES = (
+    "CAPACITY_URL",
+    "CAPACITY_LEASE_TTL_S",
+    "CAPACITY_REFRESH_S",
+    "CAPACITY_TIMEOUT_S",
+    "CAPACITY_WHEN_UNAVAILABLE",
+    "CAPACITY_WAIT_S",
+)
 
 
 def dead_url(password: str = f"pw-{MARK}") -> str:
@@ -60,6 +67,35 @@ def test_the_defaults_keep_capacity_in_memory_with_documented_numbers():
             "CAPACITY_URL: value error, must be a redis://",
         ),
         ({"capacity_url": f"host:6379-{MARK}"}, "CAPACITY_URL: value error, must be a redis://"),
+        # 21.5: the whole URL, not only its scheme (each used to fail on every call, or
+        # silently mean something else)
+        (
+            {"capacity_url": f"redis://:{MARK}@host/0?bogus=1"},
+            "CAPACITY_URL: value error, has an unknown query parameter 'bogus'",
+        ),
+        (
+            {"capacity_url": f"redis://:{MARK}@host:99999/0"},
+            "CAPACITY_URL: value error, has a host or port that cannot be read",
+        ),
+        (
+            {"capacity_url": f"redis://:{MARK}@::1:6379/0"},
+            "CAPACITY_URL: value error, has a host or port that cannot be read",
+        ),
+        (
+            {"capacity_url": f"redis://:{MARK}@host:6379/notadb"},
+            "CAPACITY_URL: value error, names a database that is not a number",
+        ),
+        (
+            {"capacity_url": f"redis://host/0?db=x&password={MARK}"},
+            "CAPACITY_URL: value error, cannot be read by the Redis client: Invalid value for 'db'",
+        ),
+        (
+            {"capacity_url": f"redis://:{MARK}@host/0?socket_timeout=9"},
+            "CAPACITY_URL: value error, sets 'socket_timeout', which the worker sets from "
+            "CAPACITY_TIMEOUT_S",
+        ),
+        ({"capacity_wait_s": 3}, "CAPACITY_WAIT_S: input should be less than or equal to 2.5"),
+        ({"capacity_when_unavailable": "cast"}, "CAPACITY_WHEN_UNAVAILABLE: input should be"),
         ({"capacity_refresh_s": 8}, "CAPACITY_REFRESH_S: value error, must be at most a third"),
         (
             {"capacity_lease_ttl_s": 3, "capacity_refresh_s": 1, "capacity_timeout_s": 1},
@@ -75,6 +111,20 @@ def test_bad_capacity_settings_are_named_with_the_fix(values, problem):
     line = describe_settings_error(info.value)
     assert line.startswith(problem) and "fix it in the environment or .env" in line
     assert MARK not in line
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://[::1]:6379/0",
+        "redis://host",
+        "unix:///run/redis.sock?db=0&password=x",
+        "rediss://:pw@host:6380/1?ssl_cert_reqs=none",
+        "redis://host/2?health_check_interval=5&client_name=worker",
+    ],
+)
+def test_good_capacity_urls_pass(url):
+    assert Settings(_env_file=None, capacity_url=url).capacity_url is not None
 
 
 def test_a_shorter_ttl_with_a_shorter_refresh_is_fine():

@@ -133,3 +133,23 @@ def test_runs_as_a_program_and_exits_with_mains_status(program):
     assert program.returncode == 2
     assert program.stderr.strip().splitlines() == [DEV_MESSAGE]
     assert "Traceback" not in program.stdout + program.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:s3cret-XYZZY@host/0?bogus=1",
+        "redis://:s3cret-XYZZY@host:70000/0",
+        "redis://:s3cret-XYZZY@host/notadb",
+    ],
+)
+def test_a_bad_capacity_url_stops_the_worker_with_one_line_and_no_password(
+    no_livekit_env, capsys, monkeypatch, url
+):
+    """21.5: checked whole at start, not on every call once rooms come."""
+    monkeypatch.setenv("CAPACITY_URL", url)
+    monkeypatch.setattr(multi, "get_settings", lambda: Settings(_env_file=None))
+    assert multi.main(["dev"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("workers.multi: bad settings: CAPACITY_URL:") and "\n" not in err
+    assert "XYZZY" not in err and "Traceback" not in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +15,11 @@ from pydantic import SecretStr
 
 from config.catalog import Catalog
 from config.settings import Settings
-from tests.conftest import SCENARIOS_DIR
+from tests.conftest import SCENARIOS_DIR, until
 from tests.redis_server import RedisServer
 from tests.test_worker_load_stats import free_port
 from tests.test_worker_request import Recorder, handle, job_request
+from workers.capacity.store import LeaseRefresher
 from workers.main.worker_load import Worker
 from workers.multi import build_server
 
@@ -86,7 +88,8 @@ async def test_a_persona_full_on_one_worker_is_full_on_the_other(
 async def test_redis_down_rejects_reports_full_and_recovers(
     own_redis_server: RedisServer, tmp_path: Path, catalog: Catalog
 ) -> None:
-    worker = Worker(shared_settings(own_redis_server.url, tmp_path), catalog, cpu_load=lambda: 0.0)
+    settings = shared_settings(own_redis_server.url, tmp_path, capacity_when_unavailable="refuse")
+    worker = Worker(settings, catalog, cpu_load=lambda: 0.0)
     try:
         assert worker.load() == 0.0 and worker.store_up is True
         own_redis_server.stop()
@@ -104,8 +107,12 @@ async def test_redis_down_rejects_reports_full_and_recovers(
                 break
             await asyncio.sleep(0.05)
         assert worker.store_up is True
-        rec = Recorder()
-        await handle(worker, job_request(rec, DISPATCH, job_id="AJ_back"))
+        for i in range(100):  # back empty: refused while it settles (refuse waits for nothing)
+            rec = Recorder()
+            await handle(worker, job_request(rec, DISPATCH, job_id=f"AJ_back{i}"))
+            if rec.last[0] == "accept":
+                break
+            await asyncio.sleep(0.05)
         assert rec.last[0] == "accept"
     finally:
         worker.leasebook.release_all()
@@ -169,3 +176,88 @@ def test_plan_starts_from_every_workers_rooms_and_claims_none(
         for lease in leases:
             lease.release()
         other_worker.close()
+
+
+# -- 21: a Redis restarted empty, a short outage ------------------------------------------------
+
+
+def _cast_of(rec: Recorder) -> str:
+    assert rec.last[0] == "accept", rec.calls
+    return json.loads(rec.last[1].metadata)["persona"]
+
+
+async def test_after_redis_restarts_empty_a_new_offer_never_takes_a_running_rooms_persona(
+    own_redis_server: RedisServer, tmp_path: Path, catalog: Catalog
+) -> None:
+    """21.1: worker A's rooms hold every room of tim; Redis restarts empty. An offer worker B
+    gets at once waits while the store settles, in which A's refresher puts A's rooms back:
+    B casts the backup dispatcher, and tim is never over his limit."""
+    url = own_redis_server.url
+    a = Worker(shared_settings(url, tmp_path), catalog, cpu_load=lambda: 0.0)
+    b = Worker(shared_settings(url, tmp_path), catalog, cpu_load=lambda: 0.0)
+    refresher = asyncio.create_task(LeaseRefresher(a.selector.store, 5.0).run())
+    try:
+        for i in range(3):
+            rec = Recorder()
+            await handle(a, job_request(rec, DISPATCH, job_id=f"AJ_a{i}"))
+            assert _cast_of(rec) == "tim"
+        own_redis_server.stop()
+        own_redis_server.start()  # empty: no persistence
+        rec = Recorder()
+        await handle(b, job_request(rec, DISPATCH, job_id="AJ_b"))
+        assert _cast_of(rec) == "dana"
+        assert b.selector.active_rooms("tim") == 3
+    finally:
+        refresher.cancel()
+        await asyncio.gather(refresher, return_exceptions=True)
+        for w in (a, b):
+            w.leasebook.release_all()
+            w.selector.close()
+
+
+async def test_an_offer_during_a_short_redis_outage_waits_for_it_and_is_cast(
+    own_redis_server: RedisServer, tmp_path: Path, catalog: Catalog, events
+) -> None:
+    """21.2: LiveKit drops a room every worker refused, so an offer made while Redis is down
+    waits for it (up to CAPACITY_WAIT_S) instead of being refused; the worker's load stays
+    what it was meanwhile, so offers keep coming to it."""
+    settings = shared_settings(own_redis_server.url, tmp_path, capacity_wait_s=2.5)
+    worker = Worker(settings, catalog, cpu_load=lambda: 0.0)
+    try:
+        assert worker.load() == 0.0
+        own_redis_server.stop()
+        rec = Recorder()
+        offer = asyncio.create_task(
+            worker.admission.handle(job_request(rec, DISPATCH, job_id="AJ_wait"))
+        )
+        await until(lambda: "capacity_store_unavailable" in events())  # found Redis down
+        assert worker.load() == 0.0  # not full: the offer waits here
+        assert not offer.done()
+        own_redis_server.start()
+        async with asyncio.timeout(10):
+            await offer
+        assert _cast_of(rec) == "tim"
+        assert "capacity_store_waited" in events()
+    finally:
+        worker.leasebook.release_all()
+        worker.selector.close()
+
+
+async def test_an_outage_longer_than_the_wait_refuses_the_offer_and_reports_full(
+    own_redis_server: RedisServer, tmp_path: Path, catalog: Catalog
+) -> None:
+    settings = shared_settings(own_redis_server.url, tmp_path, capacity_wait_s=0.5)
+    worker = Worker(settings, catalog, cpu_load=lambda: 0.0)
+    try:
+        assert worker.load() == 0.0
+        own_redis_server.stop()
+        started = time.monotonic()
+        rec = Recorder()
+        await handle(worker, job_request(rec, DISPATCH, job_id="AJ_long"))
+        assert rec.last == ("reject", False)
+        assert time.monotonic() - started >= 0.5
+        assert worker.metrics.rejections["capacity_store_unavailable"] == 1
+        await until(lambda: worker.load() == 1.0)  # past CAPACITY_WAIT_S into the outage: full
+    finally:
+        worker.leasebook.release_all()
+        worker.selector.close()

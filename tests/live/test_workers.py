@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from tests.live.harness import (
     transcript_of,
     unique,
 )
+from tests.redis_server import RedisServer, start_redis_server
 
 pytestmark = pytest.mark.live
 
@@ -55,12 +58,12 @@ HOLD = json.dumps(
 )
 
 
-async def first_of(*waits: Any) -> tuple[int, Any]:
+async def first_of(*waits: Any, within_s: float = 30) -> tuple[int, Any]:
     """The index and result of whichever wait finishes first; the others are cancelled."""
     tasks = [asyncio.ensure_future(w) for w in waits]
     try:
-        done, _ = await asyncio.wait(tasks, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-        assert done, "neither happened within 30 s"
+        done, _ = await asyncio.wait(tasks, timeout=within_s, return_when=asyncio.FIRST_COMPLETED)
+        assert done, f"neither happened within {within_s} s"
         task = done.pop()
         return tasks.index(task), task.result()
     finally:
@@ -204,6 +207,25 @@ async def test_a_room_still_running_at_the_drain_timeout_ends_as_shutdown_at_onc
     assert ended["at"] - stopped_at <= drain_s + 2.0, ended["at"] - stopped_at
 
 
+@contextlib.asynccontextmanager
+async def workers_on_one_redis(
+    tmp: Path, workers: list[WorkerProcess], prefix: str
+) -> AsyncIterator[tuple[RedisServer, str]]:
+    """Two ready workers (tim at most one room) on a redis-server of the test's own inside the
+    private network; stopped at the end."""
+    redis = start_redis_server()
+    try:
+        agent = unique(prefix)
+        env = {"CATALOG_PATH": str(one_room_catalog(tmp)), "CAPACITY_URL": redis.url}
+        for name in ("one", "two"):
+            workers.append(WorkerProcess.start(tmp, agent_name=agent, name=name, **env))
+        for w in workers:
+            await w.ready()
+        yield redis, agent
+    finally:
+        redis.stop()
+
+
 async def test_two_workers_on_one_redis_never_put_a_persona_in_two_rooms(
     tmp_path: Path, workers: list[WorkerProcess]
 ):
@@ -211,16 +233,7 @@ async def test_two_workers_on_one_redis_never_put_a_persona_in_two_rooms(
     private network). Tim may hold one room: while he holds it, a second room is refused by
     BOTH workers (each alone would have cast him), and once that room ends the next room is
     cast again."""
-    from tests.redis_server import start_redis_server
-
-    redis = start_redis_server()
-    try:
-        agent = unique("redis")
-        env = {"CATALOG_PATH": str(one_room_catalog(tmp_path)), "CAPACITY_URL": redis.url}
-        for name in ("one", "two"):
-            workers.append(WorkerProcess.start(tmp_path, agent_name=agent, name=name, **env))
-        for w in workers:
-            await w.ready()
+    async with workers_on_one_redis(tmp_path, workers, "redis") as (_, agent):
         async with server_api() as lk:
             held = unique("held")
             await dispatch(lk, agent, held, HOLD)
@@ -238,5 +251,41 @@ async def test_two_workers_on_one_redis_never_put_a_persona_in_two_rooms(
             await first_of(*(w.wait_for("job_accepted", room=again) for w in workers))
             for name in (refused, again):
                 await lk.room.delete_room(api.DeleteRoomRequest(room=name))
-    finally:
-        redis.stop()
+
+
+async def test_a_redis_restart_or_outage_neither_overbooks_nor_loses_a_room(
+    tmp_path: Path, workers: list[WorkerProcess]
+):
+    """21.1 and 21.2, live: two workers on one Redis, tim at most one room. While a room
+    holds tim, Redis restarts empty: a room dispatched at once is refused by both workers
+    (no_cast: the holder put its lease back before any cast), never cast onto tim a second
+    time. Then, tim free, Redis stops answering and a room is dispatched: it waits for Redis
+    and is cast when Redis answers again (within CAPACITY_WAIT_S), not lost."""
+    async with workers_on_one_redis(tmp_path, workers, "restart") as (redis, agent):
+        async with server_api() as lk:
+            held = unique("held")
+            await dispatch(lk, agent, held, HOLD)
+            accepted = (w.wait_for("job_accepted", room=held, timeout=60) for w in workers)
+            holder = (await first_of(*accepted, within_s=60))[0]
+            # the room runs (a room deleted while its job still connects ends only when the
+            # connection attempt gives up)
+            await transcript_event(workers[holder], held, "utterance", timeout=60)
+            redis.stop()
+            redis.start()  # empty: no persistence
+            after = unique("after")
+            await dispatch(lk, agent, after, HOLD)
+            for w in workers:  # LiveKit offers the room to each worker in turn
+                rejected = await w.wait_for("job_rejected", room=after, timeout=40)
+                assert rejected["problem"] == "no_cast", rejected
+            assert not any(w.named("job_accepted", room=after) for w in workers)
+            await lk.room.delete_room(api.DeleteRoomRequest(room=held))
+            await workers[holder].wait_for("job_leases_released", timeout=30)
+            redis.pause()  # stops answering, loses nothing (a blip, a slow network)
+            during = unique("during")
+            await dispatch(lk, agent, during, HOLD)
+            await first_of(*(w.wait_for("capacity_store_unavailable") for w in workers))
+            redis.resume()
+            cast = (w.wait_for("job_accepted", room=during, timeout=60) for w in workers)
+            await first_of(*cast, within_s=60)
+            for name in (after, during):
+                await lk.room.delete_room(api.DeleteRoomRequest(room=name))

@@ -65,6 +65,9 @@ class MemoryStore:
     def refresh(self) -> Refreshed:
         return Refreshed(sum(self._rooms.values()))  # nothing expires in memory
 
+    def needs_refresh(self) -> bool:
+        return False  # nothing is lost in memory
+
     def held(self) -> Counter[str]:
         return Counter({pid: n for pid, n in self._rooms.items() if n})
 

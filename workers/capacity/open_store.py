@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from workers.capacity.memory_store import MemoryStore
-from workers.capacity.redis_store import RedisStore
+from workers.capacity.redis_store import RedisStore, settle_window
 from workers.capacity.store import CapacityStore
 
 
@@ -19,4 +19,5 @@ def open_capacity_store(settings: Any, *, worker_id: str | None = None) -> Capac
         lease_ttl_s=settings.capacity_lease_ttl_s,
         timeout_s=settings.capacity_timeout_s,
         worker_id=worker_id,
+        settle_s=settle_window(settings.capacity_timeout_s),
     )

@@ -4,7 +4,17 @@ A claim is one Lua script, atomic on the server. A lease is a member of its pers
 set, scored by its expiry: a persona's count is its live members, so the leases of a worker
 that dies (kill -9) vanish when they expire; the owner pushes the expiry back every
 `CAPACITY_REFRESH_S` (`LeaseRefresher`). Lease ids are chosen by the client, so a claim retried
-after its reply was lost counts once, and a claim whose reply never came expires.
+after its reply was lost counts once, and a claim whose reply never came is given back by the
+next refresh (the refresher's next check, within a second).
+
+Redis restarted empty (no persistence) loses every lease while rooms run. The first script
+that finds the `settled` marker missing sets it to now + `settle_s`; until then claims are
+refused (`CapacityStoreSettling`) while every worker puts back its running rooms' leases (its
+refresher checks the marker every `DEFAULT_CHECK_S`), so a restart puts no persona over its
+limit. A worker that could not refresh for longer than the lease TTL (paused, cut off) takes
+its leases back anyway when it can: its rooms run. That is the one way past a limit, by at
+most the rooms that worker held of the persona; the refresh reports it and claims stay
+refused until the persona is back under its limit.
 
 Sync client, by choice: the selector's API is synchronous (on_request, the load callback in an
 executor thread, `Lease.release()` in `finally` blocks and sync callbacks, the CLIs), so one
@@ -30,10 +40,12 @@ from urllib.parse import urlsplit
 from config.logging import get_logger
 from config.settings import check_capacity_url
 from workers.capacity.store import (
+    DEFAULT_CHECK_S,
     DEFAULT_LEASE_TTL_S,
     DEFAULT_PREFIX,
     DEFAULT_RETRY_AFTER_S,
     DEFAULT_TIMEOUT_S,
+    CapacityStoreSettling,
     CapacityStoreUnavailable,
     Claimant,
     ClaimRefused,
@@ -69,15 +81,34 @@ return {counts, cursors}
 """
 )
 
-# KEYS: rr hash, the n claimed leases' rooms keys, then the watched rooms keys.
-# ARGV: ttl_ms, n, m, w, n x (lease id, cap), m x (pool key, seen, new), w watched pool keys.
+# The marker of a Redis that holds our state: missing when Redis is new or restarted empty.
+# Whoever finds it missing sets it to the time (ms) claims may start again: `settle` ms from now,
+# the time every live worker needs to put back the leases of its running rooms. Its value is
+# also this Redis's epoch: a worker that sees it change knows Redis lost its leases.
+_SETTLED = """
+local function settled(key, window)
+  local at = tonumber(redis.call('GET', key))
+  if not at then
+    at = now + window
+    redis.call('SET', key, at)
+  end
+  return at
+end
+"""
+
+# KEYS: rr hash, the settled marker, the n claimed leases' rooms keys, then the watched rooms
+# keys. ARGV: ttl_ms, n, m, w, settle_ms, n x (lease id, cap), m x (pool key, seen, new),
+# w watched pool keys. Refused while the store settles: {-1, epoch, ms left}.
 _CLAIM = (
     _NOW
     + _COUNT
+    + _SETTLED
     + """
 local ttl, n, m, w = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local function lease(i) return KEYS[1 + i], ARGV[3 + 2 * i], tonumber(ARGV[4 + 2 * i]) end
-local base = 4 + 2 * n
+local epoch = settled(KEYS[2], tonumber(ARGV[5]))
+if epoch > now then return {-1, epoch, epoch - now} end
+local function lease(i) return KEYS[2 + i], ARGV[4 + 2 * i], tonumber(ARGV[5 + 2 * i]) end
+local base = 5 + 2 * n
 -- A retry of a claim that went through (its reply was lost): every lease is there already.
 local again = n > 0
 for i = 1, n do
@@ -102,12 +133,12 @@ if not again then
 end
 if not ok then
   local counts = {}
-  for i = 2 + n, #KEYS do counts[#counts + 1] = live(KEYS[i]) end
+  for i = 3 + n, #KEYS do counts[#counts + 1] = live(KEYS[i]) end
   local cursors = {}
   if w > 0 then
     cursors = redis.call('HMGET', KEYS[1], unpack(ARGV, base + 3 * m + 1, base + 3 * m + w))
   end
-  return {0, counts, cursors}
+  return {0, epoch, counts, cursors}
 end
 for i = 1, n do
   local key, id = lease(i)
@@ -116,7 +147,7 @@ end
 if not again then
   for j = 1, m do redis.call('HSET', KEYS[1], ARGV[base + 3 * j - 2], ARGV[base + 3 * j]) end
 end
-return {1}
+return {1, epoch}
 """
 )
 
@@ -126,29 +157,36 @@ for i = 1, #KEYS do redis.call('ZREM', KEYS[i], ARGV[i]) end
 return #KEYS
 """
 
-# KEYS: rooms keys; ARGV: ttl_ms, then (lease id, cap) per key. A lease Redis no longer has
-# (expired while Redis was unreachable, or Redis restarted empty) is taken again if there is
-# room: it belongs to a room that still runs. Otherwise it is lost.
+# KEYS: the settled marker, n rooms keys of this worker's leases, then d rooms keys of leases to
+# give back (claims whose answer never came). ARGV: ttl_ms, settle_ms, n, n x (lease id, cap),
+# d lease ids. A lease Redis no longer has (expired while this worker could not refresh it, or
+# Redis restarted empty) is taken again: its room still runs. Returns the epoch, the leases
+# taken again, and (index, live rooms) of each lease whose persona is now over its limit.
 _REFRESH = (
     _NOW
+    + _SETTLED
     + """
-local ttl = tonumber(ARGV[1])
-local restored, lost = {}, {}
-for i = 1, #KEYS do
-  local key, id, cap = KEYS[i], ARGV[2 * i], tonumber(ARGV[2 * i + 1])
+local ttl, n = tonumber(ARGV[1]), tonumber(ARGV[3])
+local epoch = settled(KEYS[1], tonumber(ARGV[2]))
+for k = 2 + n, #KEYS do redis.call('ZREM', KEYS[k], ARGV[2 + n + k]) end
+local restored, over = {}, {}
+for i = 1, n do
+  local key, id = KEYS[1 + i], ARGV[2 + 2 * i]
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  if redis.call('ZSCORE', key, id) then
-    redis.call('ZADD', key, 'XX', now + ttl, id)
-  elseif redis.call('ZCARD', key) < cap then
-    redis.call('ZADD', key, now + ttl, id)
-    restored[#restored + 1] = id
-  else
-    lost[#lost + 1] = id
-  end
+  if not redis.call('ZSCORE', key, id) then restored[#restored + 1] = id end
+  redis.call('ZADD', key, now + ttl, id)
 end
-return {restored, lost}
+for i = 1, n do
+  local key, cap = KEYS[1 + i], tonumber(ARGV[3 + 2 * i])
+  local rooms = redis.call('ZCARD', key)
+  if rooms > cap then over[#over + 1] = {i, rooms} end
+end
+return {epoch, restored, over}
 """
 )
+
+# KEYS: the settled marker; ARGV: settle_ms. The epoch (see _SETTLED).
+_EPOCH = _NOW + _SETTLED + "return settled(KEYS[1], tonumber(ARGV[1]))"
 
 # KEYS: rooms keys. Every live lease with its expiry, and now.
 _LEASES = (
@@ -183,6 +221,12 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{netloc}{path}{mark}{query}"
 
 
+def settle_window(timeout_s: float) -> float:
+    """How long claims wait after Redis came back empty: time for every live worker's
+    refresher to see it (a check period, two bounded calls) and a margin for a busy host."""
+    return DEFAULT_CHECK_S + 2 * timeout_s + 0.5
+
+
 def _default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
@@ -202,6 +246,7 @@ class RedisStore:
         retry_after_s: float = DEFAULT_RETRY_AFTER_S,
         prefix: str = DEFAULT_PREFIX,
         worker_id: str | None = None,
+        settle_s: float = 0.0,
     ) -> None:
         import redis  # only a worker with CAPACITY_URL needs the client
         from redis.backoff import NoBackoff
@@ -218,6 +263,11 @@ class RedisStore:
         self._retry_after_s = retry_after_s
         self._prefix = prefix
         self._rr = f"{prefix}:rr"
+        # Claims wait this long after Redis came back empty (see _SETTLED). 0 suits a Redis
+        # only this process uses (tools, benchmarks); a worker passes `settle_window()`.
+        self._settled_key = f"{prefix}:settled"
+        self._settle_ms = max(0, round(settle_s * 1000))
+        self._epoch: int | None = None  # the marker this store last saw
         self.worker_id = worker_id or _default_worker_id()
         self._errors: tuple[type[Exception], ...] = (redis.RedisError, OSError)
         self._broken: tuple[type[Exception], ...] = (redis.ConnectionError,)
@@ -242,11 +292,15 @@ class RedisStore:
                 ("release", _RELEASE),
                 ("refresh", _REFRESH),
                 ("leases", _LEASES),
+                ("epoch", _EPOCH),
             )
         }
         self._next = itertools.count(1).__next__
         self._lock = threading.Lock()
         self._mine: dict[str, tuple[str, int]] = {}  # lease id -> (persona id, cap)
+        # Claims whose answer never came (Redis may have run them): given back by the next
+        # refresh, which the refresher runs at its next check, so none outlives it.
+        self._doubtful: dict[str, str] = {}  # lease id -> persona id
         self._down_until = 0.0
         self._down = False
 
@@ -262,10 +316,21 @@ class RedisStore:
         restarted empty), so what it claims next sees them."""
         if self._down:
             self._cooling()
-            done = self._refresh_mine()
-            if done.restored:
-                log.info("capacity_leases_restored", leases=done.restored)
+            self._put_back()
         return self._run(script, keys, args)
+
+    def _put_back(self) -> None:
+        """Refresh this worker's leases now, taking back any Redis lost (before a claim)."""
+        done = self._refresh_mine()
+        if done.restored:
+            log.info("capacity_leases_restored", leases=done.restored)
+
+    def _saw_epoch(self, epoch: Any) -> bool:
+        """Note the store's epoch; True when it changed (Redis lost this worker's leases)."""
+        epoch = int(epoch)
+        changed = self._epoch is not None and epoch != self._epoch
+        self._epoch = epoch
+        return changed
 
     def _cooling(self) -> None:
         if time.monotonic() < self._down_until:
@@ -328,20 +393,50 @@ class RedisStore:
         # Chosen here, once: a retry after a lost reply sends the same ids (counted once).
         lease_ids = tuple(self.lease_id(job_id) for _ in personas)
         ids, keys = watch
-        args: list[Any] = [self._ttl_ms, len(personas), len(moves), len(keys)]
+        args: list[Any] = [self._ttl_ms, len(personas), len(moves), len(keys), self._settle_ms]
         for lease_id, persona in zip(lease_ids, personas, strict=True):
             args += (lease_id, persona.cap)
         for pool, cursor in moves:
             args += (pool.key, pool.cursor, cursor)
         args += keys
-        redis_keys = [self._rr, *(self._key(p.id) for p in personas), *map(self._key, ids)]
-        reply = self._call("claim", redis_keys, args)
-        if reply[0] != 1:
-            raise ClaimRefused(_snapshot(ids, reply[1], keys, reply[2]))
+        redis_keys = [
+            self._rr,
+            self._settled_key,
+            *(self._key(p.id) for p in personas),
+            *map(self._key, ids),
+        ]
+        if self._down:
+            self._cooling()
+            self._put_back()
+        try:
+            reply = self._run("claim", redis_keys, args)
+        except CapacityStoreUnavailable:
+            # Sent, so maybe run by Redis after this worker gave up: given back by the
+            # next refresh rather than left to hold a room until it expires.
+            with self._lock:
+                self._doubtful.update(zip(lease_ids, (p.id for p in personas), strict=True))
+            raise
+        lost_ours = self._saw_epoch(reply[1])
+        if reply[0] == -1:
+            raise self._settling(lost_ours, int(reply[2]) / 1000)
+        if reply[0] == 0:
+            raise ClaimRefused(_snapshot(ids, reply[2], keys, reply[3]))
         with self._lock:
             for lease_id, persona in zip(lease_ids, personas, strict=True):
                 self._mine[lease_id] = (persona.id, persona.cap)
+        if lost_ours:  # Redis restarted empty and settled while this worker did not look
+            self._put_back()
         return lease_ids
+
+    def _settling(self, lost_ours: bool, left_s: float) -> CapacityStoreSettling:
+        """Redis came back empty: this worker's rooms go back at once, new casts wait."""
+        if lost_ours or self._mine:
+            self._put_back()
+        return CapacityStoreSettling(
+            f"capacity store {self._shown} came back empty: new casts wait {left_s:.1f} s "
+            "more while every worker puts back its running rooms",
+            left_s,
+        )
 
     def release(self, leases: Sequence[tuple[str, str]]) -> None:
         with self._lock:  # first: a lease being released is never refreshed again
@@ -351,25 +446,42 @@ class RedisStore:
             self._call("release", [self._key(pid) for _, pid in leases], [i for i, _ in leases])
 
     def refresh(self) -> Refreshed:
-        """Push back the expiry of every lease this store holds (one script)."""
-        if self._down:
-            self._cooling()
+        """Push back the expiry of every lease this store holds, take back any Redis lost,
+        and give back the claims whose answer never came (one script). The refresher probes
+        Redis on its own schedule, through any cool-down: it is what puts this worker's
+        rooms back as soon as Redis answers again."""
         return self._refresh_mine()
+
+    def needs_refresh(self) -> bool:
+        """True when Redis lost this worker's leases (its epoch changed) or a claim whose
+        answer never came waits to be given back."""
+        if self._doubtful or self._down:
+            return True
+        epoch = self._run("epoch", [self._settled_key], [self._settle_ms])
+        return self._saw_epoch(epoch)
 
     def _refresh_mine(self) -> Refreshed:
         with self._lock:
             mine = list(self._mine.items())
-        if not mine:
-            return Refreshed(0)
-        args: list[Any] = [self._ttl_ms]
-        for lease_id, (_, cap) in mine:
+            doubtful = list(self._doubtful.items())
+        args: list[Any] = [self._ttl_ms, self._settle_ms, len(mine)]
+        keys = [self._settled_key]
+        for lease_id, (pid, cap) in mine:
             args += (lease_id, cap)
-        restored, lost = self._run("refresh", [self._key(pid) for _, (pid, _) in mine], args)
-        if lost:
-            with self._lock:
-                for lease_id in lost:
-                    self._mine.pop(lease_id, None)
-        return Refreshed(len(mine) - len(lost), list(restored), list(lost))
+            keys.append(self._key(pid))
+        for lease_id, pid in doubtful:
+            args.append(lease_id)
+            keys.append(self._key(pid))
+        epoch, restored, over = self._run("refresh", keys, args)
+        self._saw_epoch(epoch)
+        with self._lock:
+            for lease_id, _ in doubtful:
+                self._doubtful.pop(lease_id, None)
+        return Refreshed(
+            len(mine),
+            list(restored),
+            {mine[int(i) - 1][1][0]: (int(rooms), mine[int(i) - 1][1][1]) for i, rooms in over},
+        )
 
     def held(self) -> Counter[str]:
         with self._lock:

@@ -20,6 +20,7 @@ from config.logging import get_logger
 
 __all__ = [
     "CapacityStore",
+    "CapacityStoreSettling",
     "CapacityStoreUnavailable",
     "ClaimRefused",
     "Claimant",
@@ -37,6 +38,9 @@ DEFAULT_LEASE_TTL_S = 20.0
 DEFAULT_REFRESH_S = 5.0
 DEFAULT_TIMEOUT_S = 0.25
 DEFAULT_RETRY_AFTER_S = 1.0
+# How often the refresher asks whether the store lost its data (Redis restarted empty), so that
+# every worker puts its running rooms back within a second of Redis answering again.
+DEFAULT_CHECK_S = 0.5
 # One hash tag for every key: a Redis Cluster keeps them in one slot, so a script may use them all.
 DEFAULT_PREFIX = "{capacity}"
 
@@ -74,6 +78,16 @@ class CapacityStoreUnavailable(Exception):
     persona may well be free, this worker just cannot know, so another worker may serve."""
 
 
+class CapacityStoreSettling(CapacityStoreUnavailable):
+    """The store came back empty (Redis restarted without persistence) and waits `left_s`
+    more for every worker to put back the leases of its running rooms before any new cast:
+    casting now could give a persona a room its running rooms already use."""
+
+    def __init__(self, message: str, left_s: float) -> None:
+        super().__init__(message)
+        self.left_s = left_s
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """Counts of live leases per persona and round-robin positions per pool, read at once."""
@@ -94,11 +108,15 @@ class ClaimRefused(Exception):
 @dataclass(frozen=True, slots=True)
 class Refreshed:
     """What a refresh did with this worker's leases: `restored` had expired (or Redis lost
-    them) and were taken again; `lost` had expired and their persona is now full."""
+    them) and were taken again, every one of them (their rooms still run); `over` names each
+    persona those rooms now put over its limit, with (rooms, limit). Only a worker that could
+    not refresh for longer than the lease TTL (paused, cut off) while others cast its
+    personas' rooms gets there; no new room is cast onto such a persona until it is back
+    under its limit."""
 
     refreshed: int
     restored: list[str] = field(default_factory=list)
-    lost: list[str] = field(default_factory=list)
+    over: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 class CapacityStore(Protocol):
@@ -124,6 +142,11 @@ class CapacityStore(Protocol):
 
     def refresh(self) -> Refreshed: ...
 
+    def needs_refresh(self) -> bool:
+        """A cheap check, often: True when a refresh must not wait for its turn (the store
+        lost its data, or a claim whose answer never came is to be given back)."""
+        ...
+
     def held(self) -> Counter[str]:
         """This store's own live leases per persona (this worker's share)."""
         ...
@@ -138,43 +161,71 @@ class CapacityStore(Protocol):
 
 class LeaseRefresher:
     """Refreshes a store's leases every `interval_s` while the worker runs: `await run()` in
-    the worker's main process (each refresh runs in a thread, never on the event loop).
-    `on_lost` hears of leases that expired and could not be taken again; `on_error` of a
-    store that could not be reached (the next round tries again)."""
+    the worker's main process (each call runs in a thread, never on the event loop). Every
+    `check_s` it asks the store whether a refresh cannot wait (Redis came back empty: this
+    worker's running rooms are put back at once). `on_error` hears of a store that could not
+    be reached (the next check tries again). A persona the refreshed leases put over its
+    limit is logged once (`persona_over_capacity`) until it is back under it."""
 
     def __init__(
         self,
         store: CapacityStore,
         interval_s: float = DEFAULT_REFRESH_S,
         *,
-        on_lost: Callable[[list[str]], None] | None = None,
+        check_s: float = DEFAULT_CHECK_S,
         on_error: Callable[[CapacityStoreUnavailable], None] | None = None,
     ) -> None:
         if interval_s <= 0:
             raise ValueError(f"LeaseRefresher interval_s must be above 0, not {interval_s}")
         self.store = store
         self.interval_s = interval_s
-        self._on_lost = on_lost
+        self.check_s = min(check_s, interval_s)
         self._on_error = on_error
+        self._over: dict[str, tuple[int, int]] = {}
 
     def refresh_once(self) -> Refreshed | None:
         """One refresh; None when the store could not be reached."""
         try:
             done = self.store.refresh()
         except CapacityStoreUnavailable as exc:
-            if self._on_error is not None:
-                self._on_error(exc)
+            self._failed(exc)
             return None
         if done.restored:
             log.info("capacity_leases_restored", leases=done.restored)
-        if done.lost:
-            log.warning("capacity_leases_lost", leases=done.lost)
-            if self._on_lost is not None:
-                self._on_lost(done.lost)
+        for persona_id, (rooms, limit) in done.over.items():
+            if self._over.get(persona_id, (0, 0))[0] < rooms:
+                log.warning(
+                    "persona_over_capacity",
+                    persona=persona_id,
+                    rooms=rooms,
+                    limit=limit,
+                    why="this worker's leases expired while it could not refresh them "
+                    "(paused or cut off longer than CAPACITY_LEASE_TTL_S) and other workers "
+                    "cast the persona meanwhile; no new room is cast onto it until it is "
+                    "back under its limit",
+                )
+        self._over = dict(done.over)
         return done
 
+    def _failed(self, exc: CapacityStoreUnavailable) -> None:
+        if self._on_error is not None:
+            self._on_error(exc)
+
+    def due(self) -> bool:
+        """Whether the store wants a refresh before its turn (False when it cannot say)."""
+        try:
+            return self.store.needs_refresh()
+        except CapacityStoreUnavailable as exc:
+            self._failed(exc)
+            return False
+
     async def run(self) -> None:
-        """Refresh until cancelled."""
+        """Refresh until cancelled: every `interval_s`, and at once when the store asks."""
+        loop = asyncio.get_running_loop()
+        next_at = 0.0
         while True:
-            await asyncio.to_thread(self.refresh_once)
-            await asyncio.sleep(self.interval_s)
+            if loop.time() >= next_at or await asyncio.to_thread(self.due):
+                done = await asyncio.to_thread(self.refresh_once)
+                # a refresh that failed is tried again at the next check, not a period later
+                next_at = loop.time() + (self.interval_s if done is not None else 0.0)
+            await asyncio.sleep(self.check_s)

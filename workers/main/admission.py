@@ -8,7 +8,11 @@ parses the job's metadata (an inline scenario, or a scenario name resolved only 
   and attributes; a failed accept gives the leases back.
 - `Reject`: bad metadata, no cast (and no voicemail persona free), a plan too large for the job,
   or a shared capacity store that cannot answer (`capacity_store_unavailable`); rejected with
-  terminate=False so LiveKit may offer the room to another worker.
+  terminate=False so LiveKit may offer the room to another worker. A store that cannot answer
+  is waited for first, up to CAPACITY_WAIT_S (`CAPACITY_WHEN_UNAVAILABLE=wait`, the default):
+  livekit-server gives an offer 3 s (psrpc's default request timeout) and drops a room every
+  worker refused, so a Redis outage (or a Redis settling after it came back empty) shorter
+  than the wait loses no room.
 `handle` never raises: any error is logged and becomes a reject, so the worker keeps serving
 other rooms. `cast_in_job` applies the same rules inside a job that came with no plan.
 """
@@ -16,6 +20,7 @@ other rooms. `cast_in_job` applies the same rules inside a job that came with no
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +51,8 @@ from workers.main.metrics import WorkerMetrics
 from workers.tokens import persona_attributes, persona_identity
 
 log = get_logger("workers.main.admission")
+
+STORE_POLL_S = 0.1  # how often an offer waiting for the capacity store asks again
 
 
 @dataclass
@@ -101,9 +108,7 @@ class RequestHandler:
         metadata = req.job.metadata or req.room.metadata
         try:
             if self.selector.store.shared:
-                # a shared store answers over the network (bounded by CAPACITY_TIMEOUT_S):
-                # off the event loop, which keeps serving the jobs running meanwhile
-                decision = await asyncio.to_thread(self.decide, metadata, req.id)
+                decision = await self._decide_when_store_answers(metadata, req.id, rlog)
             else:
                 decision = self.decide(metadata, req.id)
         except Exception as e:
@@ -114,6 +119,33 @@ class RequestHandler:
             await self._reject(req, decision, rlog)
             return
         await self._accept(req, decision, rlog)
+
+    async def _decide_when_store_answers(
+        self, metadata: str, job_id: str, rlog: Any
+    ) -> Accept | Reject:
+        """`decide` on a shared store: over the network (each call bounded by
+        CAPACITY_TIMEOUT_S), off the event loop, which keeps serving the running jobs. While
+        the store cannot answer, ask again until CAPACITY_WAIT_S has passed (`wait`)."""
+        s = self.settings
+        wait_s = s.capacity_wait_s if s.capacity_when_unavailable == "wait" else 0.0
+        deadline = time.monotonic() + wait_s
+        waited = False
+        while True:
+            decision = await asyncio.to_thread(self.decide, metadata, job_id)
+            unavailable = (
+                isinstance(decision, Reject) and decision.problem == "capacity_store_unavailable"
+            )
+            left = deadline - time.monotonic()
+            if not unavailable or left <= 0:
+                if waited:
+                    rlog.info(
+                        "capacity_store_waited",
+                        answered=not unavailable,
+                        waited_s=round(wait_s - max(0.0, left), 2),
+                    )
+                return decision
+            waited = True
+            await asyncio.sleep(min(STORE_POLL_S, left))
 
     def _count(self, scenario: str, outcome: str, reason: str = "") -> None:
         if self.metrics is not None:

@@ -6,6 +6,8 @@ endpoint is scraped (with a shared capacity store: every worker's rooms):
 
 - `persona_active_rooms{persona,role}`: rooms each persona is in now;
 - `persona_capacity{persona,role}`: its `max_concurrent` (0 when inactive);
+- `persona_over_capacity{persona,role}`: rooms it is in beyond its `max_concurrent` (0 but
+  after a worker paused past the lease TTL took its rooms back, see redis_store.py);
 - `capacity_store_up`: 1 when the capacity counts could be read, else 0;
 - `cast_rejections_total{reason}`: rooms this worker refused, by reason;
 - `rooms_total{scenario,outcome}`: rooms this worker was offered, by scenario and outcome
@@ -54,6 +56,11 @@ class WorkerMetrics(Collector):
             "A persona's max_concurrent (0 if inactive)",
             labels=["persona", "role"],
         )
+        over = GaugeMetricFamily(
+            "persona_over_capacity",
+            "Rooms a persona is in beyond its max_concurrent",
+            labels=["persona", "role"],
+        )
         for persona_id, (role, limit) in self._capacity.items():
             capacity.add_metric([persona_id, role], limit)
         up = GaugeMetricFamily("capacity_store_up", "1 when the capacity counts could be read")
@@ -66,8 +73,10 @@ class WorkerMetrics(Collector):
             up.add_metric([], 1)
             for p in stats["personas"]:
                 active.add_metric([p["id"], p["role"]], p["active"])
+                over.add_metric([p["id"], p["role"]], max(0, p["active"] - p["max"]))
         yield active
         yield capacity
+        yield over
         yield up
         rejections = CounterMetricFamily(
             "cast_rejections", "Rooms this worker refused, by reason", labels=["reason"]

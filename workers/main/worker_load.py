@@ -9,13 +9,17 @@ close releases whatever is still held.
 
 With a shared capacity store (`CAPACITY_URL`, Redis) the counts are every worker's: `load`
 re-reads them each time livekit asks (every 0.5 s, in an executor thread), a `LeaseRefresher`
-keeps this worker's leases alive, and while the store cannot answer the worker reports itself
-full (load 1.0), so LiveKit sends rooms elsewhere, until the store answers again.
+keeps this worker's leases alive (and puts them back at once when Redis came back empty).
+While the store cannot answer, offers wait for it (`CAPACITY_WHEN_UNAVAILABLE=wait`, see
+admission.py) and the load reported is the last known one, for up to CAPACITY_WAIT_S; after
+that (or at once with `refuse`) the worker reports itself full (load 1.0), so LiveKit sends
+rooms elsewhere, until the store answers again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +64,7 @@ class Worker:
         )
         # None until the store was asked; False while a shared store cannot answer
         self.store_up: bool | None = None
+        self._down_since = 0.0
         self._cpu_load = cpu_load if cpu_load is not None else CpuLoad()
         self.stats_server: StatsServer | None = None
         self.stats_attempted = asyncio.Event()  # set once start_stats() has succeeded or failed
@@ -75,15 +80,29 @@ class Worker:
                 self.selector.sync_counts()  # every worker's rooms, bounded by the timeout
             except CapacityStoreUnavailable as e:
                 self._store_state(False, e)
-                return 1.0  # full: LiveKit offers rooms to the workers that can cast them
-            self._store_state(True)
+                if not self._waits_for_store():
+                    return 1.0  # full: LiveKit offers rooms to the workers that can cast them
+            else:
+                self._store_state(True)
         return max(self.selector.worker_load(), self._counted_cpu())
+
+    def _waits_for_store(self) -> bool:
+        """Whether offers still come here while the store cannot answer: with `wait`, for
+        CAPACITY_WAIT_S into an outage (offers then wait for it); a longer outage is not short,
+        and rooms go to workers that can cast them."""
+        s = self.settings
+        return (
+            s.capacity_when_unavailable == "wait"
+            and time.monotonic() - self._down_since < s.capacity_wait_s
+        )
 
     def _store_state(self, up: bool, error: Exception | None = None) -> None:
         """Log the shared store going away and coming back, once each time."""
         if up == self.store_up:
             return
         self.store_up = up
+        if not up:
+            self._down_since = time.monotonic()
         store = self.selector.store.describe()
         if up:
             log.info("capacity_store_available", store=store)
