@@ -36,20 +36,16 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench._livenet import run_in_livenet
+
 ROOT = Path(__file__).resolve().parent.parent
-# the dev server's key `secret` is short by design: PyJWT's warning would only be noise
-warnings.filterwarnings("ignore", message="The HMAC key is")
-if __name__ == "__main__" and os.environ.get("LIVE_NETNS") != "1":
-    # Before any heavy import: the real run happens inside the private namespace.
-    livenet = ROOT / "tests" / "live" / "livenet.sh"
-    argv = [str(livenet), "run", sys.executable, "-m", "bench.live_room", *sys.argv[1:]]
-    os.execv(str(livenet), argv)
+if __name__ == "__main__":
+    run_in_livenet("bench.live_room")  # the real run happens inside the private namespace
 
 import psutil  # noqa: E402
 from livekit import api  # noqa: E402

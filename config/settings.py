@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     stats_host: str = "127.0.0.1"
     stats_port: int = Field(default=8082, ge=0, le=65535)
     stats_log_interval_s: float = Field(default=60.0, ge=0.0)  # 0: no periodic stats log
+    # The address livekit-agents' own HTTP servers bind: its health server and the Prometheus
+    # endpoint (livekit has one host for both). Loopback unless opened (0.0.0.0 in a container
+    # whose health probe or scraper comes from outside).
+    worker_http_host: str = "127.0.0.1"
     # livekit-agents' own health server; None keeps its default (8081 for `start`, free for
     # `dev`). Give each worker its own when several run on one host.
     worker_http_port: int | None = Field(default=None, ge=0, le=65535)

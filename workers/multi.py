@@ -30,6 +30,7 @@ from config.errors import ConfigError
 from config.logging import configure_logging, get_logger
 from config.settings import SETTINGS_ERRORS, Settings, describe_settings_error, get_settings
 from workers.job.runner import run_job
+from workers.main.fd_limit import fd_limit, raise_fd_limit
 from workers.main.livekit_check import (
     COMMANDS_NEEDING_LIVEKIT,
     credentials_refused,
@@ -65,7 +66,9 @@ def build_server(
     # before the worker starts its forkserver, which inherits this environment; an operator's
     # own value is kept
     os.environ.setdefault(PRELOAD_LOCAL_INFERENCE, "0")
-    kwargs: dict[str, Any] = {}
+    # livekit's default host "" is every address; its servers are bounded like /stats
+    # (workers.main.livekit_http)
+    kwargs: dict[str, Any] = {"host": settings.worker_http_host}
     if settings.worker_http_port is not None:
         kwargs["port"] = settings.worker_http_port
     if settings.prometheus_port is not None:
@@ -93,6 +96,7 @@ def build_server(
         log.info(
             "worker_ready",
             agent_name=settings.agent_name,
+            fd_limit=fd_limit(),
             load_threshold=settings.load_threshold,
             personas=len(catalog.personas),
             **room_models_choice(settings.openai_key()),
@@ -188,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if refused:
             print(f"workers.multi: {refused}", file=sys.stderr)
             return EXIT_BAD_SETUP
+    raise_fd_limit()  # before livekit starts its forkserver: job processes inherit it
     server = build_server(settings, catalog)
     sys.argv = [sys.argv[0], *argv]  # the livekit CLI (typer) parses sys.argv
     cli.run_app(server)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import secrets
 import signal
 import subprocess
@@ -101,11 +102,19 @@ class WorkerProcess:
         agent_name: str,
         command: Iterable[str] = ("start",),
         name: str = "worker",
+        fd_limit: str | None = None,
         **env: str,
     ) -> WorkerProcess:
+        """`fd_limit`: "SOFT:HARD", the descriptor limit it starts with (default: ours)."""
         transcripts = tmp / f"{name}-transcripts"
         log_path = tmp / f"{name}.log"
         out = log_path.open("wb")
+
+        def limits() -> None:
+            if fd_limit is not None:
+                soft, hard = (int(n) for n in fd_limit.split(":"))
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
         proc = subprocess.Popen(
             [PYTHON, "-m", "workers.multi", *command],
             cwd=PROJECT_ROOT,
@@ -113,6 +122,7 @@ class WorkerProcess:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: job processes included
+            preexec_fn=limits,
         )
         out.close()
         return cls(name, agent_name, transcripts, log_path, proc)

@@ -33,7 +33,9 @@ from workers.capacity.open_store import open_capacity_store
 from workers.capacity.selector import Selector
 from workers.capacity.store import CapacityStoreUnavailable, LeaseRefresher
 from workers.main.admission import RequestHandler
+from workers.main.bounded_http import summarize_accept_errors
 from workers.main.cpu_load import CpuLoad
+from workers.main.livekit_http import bound_livekit_http_servers
 from workers.main.metrics import WorkerMetrics
 from workers.main.stats_server import StatsServer
 
@@ -157,6 +159,7 @@ class Worker:
 
     def attach(self, server: AgentServer) -> None:
         """From `worker_started`: watch job ends, start the stats endpoint."""
+        summarize_accept_errors(asyncio.get_running_loop())
         # Private API (livekit-agents 1.8): the pool only exists once run() started, and its
         # `process_closed` is the only immediate "job ended" signal, crashes included.
         # `reconcile()` over the public `server.active_jobs` in load() is the backstop.
@@ -218,8 +221,10 @@ class Worker:
         log.info("worker_closed", released_jobs=released)
 
 
+@bound_livekit_http_servers
 class MultiPersonaServer(AgentServer):
-    """An AgentServer whose close also releases every lease and stops the stats endpoint.
+    """An AgentServer whose close also releases every lease and stops the stats endpoint, and
+    whose own HTTP servers (health, Prometheus) are bounded like `/stats`.
     The CLI drains (`start`: running rooms finish) and then calls aclose()."""
 
     def __init__(self, worker: Worker, **kwargs: Any) -> None:
