@@ -1,72 +1,43 @@
-"""What a persona's AgentSession needs, built from its catalog model settings.
+"""What a persona's AgentSession needs, built from its catalog model settings and the
+process's Settings (which server, which key: agents/endpoints.py).
 
 Construction only: building these plugin objects opens no connection; using them does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any
 
 # plugins register themselves on import, which livekit allows only on the main thread
-from livekit.agents.llm import LLM, RealtimeModel
-from livekit.agents.stt import STT
-from livekit.agents.tts import TTS
 from livekit.agents.vad import VAD
 from livekit.plugins import openai
 from openai.types.realtime.realtime_audio_input_turn_detection import ServerVad
-from pydantic import SecretStr
 
+from agents.endpoints import endpoint_for, models_choice, require_endpoint
+from agents.offline import offline_models
+from agents.session_models import SessionModels
 from config.catalog import Persona
 from config.settings import Settings
 
-# A key as callers hold it: wrapped (from Settings) or plain; "" and None mean "not given".
-ApiKey = SecretStr | str | None
-
-
-@dataclass
-class SessionModels:
-    llm: LLM | RealtimeModel
-    stt: STT | None = None
-    tts: TTS | None = None
-    vad: VAD | None = None
-    offline: bool = False  # the scripted offline model (agents/offline.py), no provider
-
-    @property
-    def speaks(self) -> bool:
-        """Whether these models produce audio (a TTS, or a realtime model)."""
-        return self.tts is not None or isinstance(self.llm, RealtimeModel)
-
-    def session_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for AgentSession(...)."""
-        return {"llm": self.llm, "stt": self.stt, "tts": self.tts, "vad": self.vad}
-
-
-def _plain(key: ApiKey) -> str | None:
-    text = key.get_secret_value() if isinstance(key, SecretStr) else key
-    return text if text and text.strip() else None
-
-
-def _api_key(openai_api_key: ApiKey) -> str:
-    """The key handed to the OpenAI plugins, unwrapped only here: the caller's, else the one
-    Settings reads (environment or .env; read afresh, so a key exported later counts)."""
-    key = _plain(openai_api_key) or _plain(Settings().openai_key())
-    if key is None:
-        raise ValueError(
-            "OPENAI_API_KEY is not set: the personas' OpenAI models need it. "
-            "Set it, or run offline with agents.offline.offline_models()."
-        )
-    return key
+__all__ = [
+    "SessionModels",
+    "build_models",
+    "build_text_models",
+    "room_models",
+    "room_models_choice",
+]
 
 
 def build_models(
     persona: Persona,
+    settings: Settings,
     *,
     vad: VAD | None = None,
-    openai_api_key: ApiKey = None,
     hears_humans: bool = True,
 ) -> SessionModels:
-    """Voice models for `persona`: one realtime model, or a pipeline.
+    """Voice models for `persona` on its OpenAI-compatible server: one realtime model, or a
+    pipeline. ValueError naming the variable when its key is not set.
 
     A pipeline persona that `hears_humans` gets VAD + STT + LLM + TTS: `vad` is the process's
     prewarmed silero VAD (load it once in the worker's setup_fnc), needed because OpenAI's STT
@@ -75,7 +46,7 @@ def build_models(
     livekit starts no VAD stream and no STT task for its session, and no turn detector.
     A realtime persona is one model either way: its server-side VAD only runs on audio the
     session sends, and a persona without audio input sends none."""
-    key = _api_key(openai_api_key)
+    server = require_endpoint(persona, settings).plugin_kwargs()
     m = persona.model
     if m.mode == "realtime":
         # temperature is not passed: the Realtime plugin deprecates and ignores it.
@@ -84,18 +55,18 @@ def build_models(
         realtime = openai.realtime.RealtimeModel(
             model=m.realtime_model,
             voice=persona.voice,
-            api_key=key,
             turn_detection=ServerVad(
                 type="server_vad", create_response=False, interrupt_response=False
             ),
+            **server,
         )
         return SessionModels(llm=realtime)
     # One plugin instance per persona, never shared between sessions: livekit subscribes each
     # session to its models' `metrics_collected` events, so a shared LLM or TTS would report
     # every session's usage in every session (tests/test_models.py checks they stay apart).
     models = SessionModels(
-        llm=openai.LLM(model=m.llm, temperature=m.temperature, api_key=key),
-        tts=openai.TTS(model=m.tts, voice=persona.voice, api_key=key),
+        llm=openai.LLM(model=m.llm, temperature=m.temperature, **server),
+        tts=openai.TTS(model=m.tts, voice=persona.voice, **server),
     )
     if not hears_humans:
         return models
@@ -105,17 +76,16 @@ def build_models(
             "process's silero VAD (silero.VAD.load() in the worker's setup_fnc)"
         )
     models.vad = vad
-    models.stt = openai.STT(model=m.stt, api_key=key)
+    models.stt = openai.STT(model=m.stt, **server)
     return models
 
 
-def build_text_models(persona: Persona, *, openai_api_key: ApiKey) -> SessionModels:
+def build_text_models(persona: Persona, settings: Settings) -> SessionModels:
     """Text only (the simulation with a key): the persona's pipeline LLM, also for realtime
     personas, whose realtime model would need audio."""
     m = persona.model
-    return SessionModels(
-        llm=openai.LLM(model=m.llm, temperature=m.temperature, api_key=_api_key(openai_api_key))
-    )
+    server = require_endpoint(persona, settings).plugin_kwargs()
+    return SessionModels(llm=openai.LLM(model=m.llm, temperature=m.temperature, **server))
 
 
 def room_models(
@@ -125,24 +95,19 @@ def room_models(
     *,
     hears_humans: bool,
     vad: VAD | None,
-    openai_api_key: ApiKey,
+    settings: Settings,
 ) -> SessionModels:
-    """The one switch, per persona of a LiveKit room: with an OpenAI key, the catalog's OpenAI
-    models (STT and VAD only for the persona that hears humans); without one, the offline
-    model speaking the scenario's script with the offline voice (eSpeak NG), and for the
-    persona that hears humans, VAD + pocketsphinx."""
-    if _plain(openai_api_key) is None:
-        # agents.offline builds on this module's SessionModels: imported here, not above
-        from agents.offline import offline_models
-
+    """The one switch, per persona of a LiveKit room: with its key set, the catalog's models
+    on its OpenAI-compatible server (STT and VAD only for the persona that hears humans);
+    without, the offline model speaking the scenario's script with the offline voice (eSpeak
+    NG), and for the persona that hears humans, VAD + pocketsphinx."""
+    if endpoint_for(persona, settings) is None:
         return offline_models(
             persona, scenario, cast_names, voice=True, hears_humans=hears_humans, vad=vad
         )
-    return build_models(persona, vad=vad, openai_api_key=openai_api_key, hears_humans=hears_humans)
+    return build_models(persona, settings, vad=vad, hears_humans=hears_humans)
 
 
-def room_models_choice(openai_api_key: ApiKey) -> dict[str, str]:
-    """What `room_models` will choose, for the log: the models and the voice."""
-    if _plain(openai_api_key) is None:
-        return {"models": "offline", "voice": "espeak-ng + pocketsphinx"}
-    return {"models": "openai", "voice": "catalog voices"}
+def room_models_choice(personas: Iterable[Persona], settings: Settings) -> dict[str, Any]:
+    """What `room_models` will choose for `personas`, for the log: models, voice, hosts."""
+    return models_choice(personas, settings)

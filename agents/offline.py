@@ -22,8 +22,8 @@ from livekit.agents.types import NotGivenOr
 from livekit.agents.vad import VAD
 
 from agents.espeak_tts import EspeakTTS, espeak_voice_for, synthesize_pcm
-from agents.models import SessionModels
 from agents.scripted_llm import Reply, ScriptedLLM
+from agents.session_models import SessionModels
 from agents.sphinx_stt import SphinxSTT, shared_recognizer
 from config.catalog import Persona
 from config.scenario import Scenario, ScriptLine

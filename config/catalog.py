@@ -7,10 +7,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from config import jsonio, models, roles
 from config.errors import CatalogError, Problem, problems_from_validation
+from config.settings import check_base_url
 
 MAX_CATALOG_BYTES = 4 * 1024 * 1024
 
@@ -38,6 +39,19 @@ class ModelSettings(_Strict):
     stt: str = "gpt-4o-mini-transcribe"
     tts: str = "gpt-4o-mini-tts"
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    # This persona's own OpenAI-compatible server (wins over OPENAI_BASE_URL); with it, the
+    # model names are that server's, not checked against OpenAI's list.
+    base_url: str | None = None
+    # The NAME of the environment variable holding this persona's key (default:
+    # OPENAI_API_KEY); the key itself never goes in the catalog.
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+    @field_validator("base_url")
+    @classmethod
+    def _an_http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_base_url(value)
+        return value
 
 
 class Persona(_Strict):
@@ -148,21 +162,29 @@ def cross_check(catalog: Catalog) -> list[Problem]:
     for i, p in enumerate(catalog.personas):
         at = f"$.personas[{i}]"
         checks = [_choice(p.role, roles.ROLES, f"{at}.role", "role")]
+        # another server's models have that server's names
+        openai_names = p.model.base_url is None
         if p.model.mode == "realtime":
             checks.append(_choice(p.voice, models.REALTIME_VOICES, f"{at}.voice", "realtime voice"))
-            checks.append(
-                _choice(
-                    p.model.realtime_model,
-                    models.REALTIME_MODELS,
-                    f"{at}.model.realtime_model",
-                    "realtime model",
+            if openai_names:
+                checks.append(
+                    _choice(
+                        p.model.realtime_model,
+                        models.REALTIME_MODELS,
+                        f"{at}.model.realtime_model",
+                        "realtime model",
+                    )
                 )
-            )
         else:
             checks.append(_choice(p.voice, models.TTS_VOICES, f"{at}.voice", "TTS voice"))
-            checks.append(_choice(p.model.llm, models.LLM_MODELS, f"{at}.model.llm", "LLM"))
-            checks.append(_choice(p.model.stt, models.STT_MODELS, f"{at}.model.stt", "STT model"))
-            checks.append(_choice(p.model.tts, models.TTS_MODELS, f"{at}.model.tts", "TTS model"))
+            if openai_names:
+                checks.append(_choice(p.model.llm, models.LLM_MODELS, f"{at}.model.llm", "LLM"))
+                checks.append(
+                    _choice(p.model.stt, models.STT_MODELS, f"{at}.model.stt", "STT model")
+                )
+                checks.append(
+                    _choice(p.model.tts, models.TTS_MODELS, f"{at}.model.tts", "TTS model")
+                )
         role_tools = roles.ROLE_TOOLS.get(p.role, ())
         for j, tool in enumerate(p.tools):
             if p.role in roles.ROLES and tool not in role_tools:

@@ -126,7 +126,7 @@ async def _run_plan(
             raise
         log.info("job_stopped_while_joining")
         return None
-    log.info("room_models", **room_models_choice(settings.openai_key()))
+    log.info("room_models", **room_models_choice(plan.personas.values(), settings))
     result = await run_room(
         room=room,
         scenario=plan.scenario,
@@ -159,7 +159,7 @@ def _models_for(ctx: JobContext, settings: Settings, plan: JobPlan) -> ModelsFor
             names,
             hears_humans=p.role == lead,
             vad=vad,
-            openai_api_key=settings.openai_key(),  # unwrapped inside build_models
+            settings=settings,  # the key is unwrapped only at the plugin
         )
 
     return models_for

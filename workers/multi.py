@@ -95,7 +95,7 @@ def build_server(
             agent_name=settings.agent_name,
             load_threshold=settings.load_threshold,
             personas=len(catalog.personas),
-            **room_models_choice(settings.openai_key()),
+            **room_models_choice(catalog.personas, settings),
         )
 
     server.on("worker_started", on_started)
