@@ -66,7 +66,8 @@ def build_models(
     # every session's usage in every session (tests/test_models.py checks they stay apart).
     models = SessionModels(
         llm=openai.LLM(model=m.llm, temperature=m.temperature, **server),
-        tts=openai.TTS(model=m.tts, voice=persona.voice, **server),
+        # pcm: no decoding in the job process, and the fastest first audio OpenAI offers
+        tts=openai.TTS(model=m.tts, voice=persona.voice, response_format="pcm", **server),
     )
     if not hears_humans:
         return models

@@ -72,9 +72,14 @@ class OfflineLLM(ScriptedLLM[Reply]):
         tools: list[llm.Tool],
         tool_choice: NotGivenOr[llm.ToolChoice],
     ) -> Reply:
+        return self.next_reply(chat_ctx, {t.id for t in tools})
+
+    def next_reply(self, chat_ctx: llm.ChatContext, offered: set[str]) -> Reply:
+        """The next generation for this context and these offered tool names (also what the
+        tests' OpenAI-compatible server answers with, from the request it was sent)."""
         self._generations += 1
         rid = f"offline-{self._slug}-{self._generations}"
-        text, tool_call = self._respond(chat_ctx, {t.id for t in tools})
+        text, tool_call = self._respond(chat_ctx, offered)
         return Reply(
             rid,
             text=text,
