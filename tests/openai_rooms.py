@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from livekit import rtc
 from livekit.agents import AgentSession
+from livekit.agents.llm import RealtimeModel
 from livekit.agents.voice import io
 from livekit.plugins import silero
 
@@ -20,9 +21,12 @@ from config.catalog import Catalog, Persona, parse_catalog
 from config.scenario import Scenario
 from config.settings import Settings
 from tests.openai_server import OpenAIServer, scripted_brains
+from tests.test_session_hears_audio import HumanAudio
 from workers.room import RoomResult, run_room, seats_for
+from workers.transcript import Listener
 from workers.selector import Selector
 from workers.stage import Stage, StageCast, StageEvents
+from workers.stage.livekit import LiveHumans
 from workers.stage.local import LocalStage
 from workers.transcript import read_transcript
 
@@ -74,6 +78,41 @@ class SpeakingStage(LocalStage):
         return sessions
 
 
+class HearingStage(SpeakingStage):
+    """SpeakingStage whose listening persona hears `frames` (a human's audio), wired as the
+    LiveKit stage wires it (workers.stage.livekit.LiveKitStage._listen): a pipeline agent's
+    end of turn, or a realtime model's final transcript, goes to the humans the floor reads."""
+
+    humans: LiveHumans
+
+    def __init__(self, frames: list[rtc.AudioFrame]) -> None:
+        super().__init__()
+        self.humans = LiveHumans()
+        self.humans.joined("caller")
+        self._frames = frames
+        self.events: StageEvents | None = None
+
+    async def _open(self, cast: StageCast, events: StageEvents) -> dict[str, AgentSession]:
+        self.events = events
+        sessions = await super()._open(cast, events)
+        listener = sessions[cast.listener]
+        cast.agents[cast.listener].on_human_turn = lambda text: self.humans.said("caller", text)
+        if isinstance(listener.llm, RealtimeModel):
+
+            def transcribed(ev: Any) -> None:
+                if ev.is_final and ev.transcript.strip():
+                    self.humans.said("caller", ev.transcript.strip(), heard_by=cast.listener)
+
+            listener.on("user_input_transcribed", transcribed)
+        listener.input.audio = HumanAudio(self._frames)
+        return sessions
+
+    def hang_up(self) -> None:
+        self.humans.gone("caller")
+        assert self.events is not None
+        self.events.humans_left()
+
+
 def served_catalog(
     catalog_data: dict[str, Any],
     server: OpenAIServer,
@@ -107,6 +146,7 @@ async def run_served_room(
     transcripts: Path,
     stage: Stage | None = None,
     models_for: Any = None,
+    listeners: Sequence[Listener] = (),
 ) -> tuple[RoomResult, Any, list[dict[str, Any]]]:
     """Cast and run the room as a job does (room_models per persona), leases released."""
     stage = stage or SpeakingStage(scenario.human_lines)
@@ -129,6 +169,7 @@ async def run_served_room(
             stage=stage,
             models_for=models_for or models,
             transcripts_dir=transcripts,
+            listeners=listeners,
         )
     finally:
         cast.release()

@@ -15,8 +15,15 @@ import pytest
 from agents.offline import offline_models
 from config.scenario import load_scenario
 from config.settings import Settings
-from tests.openai_rooms import KEY_ENV, brains_for, run_served_room, served_catalog
+from tests.openai_rooms import (
+    KEY_ENV,
+    HearingStage,
+    brains_for,
+    run_served_room,
+    served_catalog,
+)
 from tests.openai_server import OpenAIServer
+from tests.test_session_hears_audio import spoken
 from workers.stage.local import LocalStage
 
 pytestmark = pytest.mark.integration
@@ -137,3 +144,47 @@ async def test_the_tenant_tier_gates_the_served_models_tools_as_the_offline_mode
     assert ("sam", "You are qualified.") in lines
     assert _tools(events) == _tools(offline_events) == [("sam", "qualify_lead")]
     assert stage.audio["sam"].seconds > 1.0 and stage.audio["alex"].seconds > 1.0
+
+
+@pytest.mark.parametrize("mode", ["pipeline", "realtime"])
+async def test_a_served_lead_hears_a_spoken_line_and_exactly_one_persona_answers(
+    mode, catalog, catalog_data, scenarios_dir, tmp_path
+) -> None:
+    """The caller speaks; the lead's plugin sends the audio to the server (a pipeline STT to
+    /audio/transcriptions, a realtime model into its input buffer, cut by the server VAD),
+    which hears it with pocketsphinx; the floor gets that line once and one persona answers."""
+    scenario = load_scenario("inbound_support", scenarios_dir=scenarios_dir)
+    said = scenario.human_lines[0]
+    server = OpenAIServer(
+        brains_for(catalog, scenario, "alex", "sam"), human_lines=scenario.human_lines
+    )
+    await server.start()
+    stage = HearingStage(spoken(said))
+    utterances: list[dict[str, Any]] = []
+
+    def listen(event: dict[str, Any]) -> None:
+        if event["event"] == "utterance":
+            utterances.append(event)
+            if len(utterances) == 2:  # the greeting, then the answer to the human
+                stage.hang_up()
+
+    try:
+        served = served_catalog(
+            catalog_data, server, {"alex": mode, "sam": mode}, ("jordan", "priya")
+        )
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(KEY_ENV, server.key)
+            async with asyncio.timeout(TIMEOUT_S):
+                result, _, events = await run_served_room(
+                    served, scenario, Settings(_env_file=None), tmp_path, stage, listeners=[listen]
+                )
+    finally:
+        await server.stop()
+    assert server.heard == [said]  # the server heard the line, once
+    humans = [e for e in events if e["event"] == "human"]
+    assert [h["text"] for h in humans] == [said]
+    after = events[events.index(humans[0]) + 1 :]
+    answers = [e for e in after if e["event"] == "utterance"]
+    assert len(answers) == 1 and answers[0]["persona"] == "alex"
+    assert answers[0]["text"] == server.said["alex"][1]
+    assert result.reason == "humans_left"
