@@ -23,12 +23,11 @@ from config.settings import Settings
 from tests.openai_server import OpenAIServer, scripted_brains
 from tests.test_session_hears_audio import HumanAudio
 from workers.room import RoomResult, run_room, seats_for
-from workers.transcript import Listener
 from workers.selector import Selector
 from workers.stage import Stage, StageCast, StageEvents
 from workers.stage.livekit import LiveHumans
 from workers.stage.local import LocalStage
-from workers.transcript import read_transcript
+from workers.transcript import Listener, read_transcript
 
 KEY_ENV = "LOCAL_OPENAI_KEY"
 
