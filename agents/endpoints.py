@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-from config.catalog import Persona
+from config.catalog import Persona, PipelineModels
 from config.settings import Settings
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
@@ -49,13 +49,19 @@ def key_env_of(persona: Persona) -> str:
     return persona.model.api_key_env or DEFAULT_KEY_ENV
 
 
-def endpoint_for(persona: Persona, settings: Settings) -> Endpoint | None:
-    """`persona`'s server and key, or None when its key is not set (the offline model)."""
-    name = key_env_of(persona)
+def endpoint_of(models: PipelineModels, settings: Settings) -> Endpoint | None:
+    """The server and key of these model settings (a persona's, or its fallback's), or None
+    when the key is not set."""
+    name = models.api_key_env or DEFAULT_KEY_ENV
     key = settings.secret_named(name)
     if key is None:
         return None
-    return Endpoint(key, name, persona.model.base_url or settings.openai_base_url)
+    return Endpoint(key, name, models.base_url or settings.openai_base_url)
+
+
+def endpoint_for(persona: Persona, settings: Settings) -> Endpoint | None:
+    """`persona`'s server and key, or None when its key is not set (the offline model)."""
+    return endpoint_of(persona.model, settings)
 
 
 def require_endpoint(persona: Persona, settings: Settings) -> Endpoint:

@@ -10,14 +10,21 @@ from collections.abc import Iterable
 from typing import Any
 
 # plugins register themselves on import, which livekit allows only on the main thread
+from livekit.agents.llm import LLM, FallbackAdapter
+from livekit.agents.stt import STT
+from livekit.agents.stt import FallbackAdapter as stt_fallback
+from livekit.agents.tts import TTS
+from livekit.agents.tts import FallbackAdapter as tts_fallback
 from livekit.agents.vad import VAD
 from livekit.plugins import openai
 from openai.types.realtime.realtime_audio_input_turn_detection import ServerVad
 
-from agents.endpoints import endpoint_for, models_choice, require_endpoint
+from agents.endpoints import Endpoint, endpoint_for, endpoint_of, models_choice, require_endpoint
+from agents.espeak_tts import EspeakTTS
+from agents.fallback import ApologyLLM, conn_options, report_rejected_key, watch_key
 from agents.offline import offline_models
 from agents.session_models import SessionModels
-from config.catalog import Persona
+from config.catalog import Persona, PipelineModels
 from config.settings import Settings
 
 __all__ = [
@@ -35,6 +42,7 @@ def build_models(
     *,
     vad: VAD | None = None,
     hears_humans: bool = True,
+    required: bool = True,
 ) -> SessionModels:
     """Voice models for `persona` on its OpenAI-compatible server: one realtime model, or a
     pipeline. ValueError naming the variable when its key is not set.
@@ -45,29 +53,49 @@ def build_models(
     floor's text relay, and has no audio input) gets LLM + TTS only: with no VAD and no STT,
     livekit starts no VAD stream and no STT task for its session, and no turn detector.
     A realtime persona is one model either way: its server-side VAD only runs on audio the
-    session sends, and a persona without audio input sends none."""
-    server = require_endpoint(persona, settings).plugin_kwargs()
+    session sends, and a persona without audio input sends none.
+
+    A pipeline's LLM, TTS and STT fall back as agents/fallback.py says (`required`: whether
+    the scenario needs this persona, so whether its apology ends the conversation)."""
+    endpoint = require_endpoint(persona, settings)
     m = persona.model
+    options = conn_options(settings)
     if m.mode == "realtime":
         # temperature is not passed: the Realtime plugin deprecates and ignores it.
         # The server detects the human's turns but never answers on its own: the floor
         # decides which persona answers (and asks it with generate_reply).
-        realtime = openai.realtime.RealtimeModel(
+        realtime = WatchedRealtimeModel(
+            endpoint,
+            persona.id,
             model=m.realtime_model,
             voice=persona.voice,
             turn_detection=ServerVad(
                 type="server_vad", create_response=False, interrupt_response=False
             ),
-            **server,
+            conn_options=options,
+            **endpoint.plugin_kwargs(),
         )
         return SessionModels(llm=realtime)
     # One plugin instance per persona, never shared between sessions: livekit subscribes each
     # session to its models' `metrics_collected` events, so a shared LLM or TTS would report
     # every session's usage in every session (tests/test_models.py checks they stay apart).
+    tiers: list[tuple[PipelineModels, Endpoint]] = [(m, endpoint)]
+    if m.fallback is not None:
+        fallback_endpoint = endpoint_of(m.fallback, settings)
+        if fallback_endpoint is not None:
+            tiers.append((m.fallback, fallback_endpoint))
+    llms: list[LLM] = [_llm(t, e, persona.id) for t, e in tiers]
+    llms.append(ApologyLLM(persona.id, required=required))
+    ttss: list[TTS] = [_tts(t, e, persona.id, persona.voice) for t, e in tiers]
+    ttss.append(EspeakTTS(voice=persona.voice, key=persona.id))  # the offline voice, last
     models = SessionModels(
-        llm=openai.LLM(model=m.llm, temperature=m.temperature, **server),
-        # pcm: no decoding in the job process, and the fastest first audio OpenAI offers
-        tts=openai.TTS(model=m.tts, voice=persona.voice, response_format="pcm", **server),
+        llm=FallbackAdapter(
+            llms,
+            attempt_timeout=options.timeout,
+            max_retry_per_llm=options.max_retry,
+            retry_interval=options.retry_interval,
+        ),
+        tts=tts_fallback(ttss, max_retry_per_tts=options.max_retry),
     )
     if not hears_humans:
         return models
@@ -77,16 +105,58 @@ def build_models(
             "process's silero VAD (silero.VAD.load() in the worker's setup_fnc)"
         )
     models.vad = vad
-    models.stt = openai.STT(model=m.stt, **server)
+    stts: list[STT] = [_stt(t, e, persona.id) for t, e in tiers]
+    models.stt = (
+        stts[0]
+        if len(stts) == 1
+        else stt_fallback(
+            stts,
+            vad=vad,
+            attempt_timeout=options.timeout,
+            max_retry_per_stt=options.max_retry,
+            retry_interval=options.retry_interval,
+        )
+    )
     return models
+
+
+def _llm(m: PipelineModels, endpoint: Endpoint, persona: str) -> LLM:
+    plugin = openai.LLM(model=m.llm, temperature=m.temperature, **endpoint.plugin_kwargs())
+    watch_key(plugin, endpoint, persona)
+    return plugin
+
+
+def _tts(m: PipelineModels, endpoint: Endpoint, persona: str, voice: str) -> TTS:
+    # pcm: no decoding in the job process, and the fastest first audio OpenAI offers
+    plugin = openai.TTS(model=m.tts, voice=voice, response_format="pcm", **endpoint.plugin_kwargs())
+    watch_key(plugin, endpoint, persona)
+    return plugin
+
+
+def _stt(m: PipelineModels, endpoint: Endpoint, persona: str) -> STT:
+    plugin = openai.STT(model=m.stt, **endpoint.plugin_kwargs())
+    watch_key(plugin, endpoint, persona)
+    return plugin
+
+
+class WatchedRealtimeModel(openai.realtime.RealtimeModel):
+    """The plugin's RealtimeModel, its sessions' errors checked for a rejected key."""
+
+    def __init__(self, endpoint: Endpoint, persona: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._endpoint, self._persona = endpoint, persona
+
+    def session(self, *, turn_detection_disabled: bool = False) -> Any:
+        session = super().session(turn_detection_disabled=turn_detection_disabled)
+        session.on("error", lambda ev: report_rejected_key(self._endpoint, self._persona, ev))
+        return session
 
 
 def build_text_models(persona: Persona, settings: Settings) -> SessionModels:
     """Text only (the simulation with a key): the persona's pipeline LLM, also for realtime
     personas, whose realtime model would need audio."""
-    m = persona.model
-    server = require_endpoint(persona, settings).plugin_kwargs()
-    return SessionModels(llm=openai.LLM(model=m.llm, temperature=m.temperature, **server))
+    endpoint = require_endpoint(persona, settings)
+    return SessionModels(llm=_llm(persona.model, endpoint, persona.id))
 
 
 def room_models(
@@ -106,7 +176,9 @@ def room_models(
         return offline_models(
             persona, scenario, cast_names, voice=True, hears_humans=hears_humans, vad=vad
         )
-    return build_models(persona, settings, vad=vad, hears_humans=hears_humans)
+    # whether the room can go on without this persona, should its models all fail
+    required = next((s.required for s in scenario.cast if s.role == persona.role), True)
+    return build_models(persona, settings, vad=vad, hears_humans=hears_humans, required=required)
 
 
 def room_models_choice(personas: Iterable[Persona], settings: Settings) -> dict[str, Any]:

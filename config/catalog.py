@@ -29,12 +29,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ModelSettings(_Strict):
-    """How a persona thinks and speaks. `realtime`: one speech-to-speech model (the plugin
-    ignores `temperature` there). `pipeline`: VAD + STT + LLM (uses `temperature`) + TTS."""
+class PipelineModels(_Strict):
+    """The models of a pipeline (VAD + STT + LLM + TTS) and the server they are on."""
 
-    mode: Literal["realtime", "pipeline"] = "pipeline"
-    realtime_model: str = "gpt-realtime"
     llm: str = "gpt-4.1-mini"
     stt: str = "gpt-4o-mini-transcribe"
     tts: str = "gpt-4o-mini-tts"
@@ -52,6 +49,17 @@ class ModelSettings(_Strict):
         if value is not None:
             check_base_url(value)
         return value
+
+
+class ModelSettings(PipelineModels):
+    """How a persona thinks and speaks. `realtime`: one speech-to-speech model (the plugin
+    ignores `temperature` there). `pipeline`: VAD + STT + LLM (uses `temperature`) + TTS.
+    `fallback` (pipeline only): the models its LLM, STT and TTS fall back to when their own
+    fail, through livekit's FallbackAdapter."""
+
+    mode: Literal["realtime", "pipeline"] = "pipeline"
+    realtime_model: str = "gpt-realtime"
+    fallback: PipelineModels | None = None
 
 
 class Persona(_Strict):
@@ -146,6 +154,17 @@ def _choice(
     return Problem(path, f"unknown {what} {value!r}", f"valid: {', '.join(sorted(valid))}")
 
 
+def _pipeline_checks(m: PipelineModels, at: str) -> list[Problem | None]:
+    """Known OpenAI model names, unless the models are on another server (its own names)."""
+    if m.base_url is not None:
+        return []
+    return [
+        _choice(m.llm, models.LLM_MODELS, f"{at}.llm", "LLM"),
+        _choice(m.stt, models.STT_MODELS, f"{at}.stt", "STT model"),
+        _choice(m.tts, models.TTS_MODELS, f"{at}.tts", "TTS model"),
+    ]
+
+
 def cross_check(catalog: Catalog) -> list[Problem]:
     """Every reference resolves, ids are unique, roles/tools/voices/models are known."""
     problems: list[Problem] = []
@@ -162,10 +181,18 @@ def cross_check(catalog: Catalog) -> list[Problem]:
     for i, p in enumerate(catalog.personas):
         at = f"$.personas[{i}]"
         checks = [_choice(p.role, roles.ROLES, f"{at}.role", "role")]
-        # another server's models have that server's names
-        openai_names = p.model.base_url is None
+        openai_names = p.model.base_url is None  # another server's models: its own names
         if p.model.mode == "realtime":
             checks.append(_choice(p.voice, models.REALTIME_VOICES, f"{at}.voice", "realtime voice"))
+            if p.model.fallback is not None:
+                checks.append(
+                    Problem(
+                        f"{at}.model.fallback",
+                        "a realtime persona cannot have a fallback (livekit's FallbackAdapter "
+                        "has no realtime form)",
+                        'remove it, or make the persona "mode": "pipeline"',
+                    )
+                )
             if openai_names:
                 checks.append(
                     _choice(
@@ -177,14 +204,9 @@ def cross_check(catalog: Catalog) -> list[Problem]:
                 )
         else:
             checks.append(_choice(p.voice, models.TTS_VOICES, f"{at}.voice", "TTS voice"))
-            if openai_names:
-                checks.append(_choice(p.model.llm, models.LLM_MODELS, f"{at}.model.llm", "LLM"))
-                checks.append(
-                    _choice(p.model.stt, models.STT_MODELS, f"{at}.model.stt", "STT model")
-                )
-                checks.append(
-                    _choice(p.model.tts, models.TTS_MODELS, f"{at}.model.tts", "TTS model")
-                )
+            checks.extend(_pipeline_checks(p.model, f"{at}.model"))
+            if p.model.fallback is not None:
+                checks.extend(_pipeline_checks(p.model.fallback, f"{at}.model.fallback"))
         role_tools = roles.ROLE_TOOLS.get(p.role, ())
         for j, tool in enumerate(p.tools):
             if p.role in roles.ROLES and tool not in role_tools:

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     # Another OpenAI-compatible server for every persona (a gateway, vLLM, Ollama, ...);
     # unset: api.openai.com. A persona's own `model.base_url` in the catalog wins over it.
     openai_base_url: str | None = None
+    # Each model request (LLM, TTS, STT; a realtime connection): its time limit, and how often
+    # it is retried (that far apart) before the persona falls back. livekit's defaults.
+    model_timeout_s: float = Field(default=10.0, gt=0.0, le=120.0)
+    model_max_retry: int = Field(default=3, ge=0, le=10)
+    model_retry_interval_s: float = Field(default=2.0, ge=0.0, le=60.0)
 
     agent_name: str = "multi-persona"
     catalog_path: Path = PROJECT_ROOT / "config" / "catalog.json"

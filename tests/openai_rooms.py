@@ -117,9 +117,11 @@ def served_catalog(
     server: OpenAIServer,
     modes: Mapping[str, str],
     inactive: tuple[str, ...] = (),
+    fallbacks: Mapping[str, str] = {},
 ) -> Catalog:
     """The shipped catalog with the personas of `modes` (id -> "pipeline"/"realtime") on the
-    server, each with its own base URL and the key in KEY_ENV; `inactive` never cast."""
+    server, each with its own base URL and the key in KEY_ENV; `inactive` never cast;
+    `fallbacks`: persona id -> the server persona its fallback model is."""
     data = copy.deepcopy(catalog_data)
     for p in data["personas"]:
         if p["id"] in inactive:
@@ -130,6 +132,11 @@ def served_catalog(
                 "base_url": server.base_url(p["id"]),
                 "api_key_env": KEY_ENV,
             }
+            if p["id"] in fallbacks:
+                p["model"]["fallback"] = {
+                    "base_url": server.base_url(fallbacks[p["id"]]),
+                    "api_key_env": KEY_ENV,
+                }
     return parse_catalog(json.dumps(data), "served-catalog")
 
 
@@ -146,10 +153,11 @@ async def run_served_room(
     stage: Stage | None = None,
     models_for: Any = None,
     listeners: Sequence[Listener] = (),
+    selector: Selector | None = None,
 ) -> tuple[RoomResult, Any, list[dict[str, Any]]]:
     """Cast and run the room as a job does (room_models per persona), leases released."""
     stage = stage or SpeakingStage(scenario.human_lines)
-    cast = Selector(catalog).cast(scenario)
+    cast = (selector or Selector(catalog)).cast(scenario)
     names = {m.slot.role: m.persona.name for m in cast.members}
     lead = scenario.lead_slot.role
     vad = silero.VAD.load()

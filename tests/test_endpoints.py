@@ -10,9 +10,10 @@ import pytest
 from livekit.plugins import openai
 
 from agents.endpoints import endpoint_for
+from agents.fallback import chain
 from agents.models import build_models, build_text_models, room_models, room_models_choice
 from agents.offline import OfflineLLM
-from config.catalog import CatalogError, Persona, parse_catalog
+from config.catalog import CatalogError, Persona, PipelineModels, parse_catalog
 from config.settings import Settings, describe_settings_error
 from tests.fakes import cast_of, scenario_for
 
@@ -29,7 +30,7 @@ def _urls(models) -> dict[str, str]:
     """The base URL each plugin object of `models` will call."""
     out: dict[str, str] = {}
     for kind in ("llm", "tts", "stt"):
-        obj = getattr(models, kind)
+        obj = chain(getattr(models, kind))[0]
         if obj is None:
             continue
         if isinstance(obj, openai.realtime.RealtimeModel):
@@ -42,7 +43,7 @@ def _urls(models) -> dict[str, str]:
 def _keys(models) -> set[str | None]:
     keys = set()
     for kind in ("llm", "tts", "stt"):
-        obj = getattr(models, kind)
+        obj = chain(getattr(models, kind))[0]
         if isinstance(obj, openai.realtime.RealtimeModel):
             keys.add(obj._opts.api_key)
         elif obj is not None:
@@ -157,3 +158,52 @@ def test_a_persona_on_its_own_server_may_name_that_server_models(catalog_data) -
     dana["model"].update(base_url=LOCAL, api_key_env="OLLAMA_KEY")
     parsed = parse_catalog(json.dumps(data)).persona("dana")
     assert (parsed.model.llm, parsed.model.base_url) == ("llama3.2:3b", LOCAL)
+
+
+def test_model_connection_options_default_to_livekits() -> None:
+    from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
+
+    from agents.fallback import conn_options
+
+    assert conn_options(Settings(_env_file=None)) == DEFAULT_API_CONNECT_OPTIONS
+
+
+def test_a_fallback_is_checked_and_refused_on_a_realtime_persona(catalog_data) -> None:
+    data = copy.deepcopy(catalog_data)
+    by_id = {p["id"]: p for p in data["personas"]}
+    by_id["tim"]["model"]["fallback"] = {"llm": "gpt-4.1-mini"}  # tim is realtime
+    by_id["dana"]["model"]["fallback"] = {"llm": "llama3.2:3b"}  # not an OpenAI model
+    with pytest.raises(CatalogError) as info:
+        parse_catalog(json.dumps(data), "cat.json")
+    text = str(info.value)
+    assert "model.fallback: a realtime persona cannot have a fallback" in text
+    assert "model.fallback.llm: unknown LLM 'llama3.2:3b'" in text
+    by_id["tim"]["model"].pop("fallback")
+    by_id["dana"]["model"]["fallback"].update(base_url=LOCAL, api_key_env="OLLAMA_KEY")
+    dana = parse_catalog(json.dumps(data)).persona("dana")
+    assert dana.model.fallback is not None and dana.model.fallback.llm == "llama3.2:3b"
+
+
+def test_a_pipeline_falls_back_to_its_catalog_fallback_then_the_offline_voice(
+    catalog, monkeypatch
+) -> None:
+    from agents.espeak_tts import EspeakTTS
+    from agents.fallback import ApologyLLM, chain
+
+    monkeypatch.setenv("LOCAL_LLM_KEY", LOCAL_KEY)
+    assert catalog.persona("dana").model.fallback is None
+    dana = _with_model(
+        catalog.persona("dana"),
+        fallback=PipelineModels(llm="llama3.2:3b", base_url=LOCAL, api_key_env="LOCAL_LLM_KEY"),
+    )
+    settings = Settings(_env_file=None, openai_api_key=KEY)
+    models = build_models(dana, settings, vad=object())  # type: ignore[arg-type]
+    own, second, apology = chain(models.llm)
+    assert (own.model, second.model) == ("gpt-4.1-mini", "llama3.2:3b")
+    assert str(second._client.base_url) == f"{LOCAL}/" and second._client.api_key == LOCAL_KEY
+    assert isinstance(apology, ApologyLLM)
+    assert isinstance(chain(models.tts)[-1], EspeakTTS) and len(chain(models.tts)) == 3
+    assert len(chain(models.stt)) == 2
+    # a fallback whose key is not set is left out, not an error
+    monkeypatch.delenv("LOCAL_LLM_KEY")
+    assert len(chain(build_models(dana, settings, vad=object()).llm)) == 2  # type: ignore[arg-type]

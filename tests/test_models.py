@@ -20,6 +20,8 @@ from agents import (
     build_text_models,
     offline_models,
 )
+from agents.espeak_tts import EspeakTTS
+from agents.fallback import ApologyLLM, chain
 from config.scenario import ScriptLine
 from config.settings import Settings
 from tests.fakes import cast_of, offline_session, scenario_for
@@ -70,11 +72,17 @@ def test_pipeline_persona_gets_vad_stt_llm_tts(catalog, vad, no_network) -> None
     assert models.vad is vad  # the process's prewarmed VAD, not a new one
     assert isinstance(models.stt, openai.STT)
     assert models.stt.model == "gpt-4o-mini-transcribe"
-    assert isinstance(models.llm, openai.LLM)
-    assert models.llm.model == "gpt-4.1-mini"
-    assert models.llm._opts.temperature == 0.6
-    assert isinstance(models.tts, openai.TTS)
-    assert (models.tts.model, models.tts._opts.voice) == ("gpt-4o-mini-tts", "coral")
+    llm, apology = chain(models.llm)  # its own model, then the apology (no fallback here)
+    assert isinstance(llm, openai.LLM) and isinstance(apology, ApologyLLM)
+    assert llm.model == "gpt-4.1-mini"
+    assert llm._opts.temperature == 0.6
+    tts, offline_voice = chain(models.tts)
+    assert isinstance(tts, openai.TTS) and isinstance(offline_voice, EspeakTTS)
+    assert (tts.model, tts._opts.voice, tts._opts.response_format) == (
+        "gpt-4o-mini-tts",
+        "coral",
+        "pcm",
+    )
     assert models.offline is False
 
 
@@ -82,11 +90,12 @@ def test_every_catalog_persona_builds(catalog, vad, no_network) -> None:
     for persona in catalog.personas:
         models = build_models(persona, KEYED, vad=vad)
         expected = openai.realtime.RealtimeModel if persona.model.mode == "realtime" else openai.LLM
-        assert isinstance(models.llm, expected), persona.id
+        llm, tts = chain(models.llm)[0], chain(models.tts)[0]
+        assert isinstance(llm, expected), persona.id
         if persona.model.mode == "pipeline":
-            assert isinstance(models.llm, openai.LLM) and isinstance(models.tts, openai.TTS)
-            assert models.llm._opts.temperature == persona.model.temperature
-            assert models.tts._opts.voice == persona.voice
+            assert isinstance(llm, openai.LLM) and isinstance(tts, openai.TTS)
+            assert llm._opts.temperature == persona.model.temperature
+            assert tts._opts.voice == persona.voice
 
 
 def test_a_missing_key_or_vad_is_a_clear_error(catalog, monkeypatch, no_network) -> None:
@@ -282,8 +291,9 @@ async def test_only_the_pipeline_persona_that_hears_humans_gets_vad_and_stt(cata
     assert lead.vad is vad and isinstance(lead.stt, openai.STT)
     other = models("maria", hears=False)
     assert (other.vad, other.stt) == (None, None)
-    assert isinstance(other.llm, openai.LLM) and isinstance(other.tts, openai.TTS)
-    assert other.tts._opts.voice == "shimmer"
+    assert isinstance(chain(other.llm)[0], openai.LLM)
+    assert isinstance(chain(other.tts)[0], openai.TTS)
+    assert chain(other.tts)[0]._opts.voice == "shimmer"
     session = make_session(other)
     assert (session.vad, session.stt, session.turn_detection) == (None, None, None)
     assert make_session(lead).turn_detection == "vad"  # the listener: VAD end of speech

@@ -184,7 +184,7 @@ class RealtimeSession:
                 ev.get("event_id"),
             )
             return
-        fault = self.server.faults.next("realtime")
+        fault = self.server.faults.next("realtime", self.persona)
         params = ev.get("response") or {}
         self.response = asyncio.create_task(self._respond(params, fault))
 
@@ -219,6 +219,9 @@ class RealtimeSession:
             reply = brain.next_reply(_chat_context(self.items), {t for t in tools if t})
             for index, call in enumerate(reply.tool_calls):
                 output.append(await self._call(call, index))
+            if fault is not None and fault.kind == "close" and not reply.text:
+                await self.ws.close()  # mid-response, its calls sent but not its end
+                raise asyncio.CancelledError
             if reply.text:
                 output.append(await self._message(reply.text, len(output), fault))
             response["status"] = "completed"

@@ -99,7 +99,7 @@ class OpenAIServer:
         persona = request.match_info["persona"]
         if persona not in self.brains:
             return _error(404, f"no persona {persona!r} on this server", "model_not_found")
-        fault = self.faults.next(route)
+        fault = self.faults.next(route, persona)
         return persona if fault is None else await self.fault_response(request, fault)
 
     async def stream(
