@@ -1,72 +1,51 @@
-"""What a persona's AgentSession needs, built from its catalog model settings.
+"""What a persona's AgentSession needs, built from its catalog model settings and the
+process's Settings (which server, which key: agents/endpoints.py).
 
 Construction only: building these plugin objects opens no connection; using them does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any
 
 # plugins register themselves on import, which livekit allows only on the main thread
-from livekit.agents.llm import LLM, RealtimeModel
+from livekit.agents.llm import LLM, FallbackAdapter
 from livekit.agents.stt import STT
+from livekit.agents.stt import FallbackAdapter as stt_fallback
 from livekit.agents.tts import TTS
+from livekit.agents.tts import FallbackAdapter as tts_fallback
 from livekit.agents.vad import VAD
 from livekit.plugins import openai
 from openai.types.realtime.realtime_audio_input_turn_detection import ServerVad
-from pydantic import SecretStr
 
-from config.catalog import Persona
+from agents.endpoints import Endpoint, endpoint_for, endpoint_of, models_choice, require_endpoint
+from agents.espeak_tts import EspeakTTS
+from agents.fallback import ApologyLLM, conn_options, report_rejected_key, watch_key
+from agents.offline import offline_models
+from agents.session_models import SessionModels
+from config.catalog import Persona, PipelineModels
 from config.settings import Settings
 
-# A key as callers hold it: wrapped (from Settings) or plain; "" and None mean "not given".
-ApiKey = SecretStr | str | None
-
-
-@dataclass
-class SessionModels:
-    llm: LLM | RealtimeModel
-    stt: STT | None = None
-    tts: TTS | None = None
-    vad: VAD | None = None
-    offline: bool = False  # the scripted offline model (agents/offline.py), no provider
-
-    @property
-    def speaks(self) -> bool:
-        """Whether these models produce audio (a TTS, or a realtime model)."""
-        return self.tts is not None or isinstance(self.llm, RealtimeModel)
-
-    def session_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for AgentSession(...)."""
-        return {"llm": self.llm, "stt": self.stt, "tts": self.tts, "vad": self.vad}
-
-
-def _plain(key: ApiKey) -> str | None:
-    text = key.get_secret_value() if isinstance(key, SecretStr) else key
-    return text if text and text.strip() else None
-
-
-def _api_key(openai_api_key: ApiKey) -> str:
-    """The key handed to the OpenAI plugins, unwrapped only here: the caller's, else the one
-    Settings reads (environment or .env; read afresh, so a key exported later counts)."""
-    key = _plain(openai_api_key) or _plain(Settings().openai_key())
-    if key is None:
-        raise ValueError(
-            "OPENAI_API_KEY is not set: the personas' OpenAI models need it. "
-            "Set it, or run offline with agents.offline.offline_models()."
-        )
-    return key
+__all__ = [
+    "SessionModels",
+    "build_models",
+    "build_text_models",
+    "room_models",
+    "room_models_choice",
+]
 
 
 def build_models(
     persona: Persona,
+    settings: Settings,
     *,
     vad: VAD | None = None,
-    openai_api_key: ApiKey = None,
     hears_humans: bool = True,
+    required: bool = True,
 ) -> SessionModels:
-    """Voice models for `persona`: one realtime model, or a pipeline.
+    """Voice models for `persona` on its OpenAI-compatible server: one realtime model, or a
+    pipeline. ValueError naming the variable when its key is not set.
 
     A pipeline persona that `hears_humans` gets VAD + STT + LLM + TTS: `vad` is the process's
     prewarmed silero VAD (load it once in the worker's setup_fnc), needed because OpenAI's STT
@@ -74,28 +53,49 @@ def build_models(
     floor's text relay, and has no audio input) gets LLM + TTS only: with no VAD and no STT,
     livekit starts no VAD stream and no STT task for its session, and no turn detector.
     A realtime persona is one model either way: its server-side VAD only runs on audio the
-    session sends, and a persona without audio input sends none."""
-    key = _api_key(openai_api_key)
+    session sends, and a persona without audio input sends none.
+
+    A pipeline's LLM, TTS and STT fall back as agents/fallback.py says (`required`: whether
+    the scenario needs this persona, so whether its apology ends the conversation)."""
+    endpoint = require_endpoint(persona, settings)
     m = persona.model
+    options = conn_options(settings)
     if m.mode == "realtime":
         # temperature is not passed: the Realtime plugin deprecates and ignores it.
         # The server detects the human's turns but never answers on its own: the floor
         # decides which persona answers (and asks it with generate_reply).
-        realtime = openai.realtime.RealtimeModel(
+        realtime = WatchedRealtimeModel(
+            endpoint,
+            persona.id,
             model=m.realtime_model,
             voice=persona.voice,
-            api_key=key,
             turn_detection=ServerVad(
                 type="server_vad", create_response=False, interrupt_response=False
             ),
+            conn_options=options,
+            **endpoint.plugin_kwargs(),
         )
         return SessionModels(llm=realtime)
     # One plugin instance per persona, never shared between sessions: livekit subscribes each
     # session to its models' `metrics_collected` events, so a shared LLM or TTS would report
     # every session's usage in every session (tests/test_models.py checks they stay apart).
+    tiers: list[tuple[PipelineModels, Endpoint]] = [(m, endpoint)]
+    if m.fallback is not None:
+        fallback_endpoint = endpoint_of(m.fallback, settings)
+        if fallback_endpoint is not None:
+            tiers.append((m.fallback, fallback_endpoint))
+    llms: list[LLM] = [_llm(t, e, persona.id) for t, e in tiers]
+    llms.append(ApologyLLM(persona.id, required=required))
+    ttss: list[TTS] = [_tts(t, e, persona.id, persona.voice) for t, e in tiers]
+    ttss.append(EspeakTTS(voice=persona.voice, key=persona.id))  # the offline voice, last
     models = SessionModels(
-        llm=openai.LLM(model=m.llm, temperature=m.temperature, api_key=key),
-        tts=openai.TTS(model=m.tts, voice=persona.voice, api_key=key),
+        llm=FallbackAdapter(
+            llms,
+            attempt_timeout=options.timeout,
+            max_retry_per_llm=options.max_retry,
+            retry_interval=options.retry_interval,
+        ),
+        tts=tts_fallback(ttss, max_retry_per_tts=options.max_retry),
     )
     if not hears_humans:
         return models
@@ -105,17 +105,58 @@ def build_models(
             "process's silero VAD (silero.VAD.load() in the worker's setup_fnc)"
         )
     models.vad = vad
-    models.stt = openai.STT(model=m.stt, api_key=key)
+    stts: list[STT] = [_stt(t, e, persona.id) for t, e in tiers]
+    models.stt = (
+        stts[0]
+        if len(stts) == 1
+        else stt_fallback(
+            stts,
+            vad=vad,
+            attempt_timeout=options.timeout,
+            max_retry_per_stt=options.max_retry,
+            retry_interval=options.retry_interval,
+        )
+    )
     return models
 
 
-def build_text_models(persona: Persona, *, openai_api_key: ApiKey) -> SessionModels:
+def _llm(m: PipelineModels, endpoint: Endpoint, persona: str) -> LLM:
+    plugin = openai.LLM(model=m.llm, temperature=m.temperature, **endpoint.plugin_kwargs())
+    watch_key(plugin, endpoint, persona)
+    return plugin
+
+
+def _tts(m: PipelineModels, endpoint: Endpoint, persona: str, voice: str) -> TTS:
+    # pcm: no decoding in the job process, and the fastest first audio OpenAI offers
+    plugin = openai.TTS(model=m.tts, voice=voice, response_format="pcm", **endpoint.plugin_kwargs())
+    watch_key(plugin, endpoint, persona)
+    return plugin
+
+
+def _stt(m: PipelineModels, endpoint: Endpoint, persona: str) -> STT:
+    plugin = openai.STT(model=m.stt, **endpoint.plugin_kwargs())
+    watch_key(plugin, endpoint, persona)
+    return plugin
+
+
+class WatchedRealtimeModel(openai.realtime.RealtimeModel):
+    """The plugin's RealtimeModel, its sessions' errors checked for a rejected key."""
+
+    def __init__(self, endpoint: Endpoint, persona: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._endpoint, self._persona = endpoint, persona
+
+    def session(self, *, turn_detection_disabled: bool = False) -> Any:
+        session = super().session(turn_detection_disabled=turn_detection_disabled)
+        session.on("error", lambda ev: report_rejected_key(self._endpoint, self._persona, ev))
+        return session
+
+
+def build_text_models(persona: Persona, settings: Settings) -> SessionModels:
     """Text only (the simulation with a key): the persona's pipeline LLM, also for realtime
     personas, whose realtime model would need audio."""
-    m = persona.model
-    return SessionModels(
-        llm=openai.LLM(model=m.llm, temperature=m.temperature, api_key=_api_key(openai_api_key))
-    )
+    endpoint = require_endpoint(persona, settings)
+    return SessionModels(llm=_llm(persona.model, endpoint, persona.id))
 
 
 def room_models(
@@ -125,24 +166,21 @@ def room_models(
     *,
     hears_humans: bool,
     vad: VAD | None,
-    openai_api_key: ApiKey,
+    settings: Settings,
 ) -> SessionModels:
-    """The one switch, per persona of a LiveKit room: with an OpenAI key, the catalog's OpenAI
-    models (STT and VAD only for the persona that hears humans); without one, the offline
-    model speaking the scenario's script with the offline voice (eSpeak NG), and for the
-    persona that hears humans, VAD + pocketsphinx."""
-    if _plain(openai_api_key) is None:
-        # agents.offline builds on this module's SessionModels: imported here, not above
-        from agents.offline import offline_models
-
+    """The one switch, per persona of a LiveKit room: with its key set, the catalog's models
+    on its OpenAI-compatible server (STT and VAD only for the persona that hears humans);
+    without, the offline model speaking the scenario's script with the offline voice (eSpeak
+    NG), and for the persona that hears humans, VAD + pocketsphinx."""
+    if endpoint_for(persona, settings) is None:
         return offline_models(
             persona, scenario, cast_names, voice=True, hears_humans=hears_humans, vad=vad
         )
-    return build_models(persona, vad=vad, openai_api_key=openai_api_key, hears_humans=hears_humans)
+    # whether the room can go on without this persona, should its models all fail
+    required = next((s.required for s in scenario.cast if s.role == persona.role), True)
+    return build_models(persona, settings, vad=vad, hears_humans=hears_humans, required=required)
 
 
-def room_models_choice(openai_api_key: ApiKey) -> dict[str, str]:
-    """What `room_models` will choose, for the log: the models and the voice."""
-    if _plain(openai_api_key) is None:
-        return {"models": "offline", "voice": "espeak-ng + pocketsphinx"}
-    return {"models": "openai", "voice": "catalog voices"}
+def room_models_choice(personas: Iterable[Persona], settings: Settings) -> dict[str, Any]:
+    """What `room_models` will choose for `personas`, for the log: models, voice, hosts."""
+    return models_choice(personas, settings)

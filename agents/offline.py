@@ -22,8 +22,8 @@ from livekit.agents.types import NotGivenOr
 from livekit.agents.vad import VAD
 
 from agents.espeak_tts import EspeakTTS, espeak_voice_for, synthesize_pcm
-from agents.models import SessionModels
 from agents.scripted_llm import Reply, ScriptedLLM
+from agents.session_models import SessionModels
 from agents.sphinx_stt import SphinxSTT, shared_recognizer
 from config.catalog import Persona
 from config.scenario import Scenario, ScriptLine
@@ -72,9 +72,14 @@ class OfflineLLM(ScriptedLLM[Reply]):
         tools: list[llm.Tool],
         tool_choice: NotGivenOr[llm.ToolChoice],
     ) -> Reply:
+        return self.next_reply(chat_ctx, {t.id for t in tools})
+
+    def next_reply(self, chat_ctx: llm.ChatContext, offered: set[str]) -> Reply:
+        """The next generation for this context and these offered tool names (also what the
+        tests' OpenAI-compatible server answers with, from the request it was sent)."""
         self._generations += 1
         rid = f"offline-{self._slug}-{self._generations}"
-        text, tool_call = self._respond(chat_ctx, {t.id for t in tools})
+        text, tool_call = self._respond(chat_ctx, offered)
         return Reply(
             rid,
             text=text,

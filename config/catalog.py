@@ -7,12 +7,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from config import jsonio, models, roles
 from config.errors import CatalogError, Problem, problems_from_validation
 from config.logging import get_logger
 from config.prices import Prices
+from config.settings import check_base_url
 
 log = get_logger(__name__)
 
@@ -32,16 +33,37 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ModelSettings(_Strict):
-    """How a persona thinks and speaks. `realtime`: one speech-to-speech model (the plugin
-    ignores `temperature` there). `pipeline`: VAD + STT + LLM (uses `temperature`) + TTS."""
+class PipelineModels(_Strict):
+    """The models of a pipeline (VAD + STT + LLM + TTS) and the server they are on."""
 
-    mode: Literal["realtime", "pipeline"] = "pipeline"
-    realtime_model: str = "gpt-realtime"
     llm: str = "gpt-4.1-mini"
     stt: str = "gpt-4o-mini-transcribe"
     tts: str = "gpt-4o-mini-tts"
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    # This persona's own OpenAI-compatible server (wins over OPENAI_BASE_URL); with it, the
+    # model names are that server's, not checked against OpenAI's list.
+    base_url: str | None = None
+    # The NAME of the environment variable holding this persona's key (default:
+    # OPENAI_API_KEY); the key itself never goes in the catalog.
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+    @field_validator("base_url")
+    @classmethod
+    def _an_http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_base_url(value)
+        return value
+
+
+class ModelSettings(PipelineModels):
+    """How a persona thinks and speaks. `realtime`: one speech-to-speech model (the plugin
+    ignores `temperature` there). `pipeline`: VAD + STT + LLM (uses `temperature`) + TTS.
+    `fallback` (pipeline only): the models its LLM, STT and TTS fall back to when their own
+    fail, through livekit's FallbackAdapter."""
+
+    mode: Literal["realtime", "pipeline"] = "pipeline"
+    realtime_model: str = "gpt-realtime"
+    fallback: PipelineModels | None = None
 
 
 class Persona(_Strict):
@@ -138,6 +160,17 @@ def _choice(
     return Problem(path, f"unknown {what} {value!r}", f"valid: {', '.join(sorted(valid))}")
 
 
+def _pipeline_checks(m: PipelineModels, at: str) -> list[Problem | None]:
+    """Known OpenAI model names, unless the models are on another server (its own names)."""
+    if m.base_url is not None:
+        return []
+    return [
+        _choice(m.llm, models.LLM_MODELS, f"{at}.llm", "LLM"),
+        _choice(m.stt, models.STT_MODELS, f"{at}.stt", "STT model"),
+        _choice(m.tts, models.TTS_MODELS, f"{at}.tts", "TTS model"),
+    ]
+
+
 def cross_check(catalog: Catalog) -> list[Problem]:
     """Every reference resolves, ids are unique, roles/tools/voices/models are known."""
     problems: list[Problem] = []
@@ -154,21 +187,32 @@ def cross_check(catalog: Catalog) -> list[Problem]:
     for i, p in enumerate(catalog.personas):
         at = f"$.personas[{i}]"
         checks = [_choice(p.role, roles.ROLES, f"{at}.role", "role")]
+        openai_names = p.model.base_url is None  # another server's models: its own names
         if p.model.mode == "realtime":
             checks.append(_choice(p.voice, models.REALTIME_VOICES, f"{at}.voice", "realtime voice"))
-            checks.append(
-                _choice(
-                    p.model.realtime_model,
-                    models.REALTIME_MODELS,
-                    f"{at}.model.realtime_model",
-                    "realtime model",
+            if p.model.fallback is not None:
+                checks.append(
+                    Problem(
+                        f"{at}.model.fallback",
+                        "a realtime persona cannot have a fallback (livekit's FallbackAdapter "
+                        "has no realtime form)",
+                        'remove it, or make the persona "mode": "pipeline"',
+                    )
                 )
-            )
+            if openai_names:
+                checks.append(
+                    _choice(
+                        p.model.realtime_model,
+                        models.REALTIME_MODELS,
+                        f"{at}.model.realtime_model",
+                        "realtime model",
+                    )
+                )
         else:
             checks.append(_choice(p.voice, models.TTS_VOICES, f"{at}.voice", "TTS voice"))
-            checks.append(_choice(p.model.llm, models.LLM_MODELS, f"{at}.model.llm", "LLM"))
-            checks.append(_choice(p.model.stt, models.STT_MODELS, f"{at}.model.stt", "STT model"))
-            checks.append(_choice(p.model.tts, models.TTS_MODELS, f"{at}.model.tts", "TTS model"))
+            checks.extend(_pipeline_checks(p.model, f"{at}.model"))
+            if p.model.fallback is not None:
+                checks.extend(_pipeline_checks(p.model.fallback, f"{at}.model.fallback"))
         role_tools = roles.ROLE_TOOLS.get(p.role, ())
         for j, tool in enumerate(p.tools):
             if p.role in roles.ROLES and tool not in role_tools:

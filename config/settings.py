@@ -7,11 +7,13 @@ set", whichever source it comes from. Secrets stay `SecretStr` until handed to a
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from dotenv import dotenv_values
 from pydantic import (
     Field,
     SecretStr,
@@ -48,6 +50,14 @@ class Settings(BaseSettings):
     livekit_api_key: str | None = None
     livekit_api_secret: SecretStr | None = None
     openai_api_key: SecretStr | None = None
+    # Another OpenAI-compatible server for every persona (a gateway, vLLM, Ollama, ...);
+    # unset: api.openai.com. A persona's own `model.base_url` in the catalog wins over it.
+    openai_base_url: str | None = None
+    # Each model request (LLM, TTS, STT; a realtime connection): its time limit, and how often
+    # it is retried (that far apart) before the persona falls back. livekit's defaults.
+    model_timeout_s: float = Field(default=10.0, gt=0.0, le=120.0)
+    model_max_retry: int = Field(default=3, ge=0, le=10)
+    model_retry_interval_s: float = Field(default=2.0, ge=0.0, le=60.0)
 
     agent_name: str = "multi-persona"
     catalog_path: Path = PROJECT_ROOT / "config" / "catalog.json"
@@ -113,6 +123,13 @@ class Settings(BaseSettings):
             check_capacity_url(value.get_secret_value())
         return value
 
+    @field_validator("openai_base_url")
+    @classmethod
+    def _an_http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_base_url(value)
+        return value
+
     @field_validator("capacity_refresh_s")
     @classmethod
     def _refresh_well_under_ttl(cls, value: float, info: ValidationInfo) -> float:
@@ -138,6 +155,16 @@ class Settings(BaseSettings):
     def openai_key(self) -> SecretStr | None:
         """The OpenAI key, or None when it is not set: the one test every caller uses."""
         return self.openai_api_key
+
+    def secret_named(self, name: str) -> SecretStr | None:
+        """The value of the environment variable `name` (else of that line in ./.env), as a
+        secret; None when it is unset or blank. For the per-persona keys the catalog names."""
+        if name == "OPENAI_API_KEY":
+            return self.openai_api_key
+        value = os.environ.get(name)
+        if value is None or not value.strip():
+            value = dotenv_values(ENV_FILE).get(name) if Path(ENV_FILE).is_file() else None
+        return SecretStr(value) if value and value.strip() else None
 
     def livekit_missing(self) -> list[str]:
         """Names of the LiveKit settings that are not set (empty when all are)."""
@@ -223,6 +250,17 @@ def _check_query_with_the_client(url: str, keys: list[str]) -> None:
                 f"has an unknown query parameter {key!r} (the Redis client takes db, "
                 "username, password, client_name, health_check_interval, ssl_* ...)"
             )
+
+
+def check_base_url(url: str) -> None:
+    """ValueError unless `url` is an http(s) URL; the message never repeats it (it may hold
+    credentials)."""
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() not in ("http", "https") or not rest.strip("/"):
+        raise ValueError(
+            "must be an http:// or https:// URL of an OpenAI-compatible API, with its /v1 "
+            "(e.g. http://127.0.0.1:11434/v1), or unset for api.openai.com"
+        )
 
 
 @lru_cache(maxsize=1)

@@ -20,10 +20,14 @@ from agents import (
     build_text_models,
     offline_models,
 )
+from agents.espeak_tts import EspeakTTS
+from agents.fallback import ApologyLLM, chain
 from config.scenario import ScriptLine
+from config.settings import Settings
 from tests.fakes import cast_of, offline_session, scenario_for
 
 KEY = "sk-test-not-a-real-key"
+KEYED = Settings(_env_file=None, openai_api_key=KEY)
 TIMEOUT_S = 5
 
 
@@ -49,7 +53,7 @@ def vad():
 
 def test_realtime_persona_gets_one_realtime_model_with_its_voice(catalog, no_network) -> None:
     tim = catalog.persona("tim")  # realtime, voice alloy, temperature 0.8 (ignored by plugin)
-    models = build_models(tim, openai_api_key=KEY)
+    models = build_models(tim, KEYED)
     assert isinstance(models.llm, openai.realtime.RealtimeModel)
     assert models.llm.model == "gpt-realtime"
     assert models.llm._opts.voice == "alloy"
@@ -64,42 +68,49 @@ def test_realtime_persona_gets_one_realtime_model_with_its_voice(catalog, no_net
 
 def test_pipeline_persona_gets_vad_stt_llm_tts(catalog, vad, no_network) -> None:
     dana = catalog.persona("dana")  # pipeline, voice coral, gpt-4.1-mini at 0.6
-    models = build_models(dana, vad=vad, openai_api_key=KEY)
+    models = build_models(dana, KEYED, vad=vad)
     assert models.vad is vad  # the process's prewarmed VAD, not a new one
     assert isinstance(models.stt, openai.STT)
     assert models.stt.model == "gpt-4o-mini-transcribe"
-    assert isinstance(models.llm, openai.LLM)
-    assert models.llm.model == "gpt-4.1-mini"
-    assert models.llm._opts.temperature == 0.6
-    assert isinstance(models.tts, openai.TTS)
-    assert (models.tts.model, models.tts._opts.voice) == ("gpt-4o-mini-tts", "coral")
+    llm, apology = chain(models.llm)  # its own model, then the apology (no fallback here)
+    assert isinstance(llm, openai.LLM) and isinstance(apology, ApologyLLM)
+    assert llm.model == "gpt-4.1-mini"
+    assert llm._opts.temperature == 0.6
+    tts, offline_voice = chain(models.tts)
+    assert isinstance(tts, openai.TTS) and isinstance(offline_voice, EspeakTTS)
+    assert (tts.model, tts._opts.voice, tts._opts.response_format) == (
+        "gpt-4o-mini-tts",
+        "coral",
+        "pcm",
+    )
     assert models.offline is False
 
 
 def test_every_catalog_persona_builds(catalog, vad, no_network) -> None:
     for persona in catalog.personas:
-        models = build_models(persona, vad=vad, openai_api_key=KEY)
+        models = build_models(persona, KEYED, vad=vad)
         expected = openai.realtime.RealtimeModel if persona.model.mode == "realtime" else openai.LLM
-        assert isinstance(models.llm, expected), persona.id
+        llm, tts = chain(models.llm)[0], chain(models.tts)[0]
+        assert isinstance(llm, expected), persona.id
         if persona.model.mode == "pipeline":
-            assert isinstance(models.llm, openai.LLM) and isinstance(models.tts, openai.TTS)
-            assert models.llm._opts.temperature == persona.model.temperature
-            assert models.tts._opts.voice == persona.voice
+            assert isinstance(llm, openai.LLM) and isinstance(tts, openai.TTS)
+            assert llm._opts.temperature == persona.model.temperature
+            assert tts._opts.voice == persona.voice
 
 
 def test_a_missing_key_or_vad_is_a_clear_error(catalog, monkeypatch, no_network) -> None:
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    with pytest.raises(ValueError, match="OPENAI_API_KEY is not set"):
-        build_models(catalog.persona("tim"))
+    with pytest.raises(ValueError, match="OPENAI_API_KEY is not set: persona 'tim'"):
+        build_models(catalog.persona("tim"), Settings())
     with pytest.raises(ValueError, match="pipeline persona 'dana' hears the humans, so it needs"):
-        build_models(catalog.persona("dana"), openai_api_key=KEY)
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)  # the environment is the fallback
-    assert isinstance(build_models(catalog.persona("tim")).llm, openai.realtime.RealtimeModel)
+        build_models(catalog.persona("dana"), KEYED)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)  # Settings read the environment
+    realtime = build_models(catalog.persona("tim"), Settings()).llm
+    assert isinstance(realtime, openai.realtime.RealtimeModel)
 
 
 def test_text_models_use_the_pipeline_llm_even_for_realtime_personas(catalog, no_network) -> None:
     jordan = catalog.persona("jordan")  # realtime persona
-    models = build_text_models(jordan, openai_api_key=KEY)
+    models = build_text_models(jordan, KEYED)
     assert isinstance(models.llm, openai.LLM)
     assert models.llm.model == jordan.model.llm
     assert models.llm._opts.temperature == jordan.model.temperature
@@ -221,11 +232,12 @@ def test_room_models_switch_on_the_key(catalog):
     scenario = load_scenario("dispatch_checkin", scenarios_dir=SCENARIOS_DIR)
     names = {"dispatcher": "Tim", "driver": "Chris"}
     vad = object()
+    keyless = Settings(_env_file=None, openai_api_key="")
     lead = room_models(
-        catalog.persona("tim"), scenario, names, hears_humans=True, vad=vad, openai_api_key=None
+        catalog.persona("tim"), scenario, names, hears_humans=True, vad=vad, settings=Settings()
     )
     other = room_models(
-        catalog.persona("chris"), scenario, names, hears_humans=False, vad=vad, openai_api_key=""
+        catalog.persona("chris"), scenario, names, hears_humans=False, vad=vad, settings=keyless
     )
     assert isinstance(lead.llm, OfflineLLM) and isinstance(lead.tts, EspeakTTS)
     assert isinstance(lead.stt, SphinxSTT) and lead.vad is vad
@@ -237,21 +249,22 @@ def test_room_models_switch_on_the_key(catalog):
         names,
         hears_humans=True,
         vad=vad,
-        openai_api_key="sk-test",
+        settings=KEYED,
     )
     assert not keyed.offline and keyed.llm.provider != "offline"
 
 
-def test_the_logged_choice_says_what_room_models_builds():
-    from pydantic import SecretStr
-
+def test_the_logged_choice_says_what_room_models_builds(catalog):
     from agents.models import room_models_choice
 
-    assert room_models_choice(None)["models"] == "offline"
-    assert room_models_choice(SecretStr("   ")) == room_models_choice(None)
-    assert room_models_choice(SecretStr("sk-x")) == {
+    personas = catalog.personas
+    assert room_models_choice(personas, Settings())["models"] == "offline"
+    blank = Settings(_env_file=None, openai_api_key="   ")
+    assert room_models_choice(personas, blank) == room_models_choice(personas, Settings())
+    assert room_models_choice(personas, KEYED) == {
         "models": "openai",
         "voice": "catalog voices",
+        "endpoints": "api.openai.com",
     }
 
 
@@ -272,16 +285,15 @@ async def test_only_the_pipeline_persona_that_hears_humans_gets_vad_and_stt(cata
 
     def models(persona_id: str, *, hears: bool, vad=vad):
         persona = catalog.persona(persona_id)
-        return room_models(
-            persona, scenario, names, hears_humans=hears, vad=vad, openai_api_key=KEY
-        )
+        return room_models(persona, scenario, names, hears_humans=hears, vad=vad, settings=KEYED)
 
     lead = models("dana", hears=True)
     assert lead.vad is vad and isinstance(lead.stt, openai.STT)
     other = models("maria", hears=False)
     assert (other.vad, other.stt) == (None, None)
-    assert isinstance(other.llm, openai.LLM) and isinstance(other.tts, openai.TTS)
-    assert other.tts._opts.voice == "shimmer"
+    assert isinstance(chain(other.llm)[0], openai.LLM)
+    assert isinstance(chain(other.tts)[0], openai.TTS)
+    assert chain(other.tts)[0]._opts.voice == "shimmer"
     session = make_session(other)
     assert (session.vad, session.stt, session.turn_detection) == (None, None, None)
     assert make_session(lead).turn_detection == "vad"  # the listener: VAD end of speech
@@ -299,7 +311,7 @@ def test_every_persona_of_a_room_gets_its_own_model_instances(catalog, no_networ
     scenario = scenario_for("mixed-ops", *cast)
     names = {role: p.name for role, p in cast.items()}
     built = [
-        room_models(p, scenario, names, hears_humans=True, vad=object(), openai_api_key=KEY)
+        room_models(p, scenario, names, hears_humans=True, vad=object(), settings=KEYED)
         for p in [*cast.values(), catalog.persona("dana")]  # the same persona twice, too
     ]
     for kind in ("llm", "tts", "stt"):

@@ -262,9 +262,10 @@ async def test_the_worker_warns_when_the_key_is_empty(
 
 def test_models_get_the_plain_key_only_at_the_plugin(catalog):
     key = SecretStr(SECRETS["OPENAI_API_KEY"])  # as Settings holds it
-    realtime = build_models(catalog.persona("tim"), openai_api_key=key).llm
+    settings = Settings(_env_file=None, openai_api_key=key)
+    realtime = build_models(catalog.persona("tim"), settings).llm
     assert realtime._opts.api_key == SECRETS["OPENAI_API_KEY"]
-    text = build_text_models(catalog.persona("jordan"), openai_api_key=key)
+    text = build_text_models(catalog.persona("jordan"), settings)
     assert text.llm._client.api_key == SECRETS["OPENAI_API_KEY"]
 
 
@@ -272,6 +273,6 @@ def test_models_without_a_given_key_ask_settings_which_read_dotenv(tmp_path, cat
     tim = catalog.persona("tim")
     _dotenv(tmp_path, "OPENAI_API_KEY=\n")  # cwd is tmp_path
     with pytest.raises(ValueError, match="OPENAI_API_KEY is not set"):
-        build_models(tim, openai_api_key=SecretStr(""))
+        build_models(tim, Settings())
     _dotenv(tmp_path, f"OPENAI_API_KEY={SECRETS['OPENAI_API_KEY']}\n")
-    assert build_models(tim).llm._opts.api_key == SECRETS["OPENAI_API_KEY"]
+    assert build_models(tim, Settings()).llm._opts.api_key == SECRETS["OPENAI_API_KEY"]

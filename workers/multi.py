@@ -99,7 +99,7 @@ def build_server(
             fd_limit=fd_limit(),
             load_threshold=settings.load_threshold,
             personas=len(catalog.personas),
-            **room_models_choice(settings.openai_key()),
+            **room_models_choice(catalog.personas, settings),
         )
 
     server.on("worker_started", on_started)

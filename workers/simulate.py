@@ -21,9 +21,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from agents.endpoints import endpoint_for
 from agents.models import build_text_models
 from agents.offline import offline_models
-from config.catalog import Catalog
+from agents.session_models import SessionModels
+from config.catalog import Catalog, Persona
 from config.errors import ConfigError, ScenarioError, problems_from_validation
 from config.logging import configure_logging
 from config.scenario import Scenario
@@ -215,11 +217,13 @@ async def simulate(
     leases = {m.persona.id: m.lease for m in cast.members}
     try:
         names = {m.slot.role: m.persona.name for m in cast.members}
-        key = settings.openai_key()  # still wrapped: build_text_models unwraps it
-        if models_for is None and key:
-            models_for = lambda persona: build_text_models(persona, openai_api_key=key)  # noqa: E731
-        elif models_for is None:
-            models_for = lambda persona: offline_models(persona, scenario, names)  # noqa: E731
+        if models_for is None:  # per persona: its key set, its server; else offline
+
+            def models_for(persona: Persona) -> SessionModels:
+                if endpoint_for(persona, settings) is None:
+                    return offline_models(persona, scenario, names)
+                return build_text_models(persona, settings)
+
         lines = scenario.human_lines if human_lines is None else tuple(human_lines)
         return await run_room(
             room=room,

@@ -127,7 +127,7 @@ async def _run_plan(
             raise
         log.info("job_stopped_while_joining")
         return None
-    log.info("room_models", **room_models_choice(settings.openai_key()))
+    log.info("room_models", **room_models_choice(plan.personas.values(), settings))
     tracing = configure_tracing(
         settings.otel_exporter_otlp_endpoint,
         service=settings.agent_name,
@@ -174,7 +174,7 @@ def _models_for(ctx: JobContext, settings: Settings, plan: JobPlan) -> ModelsFor
             names,
             hears_humans=p.role == lead,
             vad=vad,
-            openai_api_key=settings.openai_key(),  # unwrapped inside build_models
+            settings=settings,  # the key is unwrapped only at the plugin
         )
 
     return models_for

@@ -1,0 +1,222 @@
+"""When a persona's model fails, through the real OpenAI plugins against tests/openai_server:
+the request is retried as the connection options say; then the persona falls back (the
+catalog's fallback model, else an apology: a required persona's ends the room as
+`model_failed`). Never a hung room, leases always released, a rejected key reported once by
+its variable's name, never the key."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from agents.fallback import APOLOGY_REQUIRED, MODEL_FAILED, chain
+from config.logging import configure_logging
+from config.scenario import load_scenario
+from config.settings import Settings
+from tests.openai_rooms import KEY_ENV, brains_for, run_served_room, served_catalog
+from tests.openai_server import Fault, OpenAIServer, scripted_brains
+from workers.capacity.selector import Selector
+
+pytestmark = pytest.mark.integration
+TIMEOUT_S = 60
+# quick connection options: one retry, 1 s per attempt (a stalled stream gives up after it)
+FAST = {"model_timeout_s": 1.0, "model_max_retry": 1, "model_retry_interval_s": 0.1}
+
+
+@pytest.fixture
+def logs(restore_logging: None) -> Iterator[io.StringIO]:
+    buf = io.StringIO()
+    configure_logging("json", "DEBUG", stream=buf)
+    yield buf
+
+
+async def _room(catalog, catalog_data, scenarios_dir, tmp_path, faults, *, mode="pipeline",
+                key=None, fallback=False, **settings_kw):  # fmt: skip
+    scenario = load_scenario("dispatch_checkin", scenarios_dir=scenarios_dir)
+    brains = brains_for(catalog, scenario, "tim", "chris")
+    if fallback:  # chris's fallback model: another persona path, the same script
+        brains["chris-fallback"] = scripted_brains(
+            scenario, {"dispatcher": catalog.persona("tim"), "driver": catalog.persona("chris")}
+        )["chris"]
+    server = OpenAIServer(brains)
+    await server.start()
+    for route, fault, times, *persona in faults:
+        server.faults.add(route, fault, times, *persona)
+    served = served_catalog(
+        catalog_data,
+        server,
+        {"tim": mode, "chris": mode},
+        fallbacks={"chris": "chris-fallback"} if fallback else {},
+    )
+    selector = Selector(served)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(KEY_ENV, key or server.key)
+            settings = Settings(_env_file=None, **{**FAST, **settings_kw})
+            async with asyncio.timeout(TIMEOUT_S):  # never a hung room
+                result, stage, events = await run_served_room(
+                    served, scenario, settings, tmp_path, selector=selector
+                )
+    finally:
+        await server.stop()
+    assert selector.stats()["summary"]["total_active_rooms"] == 0  # leases released
+    return result, stage, events, server
+
+
+def _lines(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(e["persona"], e["text"]) for e in events if e["event"] == "utterance"]
+
+
+async def _normal(catalog, catalog_data, scenarios_dir, tmp_path):
+    _result, _, events, _ = await _room(catalog, catalog_data, scenarios_dir, tmp_path / "ok", [])
+    return _lines(events)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault("status", 500),
+        Fault("status", 429, retry_after=0.2),
+        Fault("stall"),
+        Fault("malformed"),
+    ],
+    ids=["http-500", "http-429", "stalled-stream", "malformed-sse"],
+)
+async def test_a_failed_request_is_retried_and_the_conversation_goes_on_unchanged(
+    fault, catalog, catalog_data, scenarios_dir, tmp_path
+) -> None:
+    normal = await _normal(catalog, catalog_data, scenarios_dir, tmp_path)
+    result, _, events, server = await _room(
+        catalog, catalog_data, scenarios_dir, tmp_path / "faulty", [("chat", fault, 1)]
+    )
+    assert server.faults.pending("chat") == 0  # the fault was met
+    assert result.reason == "end_conversation"
+    assert _lines(events) == normal  # the retry answered: nothing lost, nothing apologised
+
+
+async def test_a_model_that_stays_down_makes_a_required_persona_apologise_and_end_the_room(
+    catalog, catalog_data, scenarios_dir, tmp_path
+) -> None:
+    down = [("chat", Fault("status", 500), 100), ("speech", Fault("status", 503), 100)]
+    result, stage, events, server = await _room(
+        catalog, catalog_data, scenarios_dir, tmp_path, down
+    )
+    assert result.reason == "end_conversation" and MODEL_FAILED in result.detail
+    lines = _lines(events)
+    assert lines[-1] == ("tim", APOLOGY_REQUIRED)  # the opener: the first to need its model
+    assert len(lines) == 1
+    # spoken in the offline voice, since the speech server is down too
+    assert stage.audio["tim"].seconds > 1.0
+    assert server.faults.requests["speech"] >= 2
+
+
+async def test_the_catalog_fallback_model_answers_when_the_persona_model_is_down(
+    catalog, catalog_data, scenarios_dir, tmp_path
+) -> None:
+    normal = await _normal(catalog, catalog_data, scenarios_dir, tmp_path)
+    down = [("chat", Fault("status", 500), 100, "chris")]  # chris's own model only
+    result, _, events, server = await _room(
+        catalog, catalog_data, scenarios_dir, tmp_path / "fb", down, fallback=True
+    )
+    assert result.reason == "end_conversation"
+    assert _lines(events) == normal  # the fallback model carried chris's lines
+    assert server.said["chris-fallback"] == [t for p, t in normal if p == "chris"]
+    assert "chris" not in server.said
+    # its own model was tried and retried (FAST: one retry) before the fallback answered
+    assert server.faults.requests["chat/chris"] >= 2
+
+
+async def test_a_rejected_key_is_reported_once_by_name_and_the_room_ends(
+    catalog, catalog_data, scenarios_dir, tmp_path, logs, caplog
+) -> None:
+    wrong = "sk-wrong-key-0123456789abcdef"
+    caplog.set_level(logging.DEBUG)
+    result, _, _events, _ = await _room(
+        catalog, catalog_data, scenarios_dir, tmp_path, [], key=wrong
+    )
+    assert result.reason == "end_conversation" and MODEL_FAILED in result.detail
+    records = [json.loads(line) for line in logs.getvalue().splitlines() if line.startswith("{")]
+    rejected = [r for r in records if r.get("event") == "model_key_rejected"]
+    assert len(rejected) == 1, rejected
+    assert rejected[0]["key_env"] == KEY_ENV and rejected[0]["endpoint"].startswith("127.0.0.1:")
+    assert wrong not in logs.getvalue() and wrong not in caplog.text
+
+
+def test_the_fallback_chain_reader_still_finds_livekit_adapters(catalog) -> None:
+    from livekit.agents.llm import FallbackAdapter as LLMFallback
+    from livekit.agents.tts import TTS
+    from livekit.agents.tts import FallbackAdapter as TTSFallback
+
+    from agents.espeak_tts import EspeakTTS
+    from agents.fallback import ApologyLLM
+
+    a, b = ApologyLLM("x", required=False), ApologyLLM("y", required=True)
+    assert chain(LLMFallback([a, b])) == [a, b]
+    voices: list[TTS] = [EspeakTTS(voice="alloy"), EspeakTTS(voice="echo")]
+    assert chain(TTSFallback(voices)) == voices
+    assert chain(a) == [a]
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        [Fault("close")],  # chris's first response: its tool call sent, then the socket goes
+        [Fault("pass"), Fault("close")],  # its first line, cut in the middle of the audio
+    ],
+    ids=["after-a-tool-call", "mid-audio"],
+)
+async def test_a_realtime_socket_closed_mid_response_reconnects_and_the_room_goes_on(
+    faults, catalog, catalog_data, scenarios_dir, tmp_path
+) -> None:
+    queued = [("realtime", f, 1, "chris") for f in faults]
+    result, _stage, events, server = await _room(
+        catalog, catalog_data, scenarios_dir, tmp_path, queued, mode="realtime"
+    )
+    assert server.faults.pending("realtime", "chris") == 0  # the socket was closed
+    assert result.reason == "end_conversation"
+    lines = _lines(events)
+    assert [p for p, _ in lines] == ["tim", "chris", "tim", "chris", "tim"]
+    assert lines[1][1].startswith("Hey Tim, Chris here.")  # the cut line still reached the room
+    assert [e["tool"] for e in events if e["event"] == "outcome_entry"] == [
+        "report_status",
+        "update_eta",
+    ]
+
+
+async def test_a_realtime_response_that_fails_leaves_a_silent_turn_and_the_room_goes_on(
+    catalog, catalog_data, scenarios_dir, tmp_path
+) -> None:
+    """livekit does not retry a failed realtime response (it reconnects only a lost socket):
+    that turn says nothing, and the floor goes on to the next persona."""
+    result, _, events, server = await _room(
+        catalog, catalog_data, scenarios_dir, tmp_path,
+        [("realtime", Fault("status", 500), 1, "chris")], mode="realtime",
+    )  # fmt: skip
+    assert server.faults.pending("realtime", "chris") == 0
+    assert result.reason == "end_conversation"
+    lines = _lines(events)
+    assert lines[1] == ("chris", "")
+    assert [p for p, _ in lines] == ["tim", "chris", "tim", "chris", "tim"]
+
+
+async def test_a_realtime_persona_with_a_rejected_key_is_reported_once_and_the_room_ends(
+    catalog, catalog_data, scenarios_dir, tmp_path, logs, caplog
+) -> None:
+    wrong = "sk-wrong-realtime-key-0123456789"
+    caplog.set_level(logging.DEBUG)
+    result, _, _events, _ = await _room(
+        catalog, catalog_data, scenarios_dir, tmp_path, [], key=wrong, mode="realtime"
+    )
+    # its session cannot connect (livekit retries the socket, then closes the session)
+    assert result.reason == "persona_error" and result.turns == 0
+    records = [json.loads(line) for line in logs.getvalue().splitlines() if line.startswith("{")]
+    rejected = [r for r in records if r.get("event") == "model_key_rejected"]
+    assert len(rejected) == 1, rejected
+    assert rejected[0]["key_env"] == KEY_ENV
+    assert wrong not in logs.getvalue() and wrong not in caplog.text
