@@ -41,8 +41,12 @@ test-bench: $(STAMP)
 	$(PY) -m pytest -q -m bench
 
 # Skipped with one line where the server cannot be built or its private network made (no Go,
-# not root); with CI=true that is a failure. tests/live/livenet.sh bounds and cleans up.
+# not root); with CI=true that is a failure. tests/live/livenet.sh bounds and cleans up. The
+# telephony cases also need livekit-sip, SIPp and redis-server (`make sip`, `make redis`):
+# without them those cases skip with one line (fail under CI=true), the others still run.
 test-live: $(STAMP)
+	@$(MAKE) -s sip || echo "make sip failed: the telephony live tests will say why"
+	@$(MAKE) -s redis >/dev/null 2>&1 || echo "no redis-server: the telephony live tests will say why"
 	@if ! $(MAKE) -s livekit; then \
 	  if [ "$$CI" = true ]; then echo "live suite: cannot start (see above)" >&2; exit 1; fi; \
 	  echo "live suite skipped: no livekit-server (see above)"; exit 0; \
@@ -94,8 +98,10 @@ redis:
 	  { service redis-server stop >/dev/null 2>&1 || true; }; }
 
 # A livekit-server in a private network namespace, in the foreground: prints the URL, the keys
-# and how to run `make dev` / `make room` against it (root).
+# and how to run `make dev` / `make room` against it (root); with telephony built, also a
+# Redis-backed server with livekit-sip, and how to call in with SIPp.
 live-server: livekit
+	-@$(MAKE) -s sip redis
 	tests/live/livenet.sh serve
 
 lint: $(STAMP)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from config import jsonio, models, roles
 from config.errors import CatalogError, Problem, problems_from_validation
+from config.telephony import Telephony, check_telephony
 
 MAX_CATALOG_BYTES = 4 * 1024 * 1024
 
@@ -81,6 +82,7 @@ class Catalog(_Strict):
     system_default_persona: str | None = None
     system_default_serves_any_role: bool = False
     voicemail_persona: str | None = None
+    telephony: Telephony = Telephony()  # phone numbers in, trunks out (config/telephony.py)
 
     @cached_property
     def persona_by_id(self) -> dict[str, Persona]:
@@ -225,6 +227,7 @@ def cross_check(catalog: Catalog) -> list[Problem]:
                 "use a voicemail persona",
             )
         )
+    problems.extend(check_telephony(catalog))
     return problems
 
 

@@ -235,8 +235,9 @@ async def transcript_of(worker: WorkerProcess, room: str, timeout: float = 90.0)
 
 
 @contextlib.asynccontextmanager
-async def server_api() -> AsyncIterator[api.LiveKitAPI]:
-    lk = api.LiveKitAPI(URL.replace("ws://", "http://"), API_KEY, API_SECRET)
+async def server_api(url: str = "") -> AsyncIterator[api.LiveKitAPI]:
+    """The RoomService (and the others) of the suite's server, or of the server at `url`."""
+    lk = api.LiveKitAPI((url or URL).replace("ws://", "http://"), API_KEY, API_SECRET)
     try:
         yield lk
     finally:
