@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from livekit import api, rtc
 
 from config.settings import PROJECT_ROOT
@@ -196,6 +197,13 @@ class WorkerProcess:
 
     def transcripts_of(self, room: str) -> list[Path]:
         return sorted(self.transcripts.glob(f"{room}-*.jsonl"))
+
+
+async def active_personas(worker: WorkerProcess) -> int:
+    """The persona leases the worker holds now (its /stats)."""
+    async with aiohttp.ClientSession() as http, http.get(worker.stats_url) as res:
+        body = await res.json()
+    return body["summary"]["total_active_rooms"]
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -90,6 +90,10 @@ rtp_port: 20000-20100
 listen_ip: $LIVE_ADDR
 nat_1_to_1_ip: $LIVE_ADDR
 health_port: $TEL_SIP_HEALTH_PORT
+# A real phone streams RTP all call long; SIPp sends only what it plays, so livekit-sip's
+# no-media hang-up (15 s) would end the test calls between a caller's lines.
+media_timeout: 120s
+media_timeout_initial: 120s
 logging:
   level: info
 YAML

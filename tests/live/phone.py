@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -73,6 +74,16 @@ class TelephonyStack:
             server_log=Path(env["TEL_SERVER_LOG"]),
             sip_log=Path(env["TEL_SIP_LOG"]),
         )
+
+    async def refusal(self, caller: str, timeout: float = 20) -> dict[str, object]:
+        """livekit-sip's record of refusing the call from `caller` (the log line that closes
+        it, with its SIP status and why), once it is written."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for line in self.sip_log.read_text(errors="replace").splitlines():
+                    if "Closing inbound call" in line and f'"fromUser": "{caller}"' in line:
+                        return json.loads(line[line.index("{") :])
+                await asyncio.sleep(0.1)
 
     def stop(self) -> None:
         for pid in self.pids:
@@ -169,20 +180,10 @@ _HEADER = """\
       Max-Forwards: 70"""
 
 
-def caller_scenario(steps: Sequence[Play], *, listen_ms: int) -> str:
-    """SIPp XML: INVITE (PCMA + telephone-event), answered -> ACK, wait `listen_ms`, each step
-    in turn, BYE. A call the far end ends first (its BYE) is answered and counted too."""
-    plays = "\n".join(
-        f'  <nop><action><exec play_pcap_audio="{s.pcap}"/></action></nop>\n'
-        f'  <pause milliseconds="{s.then_ms}"/>'
-        for s in steps
-    )
+def _dial() -> str:
+    """The INVITE (PCMA and RFC 2833 key presses offered) and the provisional answers."""
     invite = _HEADER.format(peer="", cseq="1 INVITE")
-    ack = _HEADER.format(peer="[peer_tag_param]", cseq="1 ACK")
-    bye = _HEADER.format(peer="[peer_tag_param]", cseq="2 BYE")
-    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="caller">
-  <send retrans="500"><![CDATA[
+    return f"""  <send retrans="500"><![CDATA[
       INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
 {invite}
       Content-Type: application/sdp
@@ -201,7 +202,42 @@ def caller_scenario(steps: Sequence[Play], *, listen_ms: int) -> str:
   <recv response="100" optional="true"/>
   <recv response="180" optional="true"/>
   <recv response="183" optional="true"/>
-  <recv response="200" rtd="true"/>
+"""
+
+
+def caller_scenario(steps: Sequence[Play], *, listen_ms: int, hang_up: bool = True) -> str:
+    """SIPp XML: INVITE (PCMA + telephone-event), answered -> ACK, wait `listen_ms`, each step
+    in turn; then the caller hangs up (BYE), or with `hang_up=False` stays on the line until
+    the far end hangs up (its BYE, answered 200 OK): the test ends such a call when what it
+    waits for has happened, not after a fixed time."""
+    plays = "\n".join(
+        f'  <nop><action><exec play_pcap_audio="{s.pcap}"/></action></nop>\n'
+        f'  <pause milliseconds="{s.then_ms}"/>'
+        for s in steps
+    )
+    dial = _dial()
+    ack = _HEADER.format(peer="[peer_tag_param]", cseq="1 ACK")
+    bye = _HEADER.format(peer="[peer_tag_param]", cseq="2 BYE")
+    ending = f"""  <send retrans="500"><![CDATA[
+      BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+{bye}
+      Content-Length: 0
+  ]]></send>
+  <recv response="200" crlf="true"/>"""
+    if not hang_up:
+        ending = """  <recv request="BYE"/>
+  <send><![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+  ]]></send>"""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="caller">
+{dial}  <recv response="200" rtd="true"/>
   <send><![CDATA[
       ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
 {ack}
@@ -209,12 +245,19 @@ def caller_scenario(steps: Sequence[Play], *, listen_ms: int) -> str:
   ]]></send>
   <pause milliseconds="{listen_ms}"/>
 {plays}
-  <send retrans="500"><![CDATA[
-      BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-{bye}
-      Content-Length: 0
-  ]]></send>
-  <recv response="200" crlf="true"/>
+{ending}
+</scenario>
+"""
+
+
+def unanswered_scenario() -> str:
+    """SIPp XML: an INVITE that waits for an answer. livekit-sip drops a call no trunk or rule
+    takes without a final response ("flood"): this phone keeps waiting, and the test reads the
+    refusal from livekit-sip's log (`TelephonyStack.refusal`)."""
+    dial = _dial()
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="unanswered">
+{dial}  <recv response="200"/>
 </scenario>
 """
 
