@@ -8,10 +8,12 @@ SCENARIO ?= dispatch_checkin
 # The real LiveKit server the live suite runs against, pinned, built from the Go module proxy.
 LIVEKIT_SERVER_VERSION ?= v1.13.5
 LK_VERSION ?= v2.18.2
+# LiveKit's SIP service (telephony), pinned; v1.8.0 speaks the same psrpc as the server above.
+LIVEKIT_SIP_VERSION ?= v1.8.0
 BIN := .cache/bin
 UNIT_TESTS := $(PY) -m pytest -q -m "not live and not bench and not integration"
 
-.PHONY: install test test-unit test-integration test-bench test-live livekit live-server redis lint format schema dev start demo room bench clean
+.PHONY: install test test-unit test-integration test-bench test-live livekit sip sip-deps live-server redis lint format schema dev start demo room bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,8 +41,12 @@ test-bench: $(STAMP)
 	$(PY) -m pytest -q -m bench
 
 # Skipped with one line where the server cannot be built or its private network made (no Go,
-# not root); with CI=true that is a failure. tests/live/livenet.sh bounds and cleans up.
+# not root); with CI=true that is a failure. tests/live/livenet.sh bounds and cleans up. The
+# telephony cases also need livekit-sip, SIPp and redis-server (`make sip`, `make redis`):
+# without them those cases skip with one line (fail under CI=true), the others still run.
 test-live: $(STAMP)
+	@$(MAKE) -s sip || echo "make sip failed: the telephony live tests will say why"
+	@$(MAKE) -s redis >/dev/null 2>&1 || echo "no redis-server: the telephony live tests will say why"
 	@if ! $(MAKE) -s livekit; then \
 	  if [ "$$CI" = true ]; then echo "live suite: cannot start (see above)" >&2; exit 1; fi; \
 	  echo "live suite skipped: no livekit-server (see above)"; exit 0; \
@@ -63,6 +69,27 @@ livekit:
 	  || { echo "make livekit: lk $(LK_VERSION) did not build (optional; the live suite does not need it)"; touch $(BIN)/.lk-unavailable; }; \
 	fi
 
+# livekit-sip from its module zip: `go install pkg@version` is refused by the module proxy here
+# (it asks for the version list), `go mod download` of the pinned version is served. The module
+# cache is read-only, so the source is copied out before building (cgo: opus, opusfile, soxr).
+sip: sip-deps
+	@if [ ! -x $(BIN)/livekit-sip ]; then \
+	  command -v go >/dev/null 2>&1 || { echo "make sip: Go is not installed; it builds livekit-sip $(LIVEKIT_SIP_VERSION) for the telephony tests" >&2; exit 1; }; \
+	  pkg-config --exists opus opusfile soxr || { echo "make sip: missing libopus-dev libopusfile-dev libsoxr-dev pkg-config (apt-get as root, or sudo make sip-deps)" >&2; exit 1; }; \
+	  dir=$$(go mod download -json github.com/livekit/sip@$(LIVEKIT_SIP_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$$/\1/p') && \
+	  test -n "$$dir" && rm -rf .cache/sip-src && mkdir -p $(BIN) .cache && cp -r "$$dir" .cache/sip-src && chmod -R u+w .cache/sip-src && \
+	  cd .cache/sip-src && CGO_ENABLED=1 go build -buildvcs=false -o $(CURDIR)/$(BIN)/livekit-sip.tmp ./cmd/livekit-sip && \
+	  cd $(CURDIR) && mv $(BIN)/livekit-sip.tmp $(BIN)/livekit-sip && rm -rf .cache/sip-src || exit 1; \
+	fi
+
+# livekit-sip's build libraries and SIPp (Debian sip-tester, the phone of the telephony tests);
+# root only, like `make redis`.
+sip-deps:
+	@if ! pkg-config --exists opus opusfile soxr 2>/dev/null || ! command -v sipp >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "make sip-deps: not root; install libopus-dev libopusfile-dev libsoxr-dev pkg-config sip-tester" >&2; exit 1; fi; \
+	  apt-get update -qq && apt-get install -y -qq libopus-dev libopusfile-dev libsoxr-dev pkg-config sip-tester; \
+	fi
+
 # Debian's redis-server for the capacity store's tests (they skip without it, fail under
 # CI=true); root only. The tests start their own on a free port: no service is left running.
 redis:
@@ -71,8 +98,10 @@ redis:
 	  { service redis-server stop >/dev/null 2>&1 || true; }; }
 
 # A livekit-server in a private network namespace, in the foreground: prints the URL, the keys
-# and how to run `make dev` / `make room` against it (root).
+# and how to run `make dev` / `make room` against it (root); with telephony built, also a
+# Redis-backed server with livekit-sip, and how to call in with SIPp.
 live-server: livekit
+	-@$(MAKE) -s sip redis
 	tests/live/livenet.sh serve
 
 lint: $(STAMP)

@@ -14,6 +14,7 @@ from config.errors import CatalogError, Problem, problems_from_validation
 from config.logging import get_logger
 from config.prices import Prices
 from config.settings import check_base_url
+from config.telephony import Telephony, check_telephony
 
 log = get_logger(__name__)
 
@@ -109,6 +110,7 @@ class Catalog(_Strict):
     voicemail_persona: str | None = None
     # what each model costs (config/prices.py); a model with no price is reported unpriced
     prices: Prices = Prices()
+    telephony: Telephony = Telephony()  # phone numbers in, trunks out (config/telephony.py)
 
     @cached_property
     def persona_by_id(self) -> dict[str, Persona]:
@@ -275,6 +277,7 @@ def cross_check(catalog: Catalog) -> list[Problem]:
                 "use a voicemail persona",
             )
         )
+    problems.extend(check_telephony(catalog))
     return problems
 
 

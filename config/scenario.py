@@ -118,6 +118,23 @@ class ScriptLine(_Strict):
 
 
 NonEmpty = Annotated[str, Field(min_length=1)]
+# a key on a phone's keypad, as livekit-sip reports RFC 2833 events
+DTMF_KEY = re.compile(r"[0-9*#]")
+
+
+class DtmfChoice(_Strict):
+    """What a key the caller presses does: `role` hands the caller to the persona in that cast
+    role (the floor's hand-over), `action` "end" ends the call (the holder says goodbye)."""
+
+    role: str | None = None
+    action: Literal["end"] | None = None
+    label: str = Field(default="", max_length=64, description="what the key is called, e.g. sales")
+
+    @model_validator(mode="after")
+    def _one(self) -> DtmfChoice:
+        if (self.role is None) == (self.action is None):
+            raise ValueError("a DTMF choice needs exactly one of `role` or `action`")
+        return self
 
 
 @with_config(ConfigDict(extra="allow"))
@@ -168,6 +185,10 @@ class Scenario(_Strict):
     script: dict[str, tuple[ScriptLine, ...]] = Field(
         default_factory=dict, description="offline-model lines per role, spoken in order"
     )
+    dtmf: dict[str, DtmfChoice] = Field(
+        default_factory=dict,
+        description="a phone menu: keypad key (0-9, *, #) -> what it does (a call's key presses)",
+    )
     human_lines: tuple[HumanLine, ...] = Field(
         default=(),
         max_length=MAX_HUMAN_LINES,
@@ -193,6 +214,11 @@ class Scenario(_Strict):
         unknown = sorted(set(self.script) - set(roles_seen))
         if unknown:
             raise ValueError(f"script names roles not in the cast: {', '.join(unknown)}")
+        for key, choice in self.dtmf.items():
+            if not DTMF_KEY.fullmatch(key):
+                raise ValueError(f"dtmf key {key!r} is not a keypad key (0-9, * or #)")
+            if choice.role is not None and choice.role not in roles_seen:
+                raise ValueError(f"dtmf key {key!r} names role {choice.role!r}, not in the cast")
         return self
 
     @property

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.live.harness import IN_NETNS, URL, WorkerProcess, unique
+from tests.live.phone import TelephonyStack
 
 NOT_HERE = (
     "live suite: needs the LiveKit server of tests/live/livenet.sh; run `make test-live` "
@@ -58,3 +59,19 @@ def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
     yield started
     for proc in started:
         proc.kill()
+
+
+@pytest.fixture(scope="session")
+def telephony(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TelephonyStack]:
+    """LiveKit's SIP service with a Redis-backed server of its own, started the first time a
+    test asks for it; without it (no Go, no SIPp) its tests skip with one line, and with
+    CI=true they fail."""
+    stack = TelephonyStack.start(tmp_path_factory.mktemp("telephony"))
+    if isinstance(stack, str):
+        if os.environ.get("CI") == "true":
+            pytest.fail(stack)
+        pytest.skip(stack)
+    try:
+        yield stack
+    finally:
+        stack.stop()

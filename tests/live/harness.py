@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from livekit import api, rtc
 
 from config.settings import PROJECT_ROOT
@@ -208,6 +209,13 @@ class WorkerProcess:
         return sorted(self.transcripts.glob(f"{room}-*.jsonl"))
 
 
+async def active_personas(worker: WorkerProcess) -> int:
+    """The persona leases the worker holds now (its /stats)."""
+    async with aiohttp.ClientSession() as http, http.get(worker.stats_url) as res:
+        body = await res.json()
+    return body["summary"]["total_active_rooms"]
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -245,8 +253,9 @@ async def transcript_of(worker: WorkerProcess, room: str, timeout: float = 90.0)
 
 
 @contextlib.asynccontextmanager
-async def server_api() -> AsyncIterator[api.LiveKitAPI]:
-    lk = api.LiveKitAPI(URL.replace("ws://", "http://"), API_KEY, API_SECRET)
+async def server_api(url: str = "") -> AsyncIterator[api.LiveKitAPI]:
+    """The RoomService (and the others) of the suite's server, or of the server at `url`."""
+    lk = api.LiveKitAPI((url or URL).replace("ws://", "http://"), API_KEY, API_SECRET)
     try:
         yield lk
     finally:

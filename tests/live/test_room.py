@@ -8,7 +8,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import aiohttp
 import pytest
 from livekit import api
 
@@ -16,6 +15,7 @@ from config.settings import PROJECT_ROOT
 from tests.live.harness import (
     PYTHON,
     WorkerProcess,
+    active_personas,
     agents_of,
     dispatch,
     human_token,
@@ -46,12 +46,6 @@ def dispatch_cli(worker: WorkerProcess, tmp: Path, *args: str) -> subprocess.Com
         text=True,
         timeout=60,
     )
-
-
-async def active_personas(worker: WorkerProcess) -> int:
-    async with aiohttp.ClientSession() as http, http.get(worker.stats_url) as res:
-        body = await res.json()
-    return body["summary"]["total_active_rooms"]
 
 
 async def test_dispatched_room_holds_exactly_the_cast(worker: WorkerProcess, tmp_path: Path):

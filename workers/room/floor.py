@@ -24,7 +24,7 @@ from agents.instructions import format_human_line
 from agents.persona import EndRequest, HandOverRequest, NextSpeakerRequest, PersonaAgent
 from config.catalog import Persona
 from config.logging import get_logger
-from config.scenario import Scenario
+from config.scenario import DtmfChoice, Scenario
 from workers.room.human_line import HumanLine
 from workers.room.latency import turn_latency
 from workers.room.seat import Seat
@@ -153,6 +153,10 @@ def bound_context(agent: Any, session: AgentSession, max_items: int) -> None:
     ctx = own_context(agent, session)
     if ctx is not None and len(ctx.items) > max_items + 1:  # + 1: the instructions
         ctx.truncate(max_items=max_items - max_items // 10)
+
+
+def _key_field(line: HumanLine) -> dict[str, str]:
+    return {"key": line.key} if line.key else {}
 
 
 class Floor:
@@ -303,7 +307,7 @@ class Floor:
                     self._end(EndReason.HUMANS_LEFT, "no human left to answer")
                     break
             if line is not None:
-                nxt, instructions = (await self._hear(line)).id, None
+                nxt, instructions = await self._hear(line)
                 continue
             if self.turns >= self.rules.max_turns:
                 self._end(EndReason.MAX_TURNS, f"{self.turns} turns")
@@ -434,12 +438,16 @@ class Floor:
         for speaker in self.speakers:
             bound_context(speaker.agent, speaker.session, self.context_items)
 
-    async def _hear(self, line: HumanLine) -> Speaker:
-        """A human spoke: every persona hears it; exactly one answers."""
-        self._emit("human", identity=line.identity, text=line.text)
+    async def _hear(self, line: HumanLine) -> tuple[str, str | None]:
+        """A human spoke (or pressed a key): every persona hears it; exactly one answers.
+        Returns who speaks next and any instructions for them."""
+        self._emit("human", identity=line.identity, text=line.text, **_key_field(line))
         # a realtime lead heard it with its own model: relayed, it would be there twice
         heard_it = self._by_id.get(line.heard_by) if line.heard_by else None
         await self._relay(format_human_line(line.identity, line.text), exclude=heard_it)
+        choice = self.scenario.dtmf.get(line.key) if line.key else None
+        if choice is not None:
+            return await self._menu_choice(choice, line.key)
         responder = self._by_id[
             answers_human(
                 line.text,
@@ -449,7 +457,24 @@ class Floor:
             )
         ]
         self._emit("floor", to=responder.id, reason="answers the human")
-        return responder
+        return responder.id, None
+
+    async def _menu_choice(self, choice: DtmfChoice, key: str) -> tuple[str, str | None]:
+        """The caller pressed a menu key: `end` ends the call; a role's key hands the caller
+        to that persona through the usual hand-over (the holder keeps them if it is the one)."""
+        if choice.action == "end":
+            self._end(EndReason.END_CONVERSATION, f"the caller pressed {key}")
+            return HUMANS, None
+        holder = self._holder or self._lead
+        target = next((s for s in self.speakers if s.persona.role == choice.role), None)
+        if target is None or target is holder:  # not seated, or already theirs: answer
+            self._emit("floor", to=holder.id, reason=f"key {key}")
+            return holder.id, None
+        summary = f"The caller pressed {key} ({choice.label or choice.role}) on the phone menu."
+        speaker, instructions = await self._hand_over(
+            holder, HandOverRequest(holder.id, target.id, summary)
+        )
+        return speaker.id, instructions
 
     @staticmethod
     def _names(speakers: Sequence[Speaker]) -> dict[str, str]:

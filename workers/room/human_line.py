@@ -63,13 +63,15 @@ class HumanLine:
     # The persona whose own model already took this line in (a realtime model hears the
     # human's audio itself): the floor relays it to everyone else, so it is there only once.
     heard_by: str = ""
+    # A key the caller pressed on a phone (DTMF): the floor applies the scenario's menu.
+    key: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "identity", normalise_identity(self.identity))
         object.__setattr__(self, "text", normalise_human_text(self.text))
 
     @classmethod
-    def of(cls, identity: str, text: str, *, heard_by: str = "") -> HumanLine | None:
+    def of(cls, identity: str, text: str, *, heard_by: str = "", key: str = "") -> HumanLine | None:
         """The normalised line, or None when nothing is left to say (it is dropped)."""
-        line = cls(identity, text, heard_by)
+        line = cls(identity, text, heard_by, key)
         return line if line.text else None

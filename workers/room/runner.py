@@ -118,6 +118,7 @@ async def run_room(
             human_speaking=floor.human_started_speaking,
             persona_lost=floor.persona_lost,
             humans_left=lambda: floor.request_end(EndReason.HUMANS_LEFT, "every human has left"),
+            record=transcript.write,
         )
         cast = StageCast(
             seats=seats,

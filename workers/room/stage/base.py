@@ -63,6 +63,8 @@ class StageEvents:
     persona_lost: Callable[[str, bool], None]
     # The last human who joined has left.
     humans_left: Callable[[], None]
+    # Writes an event into the room's transcript (phone calls: workers/telephony/call.py).
+    record: Callable[..., object] = lambda event, **fields: None
 
     @classmethod
     def ignored(cls) -> StageEvents:

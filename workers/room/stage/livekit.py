@@ -33,6 +33,7 @@ from workers.room.stage.base import (
     started_or_raise,
 )
 from workers.room.stage.persona_audio import persona_audio_output
+from workers.telephony.call import PhoneCalls
 from workers.tokens import AGENT_IDENTITY_PREFIX, mint_persona_token
 
 log = get_logger("workers.room.stage")
@@ -71,6 +72,13 @@ class LiveHumans:
             return
         self._lines.put_nowait(line)
         self._changed.set()
+
+    def pressed(self, identity: str, key: str) -> None:
+        """A caller pressed a key on the phone (DTMF): the floor applies the scenario's menu."""
+        line = HumanLine.of(identity, f"(pressed {key} on the phone keypad)", key=key)
+        if line is not None:
+            self._lines.put_nowait(line)
+            self._changed.set()
 
     def next_line(self, *, pause: bool) -> HumanLine | None:
         return None if self._lines.empty() else self._lines.get_nowait()
@@ -210,6 +218,7 @@ class LiveKitStage(Stage):
         self._stopping = False
         self._outputs: list[Any] = []  # persona voice outputs, closed after their sessions
         self._reports: dict[str, dict[str, Any]] = {}  # persona id -> SessionReport.to_dict()
+        self._calls: PhoneCalls | None = None  # the room's phone calls, once open
         ctx.add_shutdown_callback(self.close)
 
     @property
@@ -283,6 +292,7 @@ class LiveKitStage(Stage):
         # shutdown callbacks only once the entrypoint returns, so the floor learns it here.
         self._ctx.room.on("disconnected", self._room_disconnected)
         self._watch_humans()  # before the other personas join: a caller may come meanwhile
+        calls = self._calls = self._watch_calls(events)
         try:
             joined = await asyncio.gather(
                 *(self._join(s, listens=s.persona.id == cast.listener) for s in rest),
@@ -322,10 +332,23 @@ class LiveKitStage(Stage):
 
             seats = [own, *rest]
             started = await asyncio.gather(*(start(s) for s in seats), return_exceptions=True)
-            return started_or_raise(seats, started)
+            sessions = started_or_raise(seats, started)
+            # a phone answers once it hears a track: the opener waits for the call to be
+            # active rather than greet a ringing line
+            await calls.answered()
+            return sessions
         except BaseException:
             await self.close()
             raise
+
+    def _watch_calls(self, events: StageEvents) -> PhoneCalls:
+        def key(identity: str, digit: str) -> None:
+            events.human_speaking()  # a key press cuts the speaking persona off, like speech
+            self.humans.pressed(identity, digit)
+
+        calls = PhoneCalls(self._ctx.room, record=events.record, on_key=key)
+        calls.watch()
+        return calls
 
     def _listen(
         self, session: AgentSession, seat: Seat, agent: PersonaAgent, events: StageEvents
@@ -412,6 +435,8 @@ class LiveKitStage(Stage):
         for task in self._chat_tasks:
             task.cancel()
         self._report()
+        if self._calls is not None:
+            self._calls.close()
         sessions, self._sessions = list(self._sessions.values()), {}
         await close_sessions(sessions)
         outputs, self._outputs = self._outputs, []

@@ -1,0 +1,327 @@
+"""The telephony side of the live suite: LiveKit's SIP service next to a server that has Redis
+(started by `tests/live/livenet.sh telephony`), and SIPp as the phone, all inside the private
+namespace.
+
+SIPp plays a scripted caller: it dials a number, and once answered plays RTP from pcap files
+(a spoken line made here from eSpeak audio, the RFC 2833 key presses SIPp ships) with pauses
+between them, the way a person listens before speaking, then hangs up. The tests wait on what
+the room records, never on the clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from config.settings import PROJECT_ROOT
+
+LIVENET = PROJECT_ROOT / "tests" / "live" / "livenet.sh"
+SIPP_SHARE = Path("/usr/share/sip-tester")  # Debian sip-tester: g711a.pcap, dtmf_2833_*.pcap
+LIVE_ADDR = os.environ.get("LIVE_ADDR", "10.77.0.1")
+NOT_HERE = (
+    "telephony: needs livekit-sip (`make sip`: Go, libopus-dev libopusfile-dev libsoxr-dev), "
+    "redis-server and SIPp (Debian sip-tester)"
+)
+
+
+@dataclass(frozen=True)
+class TelephonyStack:
+    url: str  # the telephony livekit-server (Redis-backed, keys devkey/secret)
+    sip_addr: str  # livekit-sip's SIP address, host:port
+    pids: tuple[int, ...]
+    server_log: Path
+    sip_log: Path
+
+    @property
+    def http_url(self) -> str:
+        return self.url.replace("ws://", "http://")
+
+    @classmethod
+    def start(cls, directory: Path) -> TelephonyStack | str:
+        """The stack up and ready, or why it cannot run here (one line)."""
+        if shutil.which("sipp") is None:
+            return NOT_HERE + ": no sipp"
+        proc = subprocess.run(
+            [str(LIVENET), "telephony", str(directory)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if proc.returncode == 77:
+            return f"{NOT_HERE}: {proc.stderr.strip().splitlines()[-1]}"
+        if proc.returncode != 0:
+            raise AssertionError(f"the telephony stack did not start:\n{proc.stderr}")
+        env = dict(
+            line.split("=", 1)
+            for line in (directory / "telephony.env").read_text().splitlines()
+            if "=" in line
+        )
+        return cls(
+            url=env["TEL_LIVEKIT_URL"],
+            sip_addr=env["TEL_SIP_ADDR"],
+            pids=tuple(int(p) for p in env["TEL_PIDS"].split()),
+            server_log=Path(env["TEL_SERVER_LOG"]),
+            sip_log=Path(env["TEL_SIP_LOG"]),
+        )
+
+    async def refusal(self, caller: str, timeout: float = 20) -> dict[str, object]:
+        """livekit-sip's record of refusing the call from `caller` (the log line that closes
+        it, with its SIP status and why), once it is written."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for line in self.sip_log.read_text(errors="replace").splitlines():
+                    if "Closing inbound call" in line and f'"fromUser": "{caller}"' in line:
+                        return json.loads(line[line.index("{") :])
+                await asyncio.sleep(0.1)
+
+    def stop(self) -> None:
+        for pid in self.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+
+# -- audio as RTP in a pcap ------------------------------------------------------------------
+
+RTP_RATE = 8000
+FRAME = 160  # 20 ms at 8 kHz
+PCMA = 8  # RTP payload type of G.711 A-law, as SIPp's own pcaps and the SDP below
+
+
+def _alaw_table() -> np.ndarray:
+    """G.711 A-law for every int16 value (ITU-T G.711, the reference linear2alaw)."""
+    ends = (0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF)
+    table = np.zeros(65536, dtype=np.uint8)
+    for value in range(-32768, 32768):
+        pcm = value >> 3
+        if pcm >= 0:
+            mask = 0xD5
+        else:
+            mask, pcm = 0x55, -pcm - 1
+        seg = next((i for i, end in enumerate(ends) if pcm <= end), 8)
+        if seg >= 8:
+            code = 0x7F ^ mask
+        else:
+            aval = seg << 4
+            aval |= (pcm >> 1) & 0xF if seg < 2 else (pcm >> seg) & 0xF
+            code = aval ^ mask
+        table[value & 0xFFFF] = code
+    return table
+
+
+def alaw(samples: np.ndarray) -> bytes:
+    return bytes(_alaw_table()[samples.astype(np.int16).view(np.uint16)])
+
+
+def resample(samples: np.ndarray, rate: int, to: int = RTP_RATE) -> np.ndarray:
+    n = int(len(samples) * to / rate)
+    x = np.linspace(0, len(samples) - 1, n)
+    return np.interp(x, np.arange(len(samples)), samples.astype(np.float64)).astype(np.int16)
+
+
+def write_rtp_pcap(path: Path, pcm: bytes, rate: int, *, silence_s: float = 1.0) -> float:
+    """Mono int16 `pcm` at `rate` as one RTP stream (PCMA, 20 ms packets) in a pcap SIPp's
+    play_pcap_audio can send; `silence_s` of silence after it (the listener's VAD needs the
+    end of speech). Returns the audio's length in seconds."""
+    samples = resample(np.frombuffer(pcm, dtype=np.int16), rate)
+    samples = np.concatenate([samples, np.zeros(int(RTP_RATE * silence_s), dtype=np.int16)])
+    payload = alaw(samples)
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]  # pcap, Ethernet
+    ssrc = 0x4C4B5350
+    for seq, start in enumerate(range(0, len(payload) - FRAME + 1, FRAME)):
+        rtp = struct.pack("!BBHII", 0x80, PCMA, seq & 0xFFFF, start, ssrc)
+        rtp += payload[start : start + FRAME]
+        udp = struct.pack("!HHHH", 6000, 6000, 8 + len(rtp), 0) + rtp
+        ip = struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), seq & 0xFFFF, 0, 64, 17, 0,
+            bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1]),
+        )  # fmt: skip
+        frame = b"\x00" * 12 + b"\x08\x00" + ip + udp
+        t = start / RTP_RATE
+        out.append(struct.pack("<IIII", int(t), int((t % 1) * 1e6), len(frame), len(frame)))
+        out.append(frame)
+    path.write_bytes(b"".join(out))
+    return len(samples) / RTP_RATE
+
+
+def dtmf_pcap(key: str) -> Path:
+    name = {"*": "star", "#": "pound"}.get(key, key)
+    return SIPP_SHARE / f"dtmf_2833_{name}.pcap"
+
+
+# -- SIPp as the phone ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Play:
+    """Send one pcap's RTP, then wait `then_ms` (the caller listening)."""
+
+    pcap: Path
+    then_ms: int
+
+
+_HEADER = """\
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:[field0]@[local_ip]:[local_port]>;tag=[pid]SIPpTag[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>{peer}
+      Call-ID: [call_id]
+      CSeq: {cseq}
+      Contact: sip:[field0]@[local_ip]:[local_port]
+      Max-Forwards: 70"""
+
+
+def _dial() -> str:
+    """The INVITE (PCMA and RFC 2833 key presses offered) and the provisional answers."""
+    invite = _HEADER.format(peer="", cseq="1 INVITE")
+    return f"""  <send retrans="500"><![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+{invite}
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8 101
+      a=rtpmap:8 PCMA/8000
+      a=rtpmap:101 telephone-event/8000
+      a=fmtp:101 0-16
+  ]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+"""
+
+
+def caller_scenario(steps: Sequence[Play], *, listen_ms: int, hang_up: bool = True) -> str:
+    """SIPp XML: INVITE (PCMA + telephone-event), answered -> ACK, wait `listen_ms`, each step
+    in turn; then the caller hangs up (BYE), or with `hang_up=False` stays on the line until
+    the far end hangs up (its BYE, answered 200 OK): the test ends such a call when what it
+    waits for has happened, not after a fixed time."""
+    plays = "\n".join(
+        f'  <nop><action><exec play_pcap_audio="{s.pcap}"/></action></nop>\n'
+        f'  <pause milliseconds="{s.then_ms}"/>'
+        for s in steps
+    )
+    dial = _dial()
+    ack = _HEADER.format(peer="[peer_tag_param]", cseq="1 ACK")
+    bye = _HEADER.format(peer="[peer_tag_param]", cseq="2 BYE")
+    ending = f"""  <send retrans="500"><![CDATA[
+      BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+{bye}
+      Content-Length: 0
+  ]]></send>
+  <recv response="200" crlf="true"/>"""
+    if not hang_up:
+        ending = """  <recv request="BYE"/>
+  <send><![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+  ]]></send>"""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="caller">
+{dial}  <recv response="200" rtd="true"/>
+  <send><![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+{ack}
+      Content-Length: 0
+  ]]></send>
+  <pause milliseconds="{listen_ms}"/>
+{plays}
+{ending}
+</scenario>
+"""
+
+
+def unanswered_scenario() -> str:
+    """SIPp XML: an INVITE that waits for an answer. livekit-sip drops a call no trunk or rule
+    takes without a final response ("flood"): this phone keeps waiting, and the test reads the
+    refusal from livekit-sip's log (`TelephonyStack.refusal`)."""
+    dial = _dial()
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="unanswered">
+{dial}  <recv response="200"/>
+</scenario>
+"""
+
+
+@dataclass
+class SippCall:
+    """One SIPp process placing one call; `result()` waits for it (bounded)."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    async def result(self, timeout: float) -> int:
+        async with asyncio.timeout(timeout):
+            while self.proc.poll() is None:
+                await asyncio.sleep(0.1)
+        return self.proc.returncode
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+
+_PORTS = iter(range(5070, 5400, 2))
+
+
+def call(
+    directory: Path,
+    stack: TelephonyStack,
+    to: str,
+    *,
+    scenario_xml: str,
+    caller: str = "+15550001111",
+    timeout_s: int = 90,
+) -> SippCall:
+    """SIPp dials `to` from `caller` through livekit-sip, as one phone in the namespace."""
+    port = next(_PORTS)
+    xml = directory / f"caller-{port}.xml"
+    xml.write_text(scenario_xml)
+    fields = directory / f"caller-{port}.csv"
+    fields.write_text(f"SEQUENTIAL\n{caller};\n")
+    log = directory / f"sipp-{port}.log"
+    out = log.open("wb")
+    argv = ["sipp", stack.sip_addr, "-sf", str(xml), "-inf", str(fields), "-s", to]
+    argv += ["-i", LIVE_ADDR, "-p", str(port), "-mi", LIVE_ADDR, "-mp", str(12000 + 2 * port)]
+    argv += ["-m", "1", "-timeout", f"{timeout_s}s", "-timeout_error", "-nostdin"]
+    argv += ["-trace_err", "-error_file", str(directory / f"sipp-{port}-errors.log")]
+    proc = subprocess.Popen(
+        argv,
+        cwd=directory,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    out.close()
+    return SippCall(proc, log)
+
+
+@contextlib.contextmanager
+def calls_ended(*placed: SippCall) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for c in placed:
+            c.kill()
