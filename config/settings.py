@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     capacity_lease_ttl_s: float = Field(default=20.0, gt=0.0, le=3600.0)
     capacity_refresh_s: float = Field(default=5.0, gt=0.0)
     capacity_timeout_s: float = Field(default=0.25, gt=0.0, le=5.0)
+    # The web page and rooms API (`python -m workers.web`). WEB_API_KEY is required by every
+    # /api/ call when set, and must be set to bind anything but loopback. A secret.
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=8090, ge=0, le=65535)
+    web_api_key: SecretStr | None = None
 
     @model_validator(mode="before")
     @classmethod
