@@ -106,6 +106,11 @@ class Settings(BaseSettings):
     # later than that loses the room, so the wait stays well under it.
     capacity_when_unavailable: Literal["wait", "refuse"] = "wait"
     capacity_wait_s: float = Field(default=2.0, ge=0.0, le=2.5)
+    # The web page and rooms API (`python -m workers.web`). WEB_API_KEY is required by every
+    # /api/ call when set, and must be set to bind anything but loopback. A secret.
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=8090, ge=0, le=65535)
+    web_api_key: SecretStr | None = None
 
     @model_validator(mode="before")
     @classmethod

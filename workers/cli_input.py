@@ -23,7 +23,13 @@ SCENARIO_HELP = "a scenario name in SCENARIOS_DIR, a JSON file, or inline JSON"
 
 
 class BadInput(ValueError):
-    """Input or settings a command cannot use; the message says what, where, and the fix."""
+    """Input or settings a command cannot use; the message says what, where, and the fix.
+    `code` names the kind of problem for callers that answer in JSON (the rooms API):
+    bad_settings, bad_scenario, bad_identity, bad_room, not_configured."""
+
+    def __init__(self, message: str, code: str = "bad_input") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def read_settings() -> Settings:
@@ -32,7 +38,7 @@ def read_settings() -> Settings:
     try:
         return get_settings()
     except SETTINGS_ERRORS as e:
-        raise BadInput(f"bad settings: {describe_settings_error(e)}") from None
+        raise BadInput(f"bad settings: {describe_settings_error(e)}", "bad_settings") from None
 
 
 @dataclass(frozen=True)
@@ -50,19 +56,23 @@ def is_inline(ref: str) -> bool:
     return ref.lstrip().startswith("{")
 
 
-def load_scenario_input(ref: str, settings: Settings) -> ScenarioInput:
+def load_scenario_input(
+    ref: str, settings: Settings, *, allow_outside: bool = True
+) -> ScenarioInput:
     """Load the catalog, then the scenario `ref` names (a name in SCENARIOS_DIR, a file path,
     or inline JSON) and check it against the catalog. Raises BadInput with config's message:
-    the file, the JSON path of the field, and the fix."""
+    the file, the JSON path of the field, and the fix (its cause is the ConfigError, with the
+    problems one by one). A remote caller (the rooms API) gets `allow_outside=False`: names
+    only inside SCENARIOS_DIR, as job metadata."""
     try:
         catalog = load_catalog(settings.catalog_path)
         path = None
         if not is_inline(ref):
-            path = resolve_scenario_path(ref, settings.scenarios_dir, allow_outside=True)
+            path = resolve_scenario_path(ref, settings.scenarios_dir, allow_outside=allow_outside)
         scenario = load_scenario(
-            path or ref, scenarios_dir=settings.scenarios_dir, allow_outside=True
+            path or ref, scenarios_dir=settings.scenarios_dir, allow_outside=allow_outside
         )
         check_scenario(scenario, catalog, ref)
     except ConfigError as e:
-        raise BadInput(str(e)) from e
+        raise BadInput(str(e), "bad_scenario") from e
     return ScenarioInput(catalog, scenario, path)

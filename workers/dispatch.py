@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 from livekit import api
 
+from config.catalog import Catalog
 from config.scenario import Scenario
 from config.settings import Settings
 from workers.cli_input import (
@@ -79,7 +80,8 @@ def dispatch_metadata(loaded: ScenarioInput, scenarios_dir: Path) -> str:
     if len(text.encode()) > MAX_METADATA_BYTES:
         raise BadInput(
             f"scenario {scenario.name!r} is {len(text.encode())} bytes inline, over the "
-            f"{MAX_METADATA_BYTES}-byte dispatch limit: put it in SCENARIOS_DIR and use its name"
+            f"{MAX_METADATA_BYTES}-byte dispatch limit: put it in SCENARIOS_DIR and use its name",
+            "bad_scenario",
         )
     return text
 
@@ -87,26 +89,60 @@ def dispatch_metadata(loaded: ScenarioInput, scenarios_dir: Path) -> str:
 def prepare(args: argparse.Namespace, settings: Settings) -> Request:
     """Everything local, in order: scenario, identity, room, settings. Raises BadInput; no
     network."""
-    loaded = load_scenario_input(args.scenario, settings)
-    scenario = loaded.scenario
+    return prepare_request(
+        settings, scenario=args.scenario, identity=args.identity, name=args.name, room=args.room
+    )
+
+
+def check_not_a_persona_name(name: str, catalog: Catalog) -> None:
+    """A human shown under a persona's name would be taken for that persona."""
+    taken = {p.name.casefold() for p in catalog.personas}
+    if name.casefold() in taken:
+        raise BadInput(
+            f"--name {name!r} is a persona's name in the catalog: choose another display name",
+            "bad_identity",
+        )
+
+
+def check_room_name(room: str) -> str:
+    room = room.strip()
+    if not room or len(room) > MAX_ROOM_NAME:
+        raise BadInput(f"--room must be 1 to {MAX_ROOM_NAME} characters", "bad_room")
+    return room
+
+
+def prepare_request(
+    settings: Settings,
+    *,
+    scenario: str,
+    identity: str | None,
+    name: str | None = None,
+    room: str | None = None,
+    allow_outside: bool = True,
+) -> Request:
+    """`prepare` for any caller (the command line, the rooms API with `allow_outside=False`):
+    the same checks in the same order, the same BadInput."""
+    loaded = load_scenario_input(scenario, settings, allow_outside=allow_outside)
     metadata = dispatch_metadata(loaded, settings.scenarios_dir)
     try:
-        identity = check_human_identity(args.identity or "")
+        identity = check_human_identity(identity or "")
     except ValueError as e:
-        raise BadInput(str(e)) from None
-    room = (args.room or f"{scenario.name}-{secrets.token_hex(3)}").strip()
-    if not room or len(room) > MAX_ROOM_NAME:
-        raise BadInput(f"--room must be 1 to {MAX_ROOM_NAME} characters")
+        raise BadInput(str(e), "bad_identity") from None
+    name = (name or identity).strip() or identity
+    check_not_a_persona_name(name, loaded.catalog)
+    room = check_room_name(room or f"{loaded.scenario.name}-{secrets.token_hex(3)}")
     missing = settings.livekit_missing()
     if missing:
-        raise BadInput(f"set {', '.join(missing)} (in the environment or .env) to dispatch")
+        raise BadInput(
+            f"set {', '.join(missing)} (in the environment or .env) to dispatch", "not_configured"
+        )
     assert settings.livekit_url and settings.livekit_api_key and settings.livekit_api_secret
     return Request(
-        scenario=scenario,
+        scenario=loaded.scenario,
         metadata=metadata,
         room=room,
         identity=identity,
-        name=(args.name or identity).strip() or identity,
+        name=name,
         url=settings.livekit_url,
         api_key=settings.livekit_api_key,
         api_secret=settings.livekit_api_secret.get_secret_value(),

@@ -12,6 +12,14 @@ from config.catalog import Persona
 
 # Identities starting with this prefix belong to personas; humans may not use it.
 AGENT_IDENTITY_PREFIX = "agent_"
+# Nor may a human joining with a token of ours pass for staff (a human agent a persona
+# transferred to) or for a phone leg (LiveKit SIP's `sip_` participants). Compared without
+# case: `Agent_x` reads as a persona to a person.
+RESERVED_IDENTITY_PREFIXES = {
+    AGENT_IDENTITY_PREFIX: "personas",
+    "staff_": "staff (human agents)",
+    "sip_": "phone callers (LiveKit SIP)",
+}
 PERSONA_TOKEN_TTL = timedelta(minutes=10)  # only used to join; the server refreshes live sessions
 HUMAN_TOKEN_TTL = timedelta(hours=1)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -90,11 +98,12 @@ def check_human_identity(identity: str) -> str:
     identity = identity.strip()
     if not identity:
         raise ValueError("a human identity is required (e.g. --identity caller-jamie)")
-    if identity.startswith(AGENT_IDENTITY_PREFIX):
-        raise ValueError(
-            f"human identity {identity!r} may not start with {AGENT_IDENTITY_PREFIX!r}: "
-            "that prefix is reserved for personas"
-        )
+    for prefix, owner in RESERVED_IDENTITY_PREFIXES.items():
+        if identity.casefold().startswith(prefix):
+            raise ValueError(
+                f"human identity {identity!r} may not start with {prefix!r}: "
+                f"that prefix is reserved for {owner}"
+            )
     return identity
 
 
