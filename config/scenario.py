@@ -98,6 +98,12 @@ class Rules(_Strict):
     loop_guard: int = Field(
         default=2, ge=1, description="end when a persona repeats its previous line this many times"
     )
+    hear: Literal["everyone", "first"] = Field(
+        default="everyone",
+        description="who the lead hears by voice: `everyone` in the room, each person with an "
+        "ear of their own, or only the `first` caller at a time (livekit's RoomIO). A realtime "
+        "lead hears through its own model, one person at a time, either way",
+    )
 
 
 class ScriptLine(_Strict):

@@ -128,12 +128,15 @@ async def test_a_room_of_personas_alone_talks(worker: WorkerProcess):
             assert state in seen, (identity, seen)
 
 
-async def speak(source: rtc.AudioSource, text: str, voice: str = "fable") -> None:
-    """Say `text` into the microphone track in real time, then a second of silence (the
-    listener's VAD needs the end of speech)."""
+async def speak(
+    source: rtc.AudioSource, text: str, voice: str = "fable", *, after_s: float = 0.0
+) -> None:
+    """Say `text` into the microphone track in real time (after `after_s` of silence), then a
+    second of silence (the listener's VAD needs the end of speech)."""
     rate, pcm = synthesize_pcm(text, espeak_voice_for(voice, "caller"))
     samples = np.frombuffer(pcm, dtype=np.int16)
-    samples = np.concatenate([samples, np.zeros(rate, dtype=np.int16)])
+    before = np.zeros(int(rate * after_s), dtype=np.int16)
+    samples = np.concatenate([before, samples, np.zeros(rate, dtype=np.int16)])
     step = rate // 100  # 10 ms frames; capture_frame paces them in real time
     for i in range(0, len(samples) - step + 1, step):
         frame = rtc.AudioFrame(samples[i : i + step].tobytes(), rate, 1, step)
@@ -277,3 +280,59 @@ async def test_a_persona_cut_off_by_the_room_ending_is_in_the_transcript(worker:
     [said] = [e for e in events if e["event"] == "utterance"]
     assert said["persona"] == "tim" and said["interrupted"] is True, said
     assert said["text"] and LONG_LINE.startswith(said["text"].rstrip(".")), said["text"]
+
+
+def words(text: str) -> list[str]:
+    return text.lower().replace(".", "").replace(",", "").split()
+
+
+async def test_two_people_speaking_a_second_apart_are_both_heard_and_answered_in_order(
+    worker: WorkerProcess,
+):
+    """25: two humans with their own microphones speak different lines, the second starting a
+    second after the first: each is heard by an ear of their own (both transcribed, each
+    attributed to its speaker) and each line is answered once, in the order they finished."""
+    room = unique("two-voices")
+    lines = {
+        "caller-ana": "Hi, my blender arrived with a cracked jar. Order 88123.",
+        "caller-ben": "Yes please, I have photos of it.",
+    }
+    async with server_api() as lk:
+        await dispatch(lk, worker.agent_name, room, json.dumps({"scenario": "inbound_support"}))
+        async with (
+            joined(human_token(room, "caller-ana")) as ana,
+            joined(human_token(room, "caller-ben")) as ben,
+        ):
+            sources = {}
+            for identity, person in (("caller-ana", ana), ("caller-ben", ben)):
+                source = sources[identity] = rtc.AudioSource(22050, 1)
+                track = rtc.LocalAudioTrack.create_audio_track("mic", source)
+                await person.local_participant.publish_track(
+                    track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+                )
+            await transcript_event(worker, room, "utterance", timeout=60)  # the greeting
+            await asyncio.gather(  # both microphones live at once; ben starts a second later
+                speak(sources["caller-ana"], lines["caller-ana"]),
+                speak(sources["caller-ben"], lines["caller-ben"], voice="onyx", after_s=1.0),
+            )
+            async with asyncio.timeout(90):
+                while True:
+                    events = current_events(worker, room)
+                    heard = [e for e in events if e["event"] == "human"]
+                    if len(heard) == 2 and events[-1]["event"] == "utterance":
+                        break
+                    await asyncio.sleep(0.1)
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+    events = await transcript_of(worker, room)
+    talk = [e for e in events if e["event"] in ("human", "utterance")][1:]  # after the greeting
+    heard = [e for e in talk if e["event"] == "human"]
+    assert [h["identity"] for h in heard] == ["caller-ana", "caller-ben"], heard
+    for h in heard:
+        words = set(h["text"].lower().replace(".", "").replace(",", "").split())
+        assert words >= set(
+            lines[h["identity"]].lower().replace(".", "").replace(",", "").split()[-3:]
+        ), h
+    # each line answered once, in order: human, answer, human, answer
+    kinds = [e["event"] for e in talk[:4]]
+    assert kinds == ["human", "utterance", "human", "utterance"], talk
+    assert len(heard) == 2

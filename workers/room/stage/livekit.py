@@ -9,7 +9,7 @@ the humans subscribes to their audio (and nothing else) and reads their typed ch
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from livekit import rtc
@@ -32,6 +32,7 @@ from workers.room.stage.base import (
     make_session,
     started_or_raise,
 )
+from workers.room.stage.ears import Ears
 from workers.room.stage.persona_audio import persona_audio_output
 from workers.telephony.call import PhoneCalls
 from workers.tokens import AGENT_IDENTITY_PREFIX, mint_persona_token
@@ -102,6 +103,16 @@ class LiveHumans:
 
 
 Connect = Callable[[rtc.Room, str, str], Awaitable[None]]
+
+
+async def _frames(track: rtc.Track) -> AsyncIterator[rtc.AudioFrame]:
+    """A human's microphone as 16 kHz mono frames, what the VAD and the STT take."""
+    stream = rtc.AudioStream(track, sample_rate=16000, num_channels=1)
+    try:
+        async for event in stream:
+            yield event.frame
+    finally:
+        await stream.aclose()
 
 
 async def _connect(room: rtc.Room, url: str, token: str) -> None:
@@ -199,6 +210,7 @@ class LiveKitStage(Stage):
         api_key: str,
         api_secret: str,
         campaign: str,
+        hear_everyone: bool = True,
         connect: Connect = _connect,
         room_factory: Callable[[], rtc.Room] = rtc.Room,
     ) -> None:
@@ -219,6 +231,9 @@ class LiveKitStage(Stage):
         self._outputs: list[Any] = []  # persona voice outputs, closed after their sessions
         self._reports: dict[str, dict[str, Any]] = {}  # persona id -> SessionReport.to_dict()
         self._calls: PhoneCalls | None = None  # the room's phone calls, once open
+        # every human their own ear (stage/ears.py), or RoomIO's one linked human
+        self._hear_everyone = hear_everyone
+        self._ears: Ears | None = None
         ctx.add_shutdown_callback(self.close)
 
     @property
@@ -266,6 +281,8 @@ class LiveKitStage(Stage):
         if is_human(participant):
             log.info("human_left", identity=participant.identity)
             self.humans.gone(participant.identity)
+            if self._ears is not None:
+                self._ears.forget(participant.identity)
             if self.humans.left() and self._open_events is not None:
                 self._open_events.humans_left()  # the floor stops now, even mid-turn
             self._relink(participant.identity)
@@ -314,7 +331,10 @@ class LiveKitStage(Stage):
                 models = cast.models_for(seat.persona)
                 session = make_session(models)
                 self._sessions[seat.persona.id] = session
-                if listens:
+                ears = listens and self._hear_everyone and self._open_ears(models, events)
+                if ears:
+                    self._ears_hear(rooms[seat.persona.id])
+                elif listens:
                     self._listen(session, seat, agent, events)
                 if models.speaks:
                     # published now, before the session starts: the persona is heard from
@@ -326,7 +346,7 @@ class LiveKitStage(Stage):
                 await session.start(
                     agent,
                     room=room,
-                    room_options=room_options(seat.persona, hears_humans=listens),
+                    room_options=room_options(seat.persona, hears_humans=listens and not ears),
                 )
                 return session
 
@@ -349,6 +369,47 @@ class LiveKitStage(Stage):
         calls = PhoneCalls(self._ctx.room, record=events.record, on_key=key)
         calls.watch()
         return calls
+
+    def _open_ears(self, models: Any, events: StageEvents) -> bool:
+        """Every human heard through their own ear, with the listening persona's own VAD and
+        STT; False where that persona has none (a realtime model hears through its own
+        input, one human at a time)."""
+        if models.stt is None or models.vad is None:
+            return False
+        self._ears = Ears(
+            models.stt,
+            models.vad,
+            on_line=self.humans.said,
+            on_speaking=lambda _identity: events.human_speaking(),
+        )
+        log.info("hearing_everyone")
+        return True
+
+    def _ears_hear(self, room: rtc.Room) -> None:
+        """Each human's microphone track goes to their own ear as it is subscribed (the
+        listener subscribes to every human's audio: hear_humans_only), and leaves it when the
+        track goes."""
+        ears = self._ears
+        assert ears is not None
+
+        def subscribed(
+            track: rtc.Track, _pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
+        ) -> None:
+            if track.kind == rtc.TrackKind.KIND_AUDIO and is_human(p):
+                ears.hear(p.identity, _frames(track))
+
+        def unsubscribed(
+            track: rtc.Track, _pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
+        ) -> None:
+            if track.kind == rtc.TrackKind.KIND_AUDIO:
+                ears.forget(p.identity)
+
+        room.on("track_subscribed", subscribed)
+        room.on("track_unsubscribed", unsubscribed)
+        for participant in list(room.remote_participants.values()):
+            for publication in list(participant.track_publications.values()):
+                if publication.track is not None:
+                    subscribed(publication.track, publication, participant)
 
     def _listen(
         self, session: AgentSession, seat: Seat, agent: PersonaAgent, events: StageEvents
@@ -437,6 +498,8 @@ class LiveKitStage(Stage):
         self._report()
         if self._calls is not None:
             self._calls.close()
+        if self._ears is not None:
+            await self._ears.aclose()
         sessions, self._sessions = list(self._sessions.values()), {}
         await close_sessions(sessions)
         outputs, self._outputs = self._outputs, []
