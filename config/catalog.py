@@ -7,11 +7,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from config import jsonio, models, roles
 from config.errors import CatalogError, Problem, problems_from_validation
 from config.logging import get_logger
+from config.strict import StrictModel
 
 log = get_logger(__name__)
 
@@ -27,11 +28,7 @@ class Strategy(StrEnum):
     RANDOM = "random"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelSettings(_Strict):
+class ModelSettings(StrictModel):
     """How a persona thinks and speaks. `realtime`: one speech-to-speech model (the plugin
     ignores `temperature` there). `pipeline`: VAD + STT + LLM (uses `temperature`) + TTS."""
 
@@ -43,7 +40,7 @@ class ModelSettings(_Strict):
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
 
 
-class Persona(_Strict):
+class Persona(StrictModel):
     id: Id
     name: str = Field(min_length=1, max_length=64)
     role: str
@@ -55,7 +52,7 @@ class Persona(_Strict):
     active: bool = True
 
 
-class Tenant(_Strict):
+class Tenant(StrictModel):
     id: Id
     name: str
     tier: str = Field(min_length=1)
@@ -63,12 +60,12 @@ class Tenant(_Strict):
     default_persona: str | None = None
 
 
-class Assignment(_Strict):
+class Assignment(StrictModel):
     persona: str
     priority: Literal["primary", "backup"] = "backup"
 
 
-class Campaign(_Strict):
+class Campaign(StrictModel):
     id: Id
     name: str
     tenant: str
@@ -77,7 +74,7 @@ class Campaign(_Strict):
     legacy_persona: str | None = None
 
 
-class Catalog(_Strict):
+class Catalog(StrictModel):
     tenants: tuple[Tenant, ...]
     personas: tuple[Persona, ...]
     campaigns: tuple[Campaign, ...]

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     PlainValidator,
@@ -23,6 +22,7 @@ from typing_extensions import TypedDict
 from config import jsonio, roles
 from config.catalog import Catalog
 from config.errors import Problem, ScenarioError, problems_from_validation
+from config.strict import StrictModel
 
 MAX_SCENARIO_BYTES = 256 * 1024
 # Use only with `fullmatch` (see is_scenario_name): Python's `$` also matches before a final
@@ -38,11 +38,7 @@ def is_scenario_name(text: str) -> bool:
 TurnPolicy = Literal["alternate", "round_robin", "addressed", "moderated"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CastSlot(_Strict):
+class CastSlot(StrictModel):
     """One seat in the room. `persona` pins a persona; otherwise the selector chooses."""
 
     role: str
@@ -52,7 +48,7 @@ class CastSlot(_Strict):
     persona: str | None = None
 
 
-class Rules(_Strict):
+class Rules(StrictModel):
     turn_policy: TurnPolicy = "alternate"
     max_turns: int = Field(default=12, ge=1, le=500)
     max_duration_s: float = Field(default=600.0, gt=0, le=4 * 3600)
@@ -61,7 +57,7 @@ class Rules(_Strict):
     )
 
 
-class ScriptLine(_Strict):
+class ScriptLine(StrictModel):
     """One offline-model turn: call `tool` with `args` (if given), then say `say`.
 
     `say` may name the cast: `{me}` is the speaker's own name, `{dispatcher}`, `{driver}`,
@@ -118,7 +114,7 @@ class ScenarioContext(TypedDict, total=False):
     loads: Annotated[LoadsInput, PlainValidator(_valid_loads, json_schema_input_type=LoadsInput)]
 
 
-class Scenario(_Strict):
+class Scenario(StrictModel):
     name: str = Field(pattern=NAME_PATTERN.pattern)
     description: str = ""
     campaign: str

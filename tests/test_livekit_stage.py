@@ -236,7 +236,13 @@ async def test_the_listening_persona_hands_human_turns_to_the_floor(catalog, sce
     # without a floor listening, the framework replies as usual
     assert await agent.on_user_turn_completed(llm.ChatContext(), message) is None
     heard: list[str] = []
-    agent.on_human_turn = heard.append
+    agent = build_agent(
+        cast["dispatcher"],
+        room_data=RoomData(scenario, catalog),
+        cast=cast,
+        floor=RecordingFloor(),
+        on_human_turn=heard.append,
+    )
     with pytest.raises(llm.StopResponse):
         await agent.on_user_turn_completed(llm.ChatContext(), message)
     assert heard == ["Tim, is the load on time?"]
@@ -397,21 +403,13 @@ async def test_a_realtime_leads_own_transcript_is_marked_as_heard_by_it(catalog,
     from livekit.agents.voice.events import UserInputTranscribedEvent
     from livekit.plugins import openai
 
-    from agents.persona import RecordingFloor, build_agent
-    from agents.room_data import RoomData
-    from config.scenario import load_scenario
-
     stage = LiveKitStage(
         FakeCtx(), url="ws://x", api_key=KEY, api_secret=SECRET, campaign="freight-dispatch"
     )
     session = AgentSession(llm=openai.realtime.RealtimeModel(api_key="sk-not-used"))
     tim = catalog.persona("tim")
-    scenario = load_scenario("dispatch_checkin", scenarios_dir=scenarios_dir)
-    agent = build_agent(
-        tim, room_data=RoomData(scenario, catalog), cast={"dispatcher": tim}, floor=RecordingFloor()
-    )
     seat = Seat(tim, CastSlot(role="dispatcher"), "test", "agent_tim_r")
-    stage._listen(session, seat, agent, StageEvents.ignored())
+    stage._listen(session, seat, StageEvents.ignored())
     session.emit(
         "user_input_transcribed", UserInputTranscribedEvent(transcript="x", is_final=False)
     )

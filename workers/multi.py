@@ -175,16 +175,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_SETUP
     export_livekit_env(settings)
     if command in COMMANDS_NEEDING_LIVEKIT:
-        refused = credentials_refused(
-            flag_value(argv, "--url") or settings.livekit_url or "",
-            flag_value(argv, "--api-key") or settings.livekit_api_key or "",
-            flag_value(argv, "--api-secret")
-            or (
-                settings.livekit_api_secret.get_secret_value()
-                if settings.livekit_api_secret
-                else ""
-            ),
+        given = settings.livekit_credentials(
+            url=flag_value(argv, "--url"),
+            api_key=flag_value(argv, "--api-key"),
+            api_secret=flag_value(argv, "--api-secret"),
         )
+        assert given is not None  # missing_livekit said every one is given
+        refused = credentials_refused(given)
         if refused:
             print(f"workers.multi: {refused}", file=sys.stderr)
             return EXIT_BAD_SETUP

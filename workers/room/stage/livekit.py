@@ -18,7 +18,6 @@ from livekit.agents.llm import RealtimeModel
 from livekit.agents.types import TOPIC_CHAT
 from livekit.agents.voice import room_io
 
-from agents.persona import PersonaAgent
 from config.catalog import Persona
 from config.logging import get_logger
 from workers.room.human_line import HumanLine
@@ -288,7 +287,7 @@ class LiveKitStage(Stage):
                 session = make_session(models)
                 self._sessions[seat.persona.id] = session
                 if listens:
-                    self._listen(session, seat, agent, events)
+                    self._listen(session, seat, events)
                 if models.speaks:
                     # published now, before the session starts: the persona is heard from
                     # its first word, in a room of personas alone too
@@ -310,22 +309,16 @@ class LiveKitStage(Stage):
             await self.close()
             raise
 
-    def _listen(
-        self, session: AgentSession, seat: Seat, agent: PersonaAgent, events: StageEvents
-    ) -> None:
-        """The persona that hears humans passes each finished human turn to the floor (its
-        agent stops the framework's own reply) and reports barge-ins so the floor can
-        interrupt whichever persona is speaking."""
+    def _listen(self, session: AgentSession, seat: Seat, events: StageEvents) -> None:
+        """The persona that hears humans: a pipeline persona's agent passes each finished
+        human turn to `human_turn` (and stops the framework's own reply); its barge-ins are
+        reported so the floor can interrupt whichever persona is speaking."""
 
         self._listener = session
-
-        def heard(text: str) -> None:
-            self.humans.said(self._linked_human(session), text)
-
-        agent.on_human_turn = heard  # pipeline: the agent's on_user_turn_completed
         if isinstance(session.llm, RealtimeModel):
-            # A realtime model transcribes the human itself and never calls that hook; the
-            # human's turn is already in its own context, so the floor relays it to the others.
+            # A realtime model transcribes the human itself and never ends a user turn in the
+            # agent; the human's turn is already in its own context, so the floor relays it to
+            # the others.
             def transcribed(ev: Any) -> None:
                 if ev.is_final and ev.transcript.strip():
                     self.humans.said(
@@ -341,6 +334,12 @@ class LiveKitStage(Stage):
                 events.human_speaking()
 
         session.on("user_state_changed", on_user_state)
+
+    def human_turn(self, text: str) -> None:
+        """A pipeline listener's agent heard a human finish a turn: from the human its
+        session is linked to."""
+        session = self._listener
+        self.humans.said(self._linked_human(session) if session is not None else "human", text)
 
     @staticmethod
     def _linked_human(session: AgentSession) -> str:
