@@ -8,12 +8,14 @@ from types import SimpleNamespace
 
 import pytest
 from livekit import api, rtc
+from livekit.agents.types import TOPIC_TRANSCRIPTION
 
 from config.catalog import Catalog
 from config.scenario import CastSlot
 from workers.room.seat import Seat
 from workers.room.stage import StageCast, StageError, StageEvents
 from workers.room.stage.livekit import (
+    SESSION_STREAM_TOPIC,
     LiveHumans,
     LiveKitStage,
     hear_humans_only,
@@ -124,10 +126,17 @@ class FakeRoom:
         self.disconnected = False
         self.name = "room-9"
         self.remote_participants: dict = {}
+        self.stream_topics: list[str] = []
         FakeRoom.instances.append(self)
 
     def on(self, *_a, **_k):
         return None
+
+    def register_byte_stream_handler(self, topic: str, handler) -> None:
+        self.stream_topics.append(topic)
+
+    def register_text_stream_handler(self, topic: str, handler) -> None:
+        self.stream_topics.append(topic)
 
     async def disconnect(self) -> None:
         self.disconnected = True
@@ -342,6 +351,15 @@ async def test_open_starts_each_persona_on_its_own_connection_and_reports_each(
             # the first persona uses the job's own room; the other joined with its own token
             assert [identity for _, identity in joined] == ["agent_chris_r"]  # its seat's
             assert joined[0][0] is not ctx.room
+            # The opener's session is the job's primary: livekit reads the session stream on
+            # its connection; every other persona's connection drops it where it arrives.
+            assert ctx.primary_session is sessions["tim"]
+            for room in (ctx.room, joined[0][0]):
+                with pytest.raises(ValueError, match="already set"):
+                    room.register_byte_stream_handler(SESSION_STREAM_TOPIC, lambda r, i: None)
+                # nobody reads the personas' transcriptions: closed where they arrive
+                with pytest.raises(ValueError, match="already set"):
+                    room.register_text_stream_handler(TOPIC_TRANSCRIPTION, lambda r, i: None)
             await stage.close()
     reports = stage.session_reports()
     assert sorted(reports) == ["chris", "tim"]  # a report for every persona

@@ -34,7 +34,12 @@ from workers.cli_input import (
     read_settings,
 )
 from workers.job.plan import MAX_METADATA_BYTES
-from workers.tokens import HUMAN_TOKEN_TTL, check_human_identity, mint_human_token
+from workers.tokens import (
+    HUMAN_TOKEN_TTL,
+    check_human_identity,
+    mint_human_token,
+    quiet_dev_key_warning,
+)
 
 EXIT_API = 1
 PROG = "workers.dispatch"
@@ -146,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = read_settings()
         req = prepare(args, settings)
+        quiet_dev_key_warning(req.livekit)
     except BadInput as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

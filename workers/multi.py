@@ -38,6 +38,7 @@ from workers.main.livekit_check import (
     missing_livekit,
 )
 from workers.main.worker_load import MultiPersonaServer, Worker
+from workers.tokens import quiet_dev_key_warning
 
 log = get_logger("workers.multi")
 
@@ -49,6 +50,11 @@ EXIT_BAD_SETUP = 2
 # is explicit per persona (workers.room.stage.base.make_session: VAD end of speech for the persona
 # that hears humans, none for the others).
 PRELOAD_LOCAL_INFERENCE = "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE"
+# What a job process needs, imported once in the forkserver: everything this module imports,
+# not this module itself. Each job process runs the worker's main module again as
+# `__mp_main__` (multiprocessing's preparation of a child); had the forkserver imported it
+# already, runpy would print a RuntimeWarning in every job process.
+JOB_PRELOAD = ("workers.job.runner", "workers.main.worker_load", "workers.main.livekit_check")
 
 
 # -- main process ----------------------------------------------------------------------------
@@ -79,7 +85,7 @@ def build_server(
         load_threshold=ServerEnvOption(dev_default=math.inf, prod_default=settings.load_threshold),
         log_level=_livekit_log_level(settings.log_level),
         # imported once in the forkserver, so each job process starts warm
-        preload_modules=["workers.multi"],
+        preload_modules=list(JOB_PRELOAD),
         **kwargs,
     )
     server.rtc_session(
@@ -111,6 +117,7 @@ def prewarm(proc: JobProcess) -> None:
     settings = get_settings()
     # Job processes get the same renderer (their output goes straight to stderr).
     configure_logging(settings.log_format, settings.log_level)
+    quiet_dev_key_warning(settings.livekit_credentials())
     proc.userdata["vad"] = silero.VAD.load()
     if settings.openai_key() is None:
         warm_offline_voice()
@@ -181,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             api_secret=flag_value(argv, "--api-secret"),
         )
         assert given is not None  # missing_livekit said every one is given
+        quiet_dev_key_warning(given)
         refused = credentials_refused(given)
         if refused:
             print(f"workers.multi: {refused}", file=sys.stderr)

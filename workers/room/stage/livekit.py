@@ -15,8 +15,9 @@ from typing import Any
 from livekit import rtc
 from livekit.agents import AgentSession, JobContext
 from livekit.agents.llm import RealtimeModel
-from livekit.agents.types import TOPIC_CHAT
+from livekit.agents.types import TOPIC_CHAT, TOPIC_TRANSCRIPTION
 from livekit.agents.voice import room_io
+from livekit.agents.voice.remote_session import TOPIC_SESSION_MESSAGES as SESSION_STREAM_TOPIC
 
 from config.catalog import Persona
 from config.logging import get_logger
@@ -115,6 +116,24 @@ def hear_humans_only(room: rtc.Room) -> None:
             consider(publication, participant)
 
 
+def drop_unread_streams(room: rtc.Room, *, hosts_session: bool) -> None:
+    """What reaches every persona connection and no persona reads, closed unread where it
+    arrives (without a handler livekit logs a line for each one, on each connection):
+
+    - every persona's transcription (`lk.transcription`, for the humans' clients);
+    - on a connection that does not host the job's session, that session's stream
+      (`lk.agent.session`, for remote clients that observe or drive it), which the opener's
+      session (the job's primary) sends to everyone in the room.
+    """
+
+    def drop(reader: rtc.TextStreamReader | rtc.ByteStreamReader, sender: str) -> None:
+        reader.close()
+
+    room.register_text_stream_handler(TOPIC_TRANSCRIPTION, drop)
+    if not hosts_session:
+        room.register_byte_stream_handler(SESSION_STREAM_TOPIC, drop)
+
+
 def room_options(persona: Persona, *, hears_humans: bool) -> room_io.RoomOptions:
     """RoomIO for one persona's participant.
 
@@ -203,6 +222,7 @@ class LiveKitStage(Stage):
         """A persona's own connection to the room, with a token minted for it alone."""
         room = self._room_factory()
         self._rooms.append(room)  # recorded first, so a half-made join is still disconnected
+        drop_unread_streams(room, hosts_session=False)  # before it connects: none unhandled
         token = mint_persona_token(
             api_key=self._key,
             api_secret=self._secret,
@@ -265,6 +285,7 @@ class LiveKitStage(Stage):
         # shutdown callbacks only once the entrypoint returns, so the floor learns it here.
         self._ctx.room.on("disconnected", self._room_disconnected)
         self._watch_humans()  # before the other personas join: a caller may come meanwhile
+        drop_unread_streams(self._ctx.room, hosts_session=True)
         try:
             joined = await asyncio.gather(
                 *(self._join(s, listens=s.persona.id == cast.listener) for s in rest),
@@ -277,7 +298,16 @@ class LiveKitStage(Stage):
                 listener_room.register_text_stream_handler(TOPIC_CHAT, self._on_chat)
                 hear_humans_only(listener_room)
 
+            own_starting = asyncio.Event()
+
             async def start(seat: Seat) -> AgentSession:
+                try:
+                    return await start_session(seat)
+                finally:
+                    if seat is own:
+                        own_starting.set()  # also when it failed: the others go on
+
+            async def start_session(seat: Seat) -> AgentSession:
                 room = rooms.get(seat.persona.id)
                 if room is None:
                     raise StageError(f"{seat.persona.id} did not join")
@@ -295,11 +325,16 @@ class LiveKitStage(Stage):
                     self._outputs.append(output)
                     await output.start()
                     session.output.audio = output
-                await session.start(
-                    agent,
-                    room=room,
-                    room_options=room_options(seat.persona, hears_humans=listens),
-                )
+                options = room_options(seat.persona, hears_humans=listens)
+                if seat is own:
+                    # livekit makes the first session to enter start() the job's primary, which
+                    # alone hosts the session stream for remote clients (SESSION_STREAM_TOPIC):
+                    # the others enter theirs only once this one has.
+                    own_starting.set()
+                    await session.start(agent, room=room, room_options=options)
+                else:
+                    await own_starting.wait()
+                    await session.start(agent, room=room, room_options=options, session_host=False)
                 return session
 
             seats = [own, *rest]
