@@ -63,6 +63,9 @@ class NextSpeakerRequest:
 
 FloorRequest = HandOverRequest | EndRequest | NextSpeakerRequest
 
+# A finished human turn, as the persona that hears the humans heard it (its text).
+HumanTurn = Callable[[str], None]
+
 
 class FloorRequests(Protocol):
     def submit(self, request: FloorRequest) -> str:
@@ -157,6 +160,7 @@ class PersonaAgent(Agent):
         floor: FloorRequests,
         moderator: bool = False,
         chat_ctx: llm.ChatContext | None = None,
+        on_human_turn: HumanTurn | None = None,
     ) -> None:
         if self.role and persona.role != self.role:
             raise ValueError(f"persona {persona.id!r} has role {persona.role!r}, not {self.role!r}")
@@ -165,9 +169,9 @@ class PersonaAgent(Agent):
         self.cast: dict[str, Persona] = dict(cast)
         self.moderator = moderator
         self._floor = floor
-        # Set by the LiveKit stage on the persona that hears the humans: each finished human
-        # turn goes to the floor, which picks the one persona that answers.
-        self.on_human_turn: Callable[[str], None] | None = None
+        # Given to the persona that hears the humans: each finished human turn goes to the
+        # stage (and on to the floor, which picks the one persona that answers).
+        self._on_human_turn = on_human_turn
         names = self._tool_names()
         super().__init__(
             id=persona.id,
@@ -199,11 +203,11 @@ class PersonaAgent(Agent):
         """A human finished speaking. With a floor listening, hand the line to it and stop
         the framework's own reply (StopResponse also keeps the line out of this context: the
         floor relays it to every persona alike)."""
-        if self.on_human_turn is None:
+        if self._on_human_turn is None:
             return
         text = (new_message.text_content or "").strip()
         if text:
-            self.on_human_turn(text)
+            self._on_human_turn(text)
         raise StopResponse()
 
     @property
@@ -296,8 +300,11 @@ def build_agent(
     floor: FloorRequests,
     moderator: bool = False,
     chat_ctx: llm.ChatContext | None = None,
+    on_human_turn: HumanTurn | None = None,
 ) -> PersonaAgent:
-    """The role's agent class for `persona`, built for this room."""
+    """The role's agent class for `persona`, built for this room. `on_human_turn` is for the
+    persona that hears the humans: it receives each human turn the persona's session heard,
+    and the framework's own reply to it is stopped (the floor chooses who answers)."""
     cls = _ROLE_AGENTS.get(persona.role)
     if cls is None:
         raise ValueError(
@@ -310,4 +317,5 @@ def build_agent(
         floor=floor,
         moderator=moderator,
         chat_ctx=chat_ctx,
+        on_human_turn=on_human_turn,
     )

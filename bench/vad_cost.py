@@ -183,9 +183,13 @@ async def _sessions(vad: Any, frames: list[Any], personas: int, layout: str) -> 
     seats = seats_for(selected.members, "bench-vad")
     agents = {}
     for seat in seats:
-        agent = build_agent(seat.persona, room_data=room, cast=cast, floor=RecordingFloor())
-        agent.on_human_turn = heard.append  # what the LiveKit stage does for the hearer
-        agents[seat.persona.id] = agent
+        agents[seat.persona.id] = build_agent(
+            seat.persona,
+            room_data=room,
+            cast=cast,
+            floor=RecordingFloor(),
+            on_human_turn=heard.append,  # what the room runner gives the hearer
+        )
 
     def models(p: Any) -> SessionModels:
         m = offline_models(p, scenario, names)

@@ -7,13 +7,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from config import jsonio, models, roles
 from config.errors import CatalogError, Problem, problems_from_validation
 from config.logging import get_logger
 from config.prices import Prices
 from config.settings import check_base_url
+from config.strict import StrictModel
 from config.telephony import Telephony, check_telephony
 
 log = get_logger(__name__)
@@ -30,11 +31,7 @@ class Strategy(StrEnum):
     RANDOM = "random"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PipelineModels(_Strict):
+class PipelineModels(StrictModel):
     """The models of a pipeline (VAD + STT + LLM + TTS) and the server they are on."""
 
     llm: str = "gpt-4.1-mini"
@@ -67,7 +64,7 @@ class ModelSettings(PipelineModels):
     fallback: PipelineModels | None = None
 
 
-class Persona(_Strict):
+class Persona(StrictModel):
     id: Id
     name: str = Field(min_length=1, max_length=64)
     role: str
@@ -79,7 +76,7 @@ class Persona(_Strict):
     active: bool = True
 
 
-class Tenant(_Strict):
+class Tenant(StrictModel):
     id: Id
     name: str
     tier: str = Field(min_length=1)
@@ -87,12 +84,12 @@ class Tenant(_Strict):
     default_persona: str | None = None
 
 
-class Assignment(_Strict):
+class Assignment(StrictModel):
     persona: str
     priority: Literal["primary", "backup"] = "backup"
 
 
-class Campaign(_Strict):
+class Campaign(StrictModel):
     id: Id
     name: str
     tenant: str
@@ -101,7 +98,7 @@ class Campaign(_Strict):
     legacy_persona: str | None = None
 
 
-class Catalog(_Strict):
+class Catalog(StrictModel):
     tenants: tuple[Tenant, ...]
     personas: tuple[Persona, ...]
     campaigns: tuple[Campaign, ...]

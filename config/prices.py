@@ -21,7 +21,9 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from config.strict import StrictModel
 
 RateKey = Literal[
     "input_tokens",
@@ -39,9 +41,7 @@ FREE_PROVIDERS = frozenset({"offline", "espeak-ng", "pocketsphinx", "silero"})
 PER_MILLION = 1_000_000
 
 
-class ModelPrice(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class ModelPrice(StrictModel):
     provider: str = Field(default="openai", min_length=1)
     model: str = Field(min_length=1)
     rates: dict[RateKey, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(min_length=1)
@@ -50,9 +50,7 @@ class ModelPrice(BaseModel):
         return self.rates.get(key, 0.0)
 
 
-class Prices(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class Prices(StrictModel):
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     as_of: dt.date | None = None
     models: tuple[ModelPrice, ...] = ()

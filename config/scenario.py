@@ -9,7 +9,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     ConfigDict,
     Field,
     PlainValidator,
@@ -24,6 +23,7 @@ from typing_extensions import TypedDict
 from config import jsonio, roles
 from config.catalog import Catalog
 from config.errors import Problem, ScenarioError, problems_from_validation
+from config.strict import StrictModel
 
 MAX_SCENARIO_BYTES = 256 * 1024
 # Use only with `fullmatch` (see is_scenario_name): Python's `$` also matches before a final
@@ -77,11 +77,7 @@ def is_scenario_name(text: str) -> bool:
 TurnPolicy = Literal["alternate", "round_robin", "addressed", "moderated"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CastSlot(_Strict):
+class CastSlot(StrictModel):
     """One seat in the room. `persona` pins a persona; otherwise the selector chooses."""
 
     role: str
@@ -91,7 +87,7 @@ class CastSlot(_Strict):
     persona: str | None = None
 
 
-class Rules(_Strict):
+class Rules(StrictModel):
     turn_policy: TurnPolicy = "alternate"
     max_turns: int = Field(default=12, ge=1, le=500)
     max_duration_s: float = Field(default=600.0, gt=0, le=4 * 3600)
@@ -106,7 +102,7 @@ class Rules(_Strict):
     )
 
 
-class ScriptLine(_Strict):
+class ScriptLine(StrictModel):
     """One offline-model turn: call `tool` with `args` (if given), then say `say`.
 
     `say` may name the cast: `{me}` is the speaker's own name, `{dispatcher}`, `{driver}`,
@@ -128,7 +124,7 @@ NonEmpty = Annotated[str, Field(min_length=1)]
 DTMF_KEY = re.compile(r"[0-9*#]")
 
 
-class DtmfChoice(_Strict):
+class DtmfChoice(StrictModel):
     """What a key the caller presses does: `role` hands the caller to the persona in that cast
     role (the floor's hand-over), `action` "end" ends the call (the holder says goodbye)."""
 
@@ -180,7 +176,7 @@ class ScenarioContext(TypedDict, total=False):
     loads: Annotated[LoadsInput, PlainValidator(_valid_loads, json_schema_input_type=LoadsInput)]
 
 
-class Scenario(_Strict):
+class Scenario(StrictModel):
     name: str = Field(pattern=NAME_PATTERN.pattern)
     description: str = ""
     campaign: str

@@ -8,6 +8,7 @@ set", whichever source it comes from. Secrets stay `SecretStr` until handed to a
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +38,16 @@ def _blank(value: Any) -> bool:
     if isinstance(value, SecretStr):
         value = value.get_secret_value()
     return isinstance(value, str) and not value.strip()
+
+
+@dataclass(frozen=True)
+class LiveKitCredentials:
+    """The LiveKit server and the key that signs for it. The secret stays wrapped until it is
+    handed to a client."""
+
+    url: str
+    api_key: str
+    api_secret: SecretStr
 
 
 class Settings(BaseSettings):
@@ -171,14 +182,38 @@ class Settings(BaseSettings):
             value = dotenv_values(ENV_FILE).get(name) if Path(ENV_FILE).is_file() else None
         return SecretStr(value) if value and value.strip() else None
 
-    def livekit_missing(self) -> list[str]:
-        """Names of the LiveKit settings that are not set (empty when all are)."""
-        values = {
+    def livekit_credentials(
+        self, *, url: str | None = None, api_key: str | None = None, api_secret: str | None = None
+    ) -> LiveKitCredentials | None:
+        """The LiveKit URL, key and secret, or None when one is not set (`livekit_missing`
+        names which): as `openai_key()` is for OpenAI, the one way every caller reads them.
+        Values given here (the worker's command-line flags) come before the settings'."""
+        url = url or self.livekit_url
+        api_key = api_key or self.livekit_api_key
+        secret = SecretStr(api_secret) if api_secret else self.livekit_api_secret
+        if not (url and api_key and secret):
+            return None
+        return LiveKitCredentials(url, api_key, secret)
+
+    def _livekit_values(self) -> dict[str, str | SecretStr | None]:
+        return {
             "LIVEKIT_URL": self.livekit_url,
             "LIVEKIT_API_KEY": self.livekit_api_key,
             "LIVEKIT_API_SECRET": self.livekit_api_secret,
         }
-        return [name for name, value in values.items() if not value]
+
+    def livekit_missing(self) -> list[str]:
+        """Names of the LiveKit settings that are not set (empty when all are)."""
+        return [name for name, value in self._livekit_values().items() if not value]
+
+    def livekit_env(self) -> dict[str, str]:
+        """The LiveKit settings that are set, as environment variables (the secret unwrapped):
+        for the livekit CLI, which reads only its flags and the environment."""
+        return {
+            name: value.get_secret_value() if isinstance(value, SecretStr) else value
+            for name, value in self._livekit_values().items()
+            if value
+        }
 
 
 # Query parameters the worker sets itself from its settings: a URL must not override them.

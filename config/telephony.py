@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from config.errors import Problem
+from config.strict import StrictModel
 
 if TYPE_CHECKING:
     from config.catalog import Catalog
@@ -57,11 +58,7 @@ Id = Annotated[str, Field(min_length=1, max_length=48, pattern=r"^[a-z0-9][a-z0-
 ScenarioName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class InboundLine(_Strict):
+class InboundLine(StrictModel):
     """Calls to `numbers` become rooms of `scenario` (its campaign, or `campaign`), one room
     per call, dispatched to this worker as inbound."""
 
@@ -73,7 +70,7 @@ class InboundLine(_Strict):
     allowed_addresses: tuple[Annotated[str, AfterValidator(_cidr)], ...] = ()
 
 
-class OutboundTrunk(_Strict):
+class OutboundTrunk(StrictModel):
     """The SIP trunk a tenant's personas call out on."""
 
     id: Id
@@ -93,7 +90,7 @@ class OutboundTrunk(_Strict):
         return self
 
 
-class Telephony(_Strict):
+class Telephony(StrictModel):
     inbound: tuple[InboundLine, ...] = ()
     outbound: tuple[OutboundTrunk, ...] = ()
 

@@ -92,11 +92,15 @@ class HearingStage(SpeakingStage):
         self._frames = frames
         self.events: StageEvents | None = None
 
+    def human_turn(self, text: str) -> None:
+        """The listening pipeline persona's end of a human turn (the room runner passes this
+        to its agent, as for the LiveKit stage)."""
+        self.humans.said("caller", text)
+
     async def _open(self, cast: StageCast, events: StageEvents) -> dict[str, AgentSession]:
         self.events = events
         sessions = await super()._open(cast, events)
         listener = sessions[cast.listener]
-        cast.agents[cast.listener].on_human_turn = lambda text: self.humans.said("caller", text)
         if isinstance(listener.llm, RealtimeModel):
 
             def transcribed(ev: Any) -> None:

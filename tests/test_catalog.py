@@ -205,3 +205,30 @@ def test_model_lists_match_the_openai_plugin():
 def test_every_role_has_tools_and_a_persona_in_the_shipped_catalog(catalog):
     assert all(ROLE_TOOLS[r] for r in ROLE_TOOLS)
     assert {p.role for p in catalog.personas} == set(ROLE_TOOLS)
+
+
+def test_every_model_read_from_input_has_the_one_strict_base():
+    import inspect
+
+    from pydantic import BaseModel
+
+    from config import catalog as catalog_module
+    from config import scenario as scenario_module
+    from config.settings import PROJECT_ROOT
+    from config.strict import StrictModel
+
+    models_read = [
+        cls
+        for module in (catalog_module, scenario_module)
+        for _, cls in inspect.getmembers(module, inspect.isclass)
+        if issubclass(cls, BaseModel) and cls.__module__ == module.__name__
+    ]
+    assert len(models_read) >= 8
+    assert all(issubclass(cls, StrictModel) for cls in models_read), models_read
+    bases = [
+        str(path.relative_to(PROJECT_ROOT))
+        for package in ("config", "agents", "workers")
+        for path in (PROJECT_ROOT / package).rglob("*.py")
+        if 'extra="forbid"' in path.read_text(encoding="utf-8")
+    ]
+    assert bases == ["config/strict.py"]

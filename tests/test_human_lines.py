@@ -233,3 +233,41 @@ async def test_a_line_the_lead_heard_with_its_own_model_is_relayed_to_the_others
     assert relayed not in contexts["tim"]
     assert contexts["chris"].count(relayed) == 1
     assert [h["text"] for h in room.events("human")] == ["Is the load on time?"]
+
+
+async def test_the_room_gives_only_the_listening_agent_the_stages_human_turn(
+    catalog, tmp_path, scenarios_dir
+):
+    """The listening persona's agent is built with the stage's `human_turn`: a human turn its
+    session ends goes to the stage (and its own reply is stopped); nobody sets it afterwards."""
+    from livekit.agents import llm
+
+    class HearingStage(LocalStage):
+        def __init__(self) -> None:
+            self.live = LiveHumans()
+            self.live.joined("caller")
+            super().__init__(humans=self.live)
+            self.stopped: dict[str, bool] = {}
+
+        def human_turn(self, text: str) -> None:
+            self.live.said("caller", text)
+
+        async def _open(self, cast, events):
+            sessions = await super()._open(cast, events)
+            heard = llm.ChatMessage(role="user", content=["Is the load on time?"])
+            for persona_id, agent in cast.agents.items():
+                try:
+                    await agent.on_user_turn_completed(llm.ChatContext(), heard)
+                    self.stopped[persona_id] = False
+                except llm.StopResponse:
+                    self.stopped[persona_id] = True
+            return sessions
+
+    room = HumanRoom(catalog, tmp_path, scenarios_dir)
+    stage = HearingStage()
+    await room.run(stage)
+    lead = room.scenario.lead_slot.role
+    cast = room.events("room_started")[0]["cast"]
+    assert stage.stopped == {seat["persona"]: seat["role"] == lead for seat in cast}
+    assert sum(stage.stopped.values()) == 1
+    assert [e["text"] for e in room.events("human")] == ["Is the load on time?"]

@@ -8,12 +8,14 @@ from types import SimpleNamespace
 
 import pytest
 from livekit import api, rtc
+from livekit.agents.types import TOPIC_TRANSCRIPTION
 
 from config.catalog import Catalog
 from config.scenario import CastSlot
 from workers.room.seat import Seat
 from workers.room.stage import StageCast, StageError, StageEvents
 from workers.room.stage.livekit import (
+    SESSION_STREAM_TOPIC,
     LiveHumans,
     LiveKitStage,
     hear_humans_only,
@@ -125,10 +127,17 @@ class FakeRoom:
         self.disconnected = False
         self.name = "room-9"
         self.remote_participants: dict = {}
+        self.stream_topics: list[str] = []
         FakeRoom.instances.append(self)
 
     def on(self, *_a, **_k):
         return None
+
+    def register_byte_stream_handler(self, topic: str, handler) -> None:
+        self.stream_topics.append(topic)
+
+    def register_text_stream_handler(self, topic: str, handler) -> None:
+        self.stream_topics.append(topic)
 
     async def disconnect(self) -> None:
         self.disconnected = True
@@ -237,7 +246,13 @@ async def test_the_listening_persona_hands_human_turns_to_the_floor(catalog, sce
     # without a floor listening, the framework replies as usual
     assert await agent.on_user_turn_completed(llm.ChatContext(), message) is None
     heard: list[str] = []
-    agent.on_human_turn = heard.append
+    agent = build_agent(
+        cast["dispatcher"],
+        room_data=RoomData(scenario, catalog),
+        cast=cast,
+        floor=RecordingFloor(),
+        on_human_turn=heard.append,
+    )
     with pytest.raises(llm.StopResponse):
         await agent.on_user_turn_completed(llm.ChatContext(), message)
     assert heard == ["Tim, is the load on time?"]
@@ -337,6 +352,15 @@ async def test_open_starts_each_persona_on_its_own_connection_and_reports_each(
             # the first persona uses the job's own room; the other joined with its own token
             assert [identity for _, identity in joined] == ["agent_chris_r"]  # its seat's
             assert joined[0][0] is not ctx.room
+            # The opener's session is the job's primary: livekit reads the session stream on
+            # its connection; every other persona's connection drops it where it arrives.
+            assert ctx.primary_session is sessions["tim"]
+            for room in (ctx.room, joined[0][0]):
+                with pytest.raises(ValueError, match="already set"):
+                    room.register_byte_stream_handler(SESSION_STREAM_TOPIC, lambda r, i: None)
+                # nobody reads the personas' transcriptions: closed where they arrive
+                with pytest.raises(ValueError, match="already set"):
+                    room.register_text_stream_handler(TOPIC_TRANSCRIPTION, lambda r, i: None)
             await stage.close()
     reports = stage.session_reports()
     assert sorted(reports) == ["chris", "tim"]  # a report for every persona
@@ -398,21 +422,13 @@ async def test_a_realtime_leads_own_transcript_is_marked_as_heard_by_it(catalog,
     from livekit.agents.voice.events import UserInputTranscribedEvent
     from livekit.plugins import openai
 
-    from agents.persona import RecordingFloor, build_agent
-    from agents.room_data import RoomData
-    from config.scenario import load_scenario
-
     stage = LiveKitStage(
         FakeCtx(), url="ws://x", api_key=KEY, api_secret=SECRET, campaign="freight-dispatch"
     )
     session = AgentSession(llm=openai.realtime.RealtimeModel(api_key="sk-not-used"))
     tim = catalog.persona("tim")
-    scenario = load_scenario("dispatch_checkin", scenarios_dir=scenarios_dir)
-    agent = build_agent(
-        tim, room_data=RoomData(scenario, catalog), cast={"dispatcher": tim}, floor=RecordingFloor()
-    )
     seat = Seat(tim, CastSlot(role="dispatcher"), "test", "agent_tim_r")
-    stage._listen(session, seat, agent, StageEvents.ignored())
+    stage._listen(session, seat, StageEvents.ignored())
     session.emit(
         "user_input_transcribed", UserInputTranscribedEvent(transcript="x", is_final=False)
     )

@@ -153,3 +153,41 @@ def test_a_bad_capacity_url_stops_the_worker_with_one_line_and_no_password(
     err = capsys.readouterr().err.strip()
     assert err.startswith("workers.multi: bad settings: CAPACITY_URL:") and "\n" not in err
     assert "XYZZY" not in err and "Traceback" not in err
+
+
+def test_job_processes_preload_what_the_worker_imports_but_not_its_main_module():
+    """Each job process runs the worker's main module again as `__mp_main__`; preloaded in the
+    forkserver it would already be imported, and runpy warns in every job process."""
+    import subprocess
+
+    assert "workers.multi" not in multi.JOB_PRELOAD
+    code = (
+        "import sys, warnings\n"
+        "warnings.simplefilter('error')\n"
+        f"for name in {list(multi.JOB_PRELOAD)!r}: __import__(name)\n"
+        "assert 'workers.multi' not in sys.modules, 'a preloaded module imports workers.multi'\n"
+        "import runpy\n"
+        "runpy.run_module('workers.multi', run_name='__mp_main__', alter_sys=True)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "RuntimeWarning" not in done.stderr
+
+
+def test_the_dev_key_alone_signs_without_pyjwts_short_key_warning():
+    import warnings
+
+    from pydantic import SecretStr
+
+    from config.settings import LiveKitCredentials
+    from workers.tokens import mint_human_token, quiet_dev_key_warning
+
+    def warned(key: str, secret: str) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            quiet_dev_key_warning(LiveKitCredentials("ws://x", key, SecretStr(secret)))
+            mint_human_token(api_key=key, api_secret=secret, room="r", identity="h", name="h")
+        return [type(w.message).__name__ for w in caught]
+
+    assert warned("devkey", "secret") == []
+    assert warned("prodkey", "short") == ["InsecureKeyLengthWarning"]

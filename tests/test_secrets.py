@@ -276,3 +276,44 @@ def test_models_without_a_given_key_ask_settings_which_read_dotenv(tmp_path, cat
         build_models(tim, Settings())
     _dotenv(tmp_path, f"OPENAI_API_KEY={SECRETS['OPENAI_API_KEY']}\n")
     assert build_models(tim, Settings()).llm._opts.api_key == SECRETS["OPENAI_API_KEY"]
+
+
+def test_settings_give_the_livekit_credentials_whole_and_the_secret_wrapped(tmp_path):
+    env = _dotenv(
+        tmp_path,
+        f"LIVEKIT_URL=ws://lk:7880\nLIVEKIT_API_KEY=devkey\n"
+        f"LIVEKIT_API_SECRET={SECRETS['LIVEKIT_API_SECRET']}\n",
+    )
+    livekit = Settings(_env_file=env).livekit_credentials()
+    assert livekit is not None and (livekit.url, livekit.api_key) == ("ws://lk:7880", "devkey")
+    assert livekit.api_secret.get_secret_value() == SECRETS["LIVEKIT_API_SECRET"]
+    assert MARK not in repr(livekit) and MARK not in str(livekit)
+    # the worker's command-line flags come first
+    flagged = Settings(_env_file=env).livekit_credentials(url="ws://other:7880", api_secret="s2")
+    assert flagged is not None and flagged.url == "ws://other:7880"
+    assert (flagged.api_key, flagged.api_secret.get_secret_value()) == ("devkey", "s2")
+    # one missing: none at all, and livekit_missing says which
+    partial = Settings(_env_file=_dotenv(tmp_path, "LIVEKIT_URL=ws://lk:7880\n"))
+    assert partial.livekit_credentials() is None
+    assert partial.livekit_missing() == ["LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"]
+
+
+SECRET_FIELDS = {"livekit_url", "livekit_api_key", "livekit_api_secret", "openai_api_key"}
+
+
+def test_only_settings_read_the_secret_fields():
+    """One path: everything else asks `livekit_credentials()`, `livekit_env()` or
+    `openai_key()`, so a secret is unwrapped only where it is handed to a client."""
+    import ast
+
+    from config.settings import PROJECT_ROOT
+
+    readers = sorted(
+        f"{path.relative_to(PROJECT_ROOT)}:{node.lineno} .{node.attr}"
+        for package in ("config", "agents", "workers")
+        for path in (PROJECT_ROOT / package).rglob("*.py")
+        if path != PROJECT_ROOT / "config" / "settings.py"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Attribute) and node.attr in SECRET_FIELDS
+    )
+    assert readers == []

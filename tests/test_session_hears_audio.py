@@ -59,9 +59,9 @@ class HumanAudio(io.AudioInput):
 
 
 class HearingStage(LocalStage):
-    """The local stage whose listening persona hears `frames`, wired as the LiveKit stage wires
-    it (workers.room.stage.livekit.LiveKitStage._listen): its agent's end of a human turn goes to
-    the humans the floor reads."""
+    """The local stage whose listening persona hears `frames`. The room runner builds that
+    persona's agent with this stage's `human_turn`, as for the LiveKit stage: its end of a human
+    turn goes to the humans the floor reads."""
 
     humans: LiveHumans
 
@@ -74,9 +74,11 @@ class HearingStage(LocalStage):
     async def _open(self, cast: StageCast, events: StageEvents) -> dict[str, Any]:
         self.events = events
         sessions = await super()._open(cast, events)
-        cast.agents[cast.listener].on_human_turn = lambda text: self.humans.said("caller", text)
         sessions[cast.listener].input.audio = HumanAudio(self._frames)
         return sessions
+
+    def human_turn(self, text: str) -> None:
+        self.humans.said("caller", text)
 
     def hang_up(self) -> None:
         self.humans.gone("caller")

@@ -69,6 +69,12 @@ class _Room:
     def on(self, *_a, **_k):
         return None
 
+    def register_text_stream_handler(self, *_a) -> None:
+        return None
+
+    def register_byte_stream_handler(self, *_a) -> None:
+        return None
+
     async def disconnect(self) -> None:
         return None
 

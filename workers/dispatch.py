@@ -24,7 +24,7 @@ from livekit import api
 
 from config.catalog import Catalog
 from config.scenario import Scenario
-from config.settings import Settings
+from config.settings import LiveKitCredentials, Settings
 from workers.cli_input import (
     EXIT_BAD_INPUT,
     EXIT_OK,
@@ -35,7 +35,12 @@ from workers.cli_input import (
     read_settings,
 )
 from workers.job.plan import MAX_METADATA_BYTES
-from workers.tokens import HUMAN_TOKEN_TTL, check_human_identity, mint_human_token
+from workers.tokens import (
+    HUMAN_TOKEN_TTL,
+    check_human_identity,
+    mint_human_token,
+    quiet_dev_key_warning,
+)
 
 EXIT_API = 1
 PROG = "workers.dispatch"
@@ -50,9 +55,7 @@ class Request:
     room: str
     identity: str
     name: str
-    url: str
-    api_key: str
-    api_secret: str
+    livekit: LiveKitCredentials
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,28 +134,27 @@ def prepare_request(
     name = (name or identity).strip() or identity
     check_not_a_persona_name(name, loaded.catalog)
     room = check_room_name(room or f"{loaded.scenario.name}-{secrets.token_hex(3)}")
-    missing = settings.livekit_missing()
-    if missing:
-        raise BadInput(
-            f"set {', '.join(missing)} (in the environment or .env) to dispatch", "not_configured"
-        )
-    assert settings.livekit_url and settings.livekit_api_key and settings.livekit_api_secret
+    livekit = settings.livekit_credentials()
+    if livekit is None:
+        missing = ", ".join(settings.livekit_missing())
+        raise BadInput(f"set {missing} (in the environment or .env) to dispatch", "not_configured")
     return Request(
         scenario=loaded.scenario,
         metadata=metadata,
         room=room,
         identity=identity,
         name=name,
-        url=settings.livekit_url,
-        api_key=settings.livekit_api_key,
-        api_secret=settings.livekit_api_secret.get_secret_value(),
+        livekit=livekit,
     )
 
 
 async def create(req: Request, agent_name: str) -> str:
     """Create the room and the dispatch; returns the dispatch id."""
     timeout = aiohttp.ClientTimeout(total=API_TIMEOUT_S)
-    async with api.LiveKitAPI(req.url, req.api_key, req.api_secret, timeout=timeout) as lk:
+    livekit = req.livekit
+    async with api.LiveKitAPI(
+        livekit.url, livekit.api_key, livekit.api_secret.get_secret_value(), timeout=timeout
+    ) as lk:
         await lk.room.create_room(
             api.CreateRoomRequest(
                 name=req.room, metadata=json.dumps({"scenario": req.scenario.name})
@@ -183,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = read_settings()
         req = prepare(args, settings)
+        quiet_dev_key_warning(req.livekit)
     except BadInput as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -192,11 +195,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: the LiveKit server refused: {e.code}: {e.message}", file=sys.stderr)
         return EXIT_API
     except (aiohttp.ClientError, TimeoutError, OSError) as e:
-        print(f"{PROG}: cannot reach the LiveKit server at {req.url}: {e!r}", file=sys.stderr)
+        where = req.livekit.url
+        print(f"{PROG}: cannot reach the LiveKit server at {where}: {e!r}", file=sys.stderr)
         return EXIT_API
     token = mint_human_token(
-        api_key=req.api_key,
-        api_secret=req.api_secret,
+        api_key=req.livekit.api_key,
+        api_secret=req.livekit.api_secret.get_secret_value(),
         room=req.room,
         identity=req.identity,
         name=req.name,
@@ -205,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _print(
         {
             "room": req.room,
-            "url": req.url,
+            "url": req.livekit.url,
             "agent_name": settings.agent_name,
             "dispatch_id": dispatch_id,
             "scenario": req.scenario.name,

@@ -39,6 +39,7 @@ from workers.main.livekit_check import (
     missing_livekit,
 )
 from workers.main.worker_load import MultiPersonaServer, Worker
+from workers.tokens import quiet_dev_key_warning
 
 log = get_logger("workers.multi")
 
@@ -50,6 +51,11 @@ EXIT_BAD_SETUP = 2
 # is explicit per persona (workers.room.stage.base.make_session: VAD end of speech for the persona
 # that hears humans, none for the others).
 PRELOAD_LOCAL_INFERENCE = "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE"
+# What a job process needs, imported once in the forkserver: everything this module imports,
+# not this module itself. Each job process runs the worker's main module again as
+# `__mp_main__` (multiprocessing's preparation of a child); had the forkserver imported it
+# already, runpy would print a RuntimeWarning in every job process.
+JOB_PRELOAD = ("workers.job.runner", "workers.main.worker_load", "workers.main.livekit_check")
 
 
 # -- main process ----------------------------------------------------------------------------
@@ -82,7 +88,7 @@ def build_server(
         load_threshold=ServerEnvOption(dev_default=math.inf, prod_default=settings.load_threshold),
         log_level=_livekit_log_level(settings.log_level),
         # imported once in the forkserver, so each job process starts warm
-        preload_modules=["workers.multi"],
+        preload_modules=list(JOB_PRELOAD),
         **kwargs,
     )
     server.rtc_session(
@@ -115,6 +121,7 @@ def prewarm(proc: JobProcess) -> None:
     settings = get_settings()
     # Job processes get the same renderer (their output goes straight to stderr).
     configure_logging(settings.log_format, settings.log_level)
+    quiet_dev_key_warning(settings.livekit_credentials())
     proc.userdata["vad"] = silero.VAD.load()
     if settings.openai_key() is None:
         warm_offline_voice()
@@ -179,16 +186,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_SETUP
     export_livekit_env(settings)
     if command in COMMANDS_NEEDING_LIVEKIT:
-        refused = credentials_refused(
-            flag_value(argv, "--url") or settings.livekit_url or "",
-            flag_value(argv, "--api-key") or settings.livekit_api_key or "",
-            flag_value(argv, "--api-secret")
-            or (
-                settings.livekit_api_secret.get_secret_value()
-                if settings.livekit_api_secret
-                else ""
-            ),
+        given = settings.livekit_credentials(
+            url=flag_value(argv, "--url"),
+            api_key=flag_value(argv, "--api-key"),
+            api_secret=flag_value(argv, "--api-secret"),
         )
+        assert given is not None  # missing_livekit said every one is given
+        quiet_dev_key_warning(given)
+        refused = credentials_refused(given)
         if refused:
             print(f"workers.multi: {refused}", file=sys.stderr)
             return EXIT_BAD_SETUP

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+import warnings
 from datetime import timedelta
 
+from jwt.warnings import InsecureKeyLengthWarning
 from livekit import api
 
 from config.catalog import Persona
+from config.settings import LiveKitCredentials
 
 # Identities starting with this prefix belong to personas; humans may not use it.
 AGENT_IDENTITY_PREFIX = "agent_"
@@ -66,6 +69,18 @@ def persona_grants(room: str, *, subscribe: bool = False) -> api.VideoGrants:
         can_update_own_metadata=True,
         can_subscribe=subscribe,
     )
+
+
+# `livekit-server --dev`'s well-known key pair. Its 6-byte secret is short by design (a local
+# server for development), so PyJWT's warning about it says nothing new.
+DEV_KEY = ("devkey", "secret")
+
+
+def quiet_dev_key_warning(livekit: LiveKitCredentials | None) -> None:
+    """A process that signs with the dev key pair does not print PyJWT's short-secret warning
+    on every token; with any other key (a real server's) a short secret keeps its warning."""
+    if livekit is not None and (livekit.api_key, livekit.api_secret.get_secret_value()) == DEV_KEY:
+        warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
 
 
 def mint_persona_token(

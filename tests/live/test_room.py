@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import subprocess
 import time
@@ -268,3 +269,32 @@ async def test_the_same_room_dispatched_twice_keeps_every_persona(worker: Worker
         await lk.room.delete_room(api.DeleteRoomRequest(room=room))
     assert len(jobs) == 2 and len(expected) == 4
     assert {p.identity for p in agents_of(people)} == expected
+
+
+async def test_a_rooms_worker_log_has_no_line_repeated_per_persona_per_event(
+    workers: list[WorkerProcess], tmp_path: Path
+):
+    """Four personas talk for eight turns on a worker of its own: its log has no line that
+    comes once for each persona for each thing said (another persona's session or
+    transcription stream, unread), no warning printed by every job process, and no PyJWT
+    warning about the dev key's short secret."""
+    worker = WorkerProcess.start(tmp_path, agent_name=unique("quiet"), name="quiet")
+    workers.append(worker)
+    await worker.ready()
+    room = unique("quiet")
+    async with server_api() as lk:
+        await dispatch(lk, worker.agent_name, room, json.dumps({"scenario": "all_four"}))
+        events = await transcript_of(worker, room, timeout=200)
+    await worker.wait_for("job_room_ended", room=room)
+    said = sum(e["event"] == "utterance" for e in events)
+    personas = len(events[0]["cast"])
+    assert personas == 4 and said >= 6
+
+    lines = worker.log_path.read_text(errors="replace").splitlines()
+    raw = [line for line in lines if not line.startswith("{")]
+    assert not [line for line in raw if "Warning" in line], "\n".join(raw)
+    logged = collections.Counter(e.get("event") for e in worker.events())
+    assert not [text for text in logged if str(text).startswith("ignoring")], logged
+    # a line per persona per line said would come (personas - 1) * said times at least
+    repeated = {text: n for text, n in logged.items() if n >= said}
+    assert repeated == {}, repeated

@@ -97,14 +97,13 @@ async def _run_plan(
     ctx: JobContext, settings: Settings, catalog: Catalog, plan: JobPlan, room: str
 ) -> RoomResult | None:
     """Join and run the room; None when the job was stopped while it was still joining."""
-    url = job_url(ctx, settings.livekit_url or "")
-    secret = settings.livekit_api_secret
+    livekit = settings.livekit_credentials()
     # Secrets stay wrapped in this frame: unwrapped only as they are handed over.
     stage = LiveKitStage(
         ctx,
-        url=url,
-        api_key=settings.livekit_api_key or "",
-        api_secret=secret.get_secret_value() if secret is not None else "",
+        url=job_url(ctx, livekit.url if livekit else ""),
+        api_key=livekit.api_key if livekit else "",
+        api_secret=livekit.api_secret.get_secret_value() if livekit else "",
         campaign=plan.scenario.campaign,
         hear_everyone=plan.scenario.rules.hear == "everyone",
     )

@@ -20,9 +20,8 @@ from collections.abc import Sequence
 
 import aiohttp
 from livekit import api
-from pydantic import SecretStr
 
-from config.settings import Settings
+from config.settings import LiveKitCredentials, Settings
 
 CHECK_TIMEOUT_S = 5.0
 # The livekit CLI takes these from the environment or from its own flags.
@@ -42,15 +41,9 @@ def missing_livekit(argv: Sequence[str], settings: Settings) -> list[str]:
 
 def export_livekit_env(settings: Settings) -> None:
     """The livekit CLI reads LIVEKIT_* from the environment only: pass on the .env values."""
-    values: tuple[tuple[str, str | SecretStr | None], ...] = (
-        ("LIVEKIT_URL", settings.livekit_url),
-        ("LIVEKIT_API_KEY", settings.livekit_api_key),
-        ("LIVEKIT_API_SECRET", settings.livekit_api_secret),
-    )
-    for name, value in values:
-        if value and not os.environ.get(name):
-            # the secret is unwrapped only as it is handed to the livekit CLI
-            os.environ[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
+    for name, value in settings.livekit_env().items():
+        if not os.environ.get(name):
+            os.environ[name] = value
 
 
 def flag_value(argv: Sequence[str], flag: str) -> str | None:
@@ -89,7 +82,9 @@ async def _refused(url: str, key: str, secret: str) -> str | None:
     return None
 
 
-def credentials_refused(url: str, key: str, secret: str) -> str | None:
+def credentials_refused(livekit: LiveKitCredentials) -> str | None:
     """One line saying the server refused these credentials, or None (accepted, or the
     server could not be asked)."""
-    return asyncio.run(_refused(url, key, secret))
+    return asyncio.run(
+        _refused(livekit.url, livekit.api_key, livekit.api_secret.get_secret_value())
+    )

@@ -109,6 +109,7 @@ async def run_room(
                 cast=cast_map,
                 floor=floor,
                 moderator=moderated and s is lead,
+                on_human_turn=stage.human_turn if s is lead else None,
             )
             for s in seats
         }

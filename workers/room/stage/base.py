@@ -155,6 +155,12 @@ class Stage(ABC):
     async def close(self) -> None:
         """Close every session and connection. Idempotent."""
 
+    def human_turn(self, text: str) -> None:
+        """What a human said, as the listening persona's session heard it (its agent is built
+        with this as `on_human_turn`): the stage knows who said it and tells its humans. A
+        stage with no human audio never hears one."""
+        raise NotImplementedError(f"{type(self).__name__} has no human audio")
+
     def session_reports(self) -> dict[str, dict[str, Any]]:
         """Persona id -> livekit's session report, once closed (stages that have them)."""
         return {}

@@ -15,10 +15,10 @@ from typing import Any
 from livekit import rtc
 from livekit.agents import AgentSession, JobContext
 from livekit.agents.llm import RealtimeModel
-from livekit.agents.types import TOPIC_CHAT
+from livekit.agents.types import TOPIC_CHAT, TOPIC_TRANSCRIPTION
 from livekit.agents.voice import room_io
+from livekit.agents.voice.remote_session import TOPIC_SESSION_MESSAGES as SESSION_STREAM_TOPIC
 
-from agents.persona import PersonaAgent
 from config.catalog import Persona
 from config.logging import get_logger
 from workers.room.human_line import MAX_HUMAN_SCAN, HumanLine
@@ -135,6 +135,24 @@ def hear_humans_only(room: rtc.Room) -> None:
             consider(publication, participant)
 
 
+def drop_unread_streams(room: rtc.Room, *, hosts_session: bool) -> None:
+    """What reaches every persona connection and no persona reads, closed unread where it
+    arrives (without a handler livekit logs a line for each one, on each connection):
+
+    - every persona's transcription (`lk.transcription`, for the humans' clients);
+    - on a connection that does not host the job's session, that session's stream
+      (`lk.agent.session`, for remote clients that observe or drive it), which the opener's
+      session (the job's primary) sends to everyone in the room.
+    """
+
+    def drop(reader: rtc.TextStreamReader | rtc.ByteStreamReader, sender: str) -> None:
+        reader.close()
+
+    room.register_text_stream_handler(TOPIC_TRANSCRIPTION, drop)
+    if not hosts_session:
+        room.register_byte_stream_handler(SESSION_STREAM_TOPIC, drop)
+
+
 def room_options(persona: Persona, *, hears_humans: bool) -> room_io.RoomOptions:
     """RoomIO for one persona's participant.
 
@@ -245,6 +263,7 @@ class LiveKitStage(Stage):
         """A persona's own connection to the room, with a token minted for it alone."""
         room = self._room_factory()
         self._rooms.append(room)  # recorded first, so a half-made join is still disconnected
+        drop_unread_streams(room, hosts_session=False)  # before it connects: none unhandled
         token = mint_persona_token(
             api_key=self._key,
             api_secret=self._secret,
@@ -310,6 +329,7 @@ class LiveKitStage(Stage):
         self._ctx.room.on("disconnected", self._room_disconnected)
         self._watch_humans()  # before the other personas join: a caller may come meanwhile
         calls = self._calls = self._watch_calls(events)
+        drop_unread_streams(self._ctx.room, hosts_session=True)
         try:
             joined = await asyncio.gather(
                 *(self._join(s, listens=s.persona.id == cast.listener) for s in rest),
@@ -322,7 +342,16 @@ class LiveKitStage(Stage):
                 listener_room.register_text_stream_handler(TOPIC_CHAT, self._on_chat)
                 hear_humans_only(listener_room)
 
+            own_starting = asyncio.Event()
+
             async def start(seat: Seat) -> AgentSession:
+                try:
+                    return await start_session(seat)
+                finally:
+                    if seat is own:
+                        own_starting.set()  # also when it failed: the others go on
+
+            async def start_session(seat: Seat) -> AgentSession:
                 room = rooms.get(seat.persona.id)
                 if room is None:
                     raise StageError(f"{seat.persona.id} did not join")
@@ -335,7 +364,7 @@ class LiveKitStage(Stage):
                 if ears:
                     self._ears_hear(rooms[seat.persona.id])
                 elif listens:
-                    self._listen(session, seat, agent, events)
+                    self._listen(session, seat, events)
                 if models.speaks:
                     # published now, before the session starts: the persona is heard from
                     # its first word, in a room of personas alone too
@@ -343,11 +372,16 @@ class LiveKitStage(Stage):
                     self._outputs.append(output)
                     await output.start()
                     session.output.audio = output
-                await session.start(
-                    agent,
-                    room=room,
-                    room_options=room_options(seat.persona, hears_humans=listens and not ears),
-                )
+                options = room_options(seat.persona, hears_humans=listens and not ears)
+                if seat is own:
+                    # livekit makes the first session to enter start() the job's primary, which
+                    # alone hosts the session stream for remote clients (SESSION_STREAM_TOPIC):
+                    # the others enter theirs only once this one has.
+                    own_starting.set()
+                    await session.start(agent, room=room, room_options=options)
+                else:
+                    await own_starting.wait()
+                    await session.start(agent, room=room, room_options=options, session_host=False)
                 return session
 
             seats = [own, *rest]
@@ -411,22 +445,16 @@ class LiveKitStage(Stage):
                 if publication.track is not None:
                     subscribed(publication.track, publication, participant)
 
-    def _listen(
-        self, session: AgentSession, seat: Seat, agent: PersonaAgent, events: StageEvents
-    ) -> None:
-        """The persona that hears humans passes each finished human turn to the floor (its
-        agent stops the framework's own reply) and reports barge-ins so the floor can
-        interrupt whichever persona is speaking."""
+    def _listen(self, session: AgentSession, seat: Seat, events: StageEvents) -> None:
+        """The persona that hears humans: a pipeline persona's agent passes each finished
+        human turn to `human_turn` (and stops the framework's own reply); its barge-ins are
+        reported so the floor can interrupt whichever persona is speaking."""
 
         self._listener = session
-
-        def heard(text: str) -> None:
-            self.humans.said(self._linked_human(session), text)
-
-        agent.on_human_turn = heard  # pipeline: the agent's on_user_turn_completed
         if isinstance(session.llm, RealtimeModel):
-            # A realtime model transcribes the human itself and never calls that hook; the
-            # human's turn is already in its own context, so the floor relays it to the others.
+            # A realtime model transcribes the human itself and never ends a user turn in the
+            # agent; the human's turn is already in its own context, so the floor relays it to
+            # the others.
             def transcribed(ev: Any) -> None:
                 if ev.is_final and ev.transcript.strip():
                     self.humans.said(
@@ -442,6 +470,12 @@ class LiveKitStage(Stage):
                 events.human_speaking()
 
         session.on("user_state_changed", on_user_state)
+
+    def human_turn(self, text: str) -> None:
+        """A pipeline listener's agent heard a human finish a turn: from the human its
+        session is linked to."""
+        session = self._listener
+        self.humans.said(self._linked_human(session) if session is not None else "human", text)
 
     @staticmethod
     def _linked_human(session: AgentSession) -> str:
