@@ -29,6 +29,8 @@ from workers.job.internals import (
 )
 from workers.job.plan import JobPlan, PlanError
 from workers.job.plan_handoff import PlanHandoff
+from workers.job.room_ender import RoomEnder
+from workers.job.worker_watch import WorkerWatch
 from workers.main.admission import Reject, cast_in_job, plan_directory, release_leases
 from workers.room.runner import RoomResult, run_room
 from workers.room.stage import ModelsFor
@@ -93,7 +95,11 @@ async def run_job(ctx: JobContext, settings: Settings, catalog: Catalog) -> None
 
 
 async def _run_plan(
-    ctx: JobContext, settings: Settings, catalog: Catalog, plan: JobPlan, room: str
+    ctx: JobContext,
+    settings: Settings,
+    catalog: Catalog,
+    plan: JobPlan,
+    room: str,
 ) -> RoomResult | None:
     """Join and run the room; None when the job was stopped while it was still joining."""
     url = job_url(ctx, settings.livekit_url or "")
@@ -108,21 +114,35 @@ async def _run_plan(
     )
     # the stage subscribes the persona that hears humans to their audio, and nothing else
     joining = asyncio.ensure_future(ctx.connect(auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE))
+    ender = RoomEnder(stage, joining)
     stop = job_stop_requested(ctx)
     if stop is not None:  # drain timeout, job terminated: the floor ends now, by its rules
-
-        def stopped(_: Any) -> None:
-            stage.stop()
-            joining.cancel()  # a no-op once joined
-
-        stop.add_done_callback(stopped)
+        stop.add_done_callback(ender.stop_signalled)
     else:
         log.warning("job_stop_signal_unavailable", fallback="livekit cancels after 15 s")
+    watch = WorkerWatch(ender.worker_lost)
+    watch.start()
+    try:
+        return await _run_joined(ctx, settings, catalog, plan, room, stage, joining, ender)
+    finally:
+        watch.stop()
+
+
+async def _run_joined(
+    ctx: JobContext,
+    settings: Settings,
+    catalog: Catalog,
+    plan: JobPlan,
+    room: str,
+    stage: LiveKitStage,
+    joining: asyncio.Future[Any],
+    ender: RoomEnder,
+) -> RoomResult | None:
     try:
         await joining
     except asyncio.CancelledError:
         task = asyncio.current_task()
-        if stop is None or not stop.done() or (task is not None and task.cancelling()):
+        if not ender.stopped or (task is not None and task.cancelling()):
             raise
         log.info("job_stopped_while_joining")
         return None
@@ -137,6 +157,7 @@ async def _run_plan(
         transcripts_dir=settings.transcripts_dir,
         job_id=ctx.job.id,
         listeners=room_listeners(),  # one room per job process: short GC pauses
+        on_floor=ender.seat,
     )
     log.info(
         "job_room_ended",
