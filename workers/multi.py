@@ -65,6 +65,7 @@ def build_server(
     # before the worker starts its forkserver, which inherits this environment; an operator's
     # own value is kept
     os.environ.setdefault(PRELOAD_LOCAL_INFERENCE, "0")
+    worker.seat_returns.open()  # its path goes to job processes in the environment too
     kwargs: dict[str, Any] = {}
     if settings.worker_http_port is not None:
         kwargs["port"] = settings.worker_http_port

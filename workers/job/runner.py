@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from livekit.agents import AutoSubscribe, JobContext
@@ -20,6 +21,7 @@ from config.catalog import Catalog, Persona
 from config.logging import bind_context, get_logger
 from config.settings import Settings
 from workers.capacity.leases import Releasable
+from workers.capacity.seat_returns import return_seat
 from workers.job.gc_policy import room_listeners
 from workers.job.internals import (
     accept_metadata,
@@ -33,6 +35,7 @@ from workers.job.room_ender import RoomEnder
 from workers.job.worker_watch import WorkerWatch
 from workers.main.admission import Reject, cast_in_job, plan_directory, release_leases
 from workers.room.runner import RoomResult, run_room
+from workers.room.seat import Seat
 from workers.room.stage import ModelsFor
 from workers.room.stage.livekit import LiveKitStage
 
@@ -76,7 +79,7 @@ async def run_job(ctx: JobContext, settings: Settings, catalog: Catalog) -> None
     log.info("job_started", **plan.summary())
     reason = "room ended"
     try:
-        result = await _run_plan(ctx, settings, catalog, plan, room)
+        result = await _run_plan(ctx, settings, catalog, plan, room, own_leases)
         if result is None:
             reason = "stopped while joining"
         else:
@@ -100,6 +103,7 @@ async def _run_plan(
     catalog: Catalog,
     plan: JobPlan,
     room: str,
+    own_leases: list[Releasable],
 ) -> RoomResult | None:
     """Join and run the room; None when the job was stopped while it was still joining."""
     url = job_url(ctx, settings.livekit_url or "")
@@ -123,7 +127,9 @@ async def _run_plan(
     watch = WorkerWatch(ender.worker_lost)
     watch.start()
     try:
-        return await _run_joined(ctx, settings, catalog, plan, room, stage, joining, ender)
+        return await _run_joined(
+            ctx, settings, catalog, plan, room, stage, joining, ender, own_leases
+        )
     finally:
         watch.stop()
 
@@ -137,6 +143,7 @@ async def _run_joined(
     stage: LiveKitStage,
     joining: asyncio.Future[Any],
     ender: RoomEnder,
+    own_leases: list[Releasable],
 ) -> RoomResult | None:
     try:
         await joining
@@ -158,6 +165,7 @@ async def _run_joined(
         job_id=ctx.job.id,
         listeners=room_listeners(),  # one room per job process: short GC pauses
         on_floor=ender.seat,
+        on_seat_failed=seat_giver(ctx.job.id, own_leases),
     )
     log.info(
         "job_room_ended",
@@ -167,6 +175,22 @@ async def _run_joined(
         transcript=str(result.transcript_path),
     )
     return result
+
+
+def seat_giver(job_id: str, own_leases: list[Releasable]) -> Callable[[Seat], None]:
+    """`on_seat_failed` for a job: an optional persona that failed to start gives its lease
+    back at once, released here if the job took it itself, else by the main process that
+    holds it (asked through workers/capacity/seat_returns.py)."""
+
+    def give_back(seat: Seat) -> None:
+        own = [lease for lease in own_leases if lease.persona.id == seat.persona.id]
+        for lease in own:
+            lease.release()
+            own_leases.remove(lease)
+        if not own:
+            return_seat(job_id, seat.persona.id)
+
+    return give_back
 
 
 def _models_for(ctx: JobContext, settings: Settings, plan: JobPlan) -> ModelsFor:
