@@ -16,8 +16,11 @@ from config.settings import Settings
 from workers.capacity.selector import Selector
 from workers.job.plan import JobPlan
 from workers.job.plan_handoff import PlanHandoff
+from workers.job.room_ender import RoomEnder
 from workers.job.runner import find_plan, run_job
 from workers.main.admission import plan_directory
+from workers.room.floor import EndReason, Floor
+from workers.room.stage.local import LocalStage
 
 
 class _Owner:
@@ -163,3 +166,40 @@ async def test_the_job_runs_its_room_with_the_job_process_gc_policy(
     await run_job(ctx, settings, catalog)
     assert freeze_after_each_turn in seen["listeners"]
     assert ctx.shutdowns == ["room ended: max_turns"]
+
+
+class _Stage:
+    def __init__(self) -> None:
+        self.stops = 0
+
+    def stop(self) -> None:
+        self.stops += 1
+
+
+def _floor(scenarios_dir: Path) -> Floor:
+    scenario = load_scenario("dispatch_checkin", scenarios_dir=scenarios_dir)
+    return Floor(scenario, emit=lambda *_, **__: None, humans=LocalStage(()).humans)
+
+
+async def test_a_stop_signal_livekit_cancelled_ends_the_room_as_worker_lost(scenarios_dir):
+    """21.5: livekit cancels the job's stop signal when it tears the job down because its
+    channel to the worker closed: the room ends as `worker_lost`, not `shutdown`."""
+    loop = asyncio.get_running_loop()
+    stage, joining, stop = _Stage(), loop.create_future(), loop.create_future()
+    ender = RoomEnder(stage, joining)
+    floor = _floor(scenarios_dir)
+    ender.seat(floor)
+    stop.add_done_callback(ender.stop_signalled)
+    stop.cancel()
+    await asyncio.sleep(0)  # done callbacks run on the next loop pass
+    assert floor.ending is not None and floor.ending.reason == EndReason.WORKER_LOST
+    assert stage.stops == 1 and joining.cancelled() and ender.stopped
+
+
+async def test_a_worker_lost_before_the_floor_exists_ends_it_as_soon_as_it_does(scenarios_dir):
+    loop = asyncio.get_running_loop()
+    ender = RoomEnder(_Stage(), loop.create_future())
+    ender.worker_lost()
+    floor = _floor(scenarios_dir)
+    ender.seat(floor)
+    assert floor.ending is not None and floor.ending.reason == EndReason.WORKER_LOST

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,8 +25,10 @@ from config.scenario import load_scenario
 from config.settings import Settings
 from tests.conftest import SCENARIOS_DIR
 from workers.capacity.leases import LeaseBook
-from workers.capacity.selector import Lease
+from workers.capacity.seat_returns import SEAT_RETURNS_ENV
+from workers.capacity.selector import Lease, Selector
 from workers.job.plan import MAX_METADATA_BYTES, JobPlan, PlanError, voicemail_plan
+from workers.job.runner import seat_giver
 from workers.main.admission import Accept, Reject, cast_in_job, release_leases
 from workers.main.worker_load import Worker
 from workers.tokens import persona_identity
@@ -422,6 +426,59 @@ async def test_reconcile_with_active_jobs(worker: Worker):
     now[0] = 35.0
     assert reconcile(worker, []) == ["AJ_2"]  # never started: released
     assert rooms_in_use(worker) == 0
+
+
+def persona_rooms(worker: Worker, persona_id: str) -> int:
+    return next(p["active"] for p in worker.selector.stats()["personas"] if p["id"] == persona_id)
+
+
+async def test_an_optional_persona_that_failed_to_start_in_a_job_is_released_at_once(
+    worker: Worker, monkeypatch
+):
+    """21.5: a job whose optional persona (sales, standing by) failed to start hands its
+    lease back through the main process's seat-returns socket; the job keeps the rest."""
+    monkeypatch.setenv(SEAT_RETURNS_ENV, "")  # put back as it was after the test
+    worker.seat_returns.open()  # as build_server does, before livekit's forkserver starts
+    worker.seat_returns.listen()
+    try:
+        await handle(worker, job_request(Recorder(), json.dumps({"scenario": "inbound_support"})))
+        held = worker.leasebook.held()["AJ_1"]["personas"]
+        sales = next(label.split(":")[1] for label in held if label.startswith("sales:"))
+        assert persona_rooms(worker, sales) == 1
+
+        handed_back = asyncio.Event()
+        release_persona = worker.leasebook.release_persona
+
+        def seen(job_id: str, persona_id: str) -> bool:
+            handed_back.set()
+            return release_persona(job_id, persona_id)
+
+        monkeypatch.setattr(worker.leasebook, "release_persona", seen)
+        give_back = seat_giver("AJ_1", [])  # the job process's on_seat_failed
+        give_back(SimpleNamespace(persona=SimpleNamespace(id=sales)))  # type: ignore[arg-type]
+        async with asyncio.timeout(5):
+            await handed_back.wait()
+        assert persona_rooms(worker, sales) == 0
+        assert worker.leasebook.held()["AJ_1"]["personas"] == [
+            label for label in held if label != f"sales:{sales}"
+        ]
+        assert rooms_in_use(worker) == len(held) - 1
+        assert release_persona("AJ_1", sales) is False  # given back once
+    finally:
+        await worker.aclose()
+    assert not Path(os.environ[SEAT_RETURNS_ENV]).parent.exists()
+
+
+def test_a_job_gives_back_a_lease_it_took_itself_without_asking(catalog: Catalog):
+    scenario = load_scenario("dispatch_checkin", scenarios_dir=SCENARIOS_DIR)
+    selector = Selector(catalog)
+    cast = selector.cast(scenario)
+    leases = [m.lease for m in cast.members]
+    chris = next(lease for lease in leases if lease.persona.id == "chris")
+    seat_giver("AJ_9", leases)(SimpleNamespace(persona=chris.persona))  # type: ignore[arg-type]
+    assert chris not in leases
+    busy = {p["id"]: p["active"] for p in selector.stats()["personas"]}
+    assert busy["chris"] == 0 and busy["tim"] == 1
 
 
 async def test_worker_close_releases_everything(worker: Worker):

@@ -72,6 +72,7 @@ def build_server(
     # before the worker starts its forkserver, which inherits this environment; an operator's
     # own value is kept
     os.environ.setdefault(PRELOAD_LOCAL_INFERENCE, "0")
+    worker.seat_returns.open()  # its path goes to job processes in the environment too
     # livekit's default host "" is every address; its servers are bounded like /stats
     # (workers.main.livekit_http)
     kwargs: dict[str, Any] = {"host": settings.worker_http_host}

@@ -18,6 +18,7 @@ from config.settings import PROJECT_ROOT
 from tests.live.harness import (
     SHORT_CHECKIN,
     WorkerProcess,
+    current_events,
     dispatch,
     server_api,
     transcript_event,
@@ -56,6 +57,19 @@ HOLD = json.dumps(
         "script": {"dispatcher": [{"say": "Dispatch here, waiting for the driver."}]},
     }
 )
+
+
+async def signal_a_held_room(
+    lk: api.LiveKitAPI, proc: WorkerProcess, sig: int
+) -> tuple[str, float]:
+    """Dispatch a HOLD room, and once its persona has spoken, send `sig` to the worker's
+    main process alone: the room's name, and when the signal went."""
+    room = unique("held")
+    await dispatch(lk, proc.agent_name, room, HOLD)  # waits for a caller who never comes
+    await transcript_event(proc, room, "utterance")
+    sent_at = time.time()
+    proc.signal(sig)
+    return room, sent_at
 
 
 async def first_of(*waits: Any, within_s: float = 30) -> tuple[int, Any]:
@@ -195,11 +209,7 @@ async def test_a_room_still_running_at_the_drain_timeout_ends_as_shutdown_at_onc
     workers.append(proc)
     await proc.ready()
     async with server_api() as lk:
-        room = unique("held")
-        await dispatch(lk, proc.agent_name, room, HOLD)  # waits for a caller who never comes
-        await transcript_event(proc, room, "utterance")
-        stopped_at = time.time()
-        proc.signal(signal.SIGTERM)
+        room, stopped_at = await signal_a_held_room(lk, proc, signal.SIGTERM)
         events = await transcript_of(proc, room, timeout=30)
         assert await proc.exited(timeout=30) == 0, proc.tail()
     ended = events[-1]
@@ -289,3 +299,29 @@ async def test_a_redis_restart_or_outage_neither_overbooks_nor_loses_a_room(
             await first_of(*cast, within_s=60)
             for name in (after, during):
                 await lk.room.delete_room(api.DeleteRoomRequest(room=name))
+
+
+async def test_a_room_whose_worker_dies_ends_as_worker_lost(
+    tmp_path: Path, workers: list[WorkerProcess]
+):
+    """21.5: the worker's main process killed outright (SIGKILL to its PID alone, as the OOM
+    killer does): the job process notices at once, ends its room by its rules and writes the
+    end, `outcome` and `room_ended` with reason `worker_lost`."""
+    proc = WorkerProcess.start(tmp_path, agent_name=unique("lost"), name="lost")
+    workers.append(proc)
+    await proc.ready()
+    async with server_api() as lk:
+        room, killed_at = await signal_a_held_room(lk, proc, signal.SIGKILL)
+        try:
+            events = await transcript_of(proc, room, timeout=30)
+        except TimeoutError:
+            raise AssertionError(
+                f"no room_ended; transcript so far: {current_events(proc, room)[-3:]}\n"
+                + proc.tail()
+            ) from None
+        finally:
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+    assert [e["event"] for e in events[-2:]] == ["outcome", "room_ended"], events[-3:]
+    ended = events[-1]
+    assert ended["reason"] == "worker_lost", (ended, proc.tail())
+    assert ended["at"] - killed_at <= 5.0, ended["at"] - killed_at

@@ -50,6 +50,17 @@ def _leases_of(cast_or_leases: Any) -> list[Releasable]:
     return list(cast_or_leases)
 
 
+def _persona_id(lease: Releasable) -> str:
+    return str(getattr(lease.persona, "id", "?"))
+
+
+def _without_first(labels: list[str], persona_id: str) -> list[str]:
+    for i, label in enumerate(labels):
+        if label == persona_id or label.endswith(f":{persona_id}"):
+            return labels[:i] + labels[i + 1 :]
+    return labels
+
+
 class LeaseBook:
     def __init__(
         self, *, grace_s: float = DEFAULT_GRACE_S, clock: Callable[[], float] = time.monotonic
@@ -63,7 +74,7 @@ class LeaseBook:
         """Keep these leases until `job_id` ends. Holding twice for one job adds to it.
         `labels` (e.g. "dispatcher:tim") are what `held()` shows; the persona ids by default."""
         leases = _leases_of(cast_or_leases)
-        names = list(labels) or [getattr(lease.persona, "id", "?") for lease in leases]
+        names = list(labels) or [_persona_id(lease) for lease in leases]
         with self._lock:
             entry = self._jobs.get(job_id)
             if entry is None:
@@ -80,6 +91,25 @@ class LeaseBook:
             return False
         for lease in entry.leases:
             lease.release()
+        return True
+
+    def release_persona(self, job_id: str, persona_id: str) -> bool:
+        """Give back the one lease `job_id` holds for `persona_id` (an optional persona that
+        failed to start); the job keeps the rest. False when the job holds no such lease."""
+        with self._lock:
+            entry = self._jobs.get(job_id)
+            if entry is None:
+                return False
+            found = next(
+                (i for i, lease in enumerate(entry.leases) if _persona_id(lease) == persona_id),
+                None,
+            )
+            if found is None:
+                return False
+            lease = entry.leases.pop(found)
+            # labels are "role:persona" or the persona id, not in the leases' order
+            entry.labels[:] = _without_first(entry.labels, persona_id)
+        lease.release()
         return True
 
     def reconcile(self, active_job_ids: Collection[str]) -> list[str]:

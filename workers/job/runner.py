@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from livekit.agents import AutoSubscribe, JobContext
@@ -20,6 +21,7 @@ from config.catalog import Catalog, Persona
 from config.logging import bind_context, get_logger
 from config.settings import Settings
 from workers.capacity.leases import Releasable
+from workers.capacity.seat_returns import return_seat
 from workers.job.gc_policy import room_listeners
 from workers.job.internals import (
     accept_metadata,
@@ -29,8 +31,11 @@ from workers.job.internals import (
 )
 from workers.job.plan import JobPlan, PlanError
 from workers.job.plan_handoff import PlanHandoff
+from workers.job.room_ender import RoomEnder
+from workers.job.worker_watch import WorkerWatch
 from workers.main.admission import Reject, cast_in_job, plan_directory, release_leases
 from workers.room.runner import RoomResult, run_room
+from workers.room.seat import Seat
 from workers.room.stage import ModelsFor
 from workers.room.stage.livekit import LiveKitStage
 from workers.room.tracing import RoomTrace, configure_tracing
@@ -75,7 +80,7 @@ async def run_job(ctx: JobContext, settings: Settings, catalog: Catalog) -> None
     log.info("job_started", **plan.summary())
     reason = "room ended"
     try:
-        result = await _run_plan(ctx, settings, catalog, plan, room)
+        result = await _run_plan(ctx, settings, catalog, plan, room, own_leases)
         if result is None:
             reason = "stopped while joining"
         else:
@@ -94,7 +99,12 @@ async def run_job(ctx: JobContext, settings: Settings, catalog: Catalog) -> None
 
 
 async def _run_plan(
-    ctx: JobContext, settings: Settings, catalog: Catalog, plan: JobPlan, room: str
+    ctx: JobContext,
+    settings: Settings,
+    catalog: Catalog,
+    plan: JobPlan,
+    room: str,
+    own_leases: list[Releasable],
 ) -> RoomResult | None:
     """Join and run the room; None when the job was stopped while it was still joining."""
     livekit = settings.livekit_credentials()
@@ -109,21 +119,38 @@ async def _run_plan(
     )
     # the stage subscribes the persona that hears humans to their audio, and nothing else
     joining = asyncio.ensure_future(ctx.connect(auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE))
+    ender = RoomEnder(stage, joining)
     stop = job_stop_requested(ctx)
     if stop is not None:  # drain timeout, job terminated: the floor ends now, by its rules
-
-        def stopped(_: Any) -> None:
-            stage.stop()
-            joining.cancel()  # a no-op once joined
-
-        stop.add_done_callback(stopped)
+        stop.add_done_callback(ender.stop_signalled)
     else:
         log.warning("job_stop_signal_unavailable", fallback="livekit cancels after 15 s")
+    watch = WorkerWatch(ender.worker_lost)
+    watch.start()
+    try:
+        return await _run_joined(
+            ctx, settings, catalog, plan, room, stage, joining, ender, own_leases
+        )
+    finally:
+        watch.stop()
+
+
+async def _run_joined(
+    ctx: JobContext,
+    settings: Settings,
+    catalog: Catalog,
+    plan: JobPlan,
+    room: str,
+    stage: LiveKitStage,
+    joining: asyncio.Future[Any],
+    ender: RoomEnder,
+    own_leases: list[Releasable],
+) -> RoomResult | None:
     try:
         await joining
     except asyncio.CancelledError:
         task = asyncio.current_task()
-        if stop is None or not stop.done() or (task is not None and task.cancelling()):
+        if not ender.stopped or (task is not None and task.cancelling()):
             raise
         log.info("job_stopped_while_joining")
         return None
@@ -149,6 +176,8 @@ async def _run_plan(
             transcripts_dir=settings.transcripts_dir,
             job_id=ctx.job.id,
             listeners=listeners,
+            on_floor=ender.seat,
+            on_seat_failed=seat_giver(ctx.job.id, own_leases),
         )
     finally:
         if tracing is not None:
@@ -161,6 +190,22 @@ async def _run_plan(
         transcript=str(result.transcript_path),
     )
     return result
+
+
+def seat_giver(job_id: str, own_leases: list[Releasable]) -> Callable[[Seat], None]:
+    """`on_seat_failed` for a job: an optional persona that failed to start gives its lease
+    back at once, released here if the job took it itself, else by the main process that
+    holds it (asked through workers/capacity/seat_returns.py)."""
+
+    def give_back(seat: Seat) -> None:
+        own = [lease for lease in own_leases if lease.persona.id == seat.persona.id]
+        for lease in own:
+            lease.release()
+            own_leases.remove(lease)
+        if not own:
+            return_seat(job_id, seat.persona.id)
+
+    return give_back
 
 
 def _models_for(ctx: JobContext, settings: Settings, plan: JobPlan) -> ModelsFor:

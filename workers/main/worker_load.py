@@ -30,6 +30,7 @@ from config.logging import get_logger
 from config.settings import Settings
 from workers.capacity.leases import LeaseBook
 from workers.capacity.open_store import open_capacity_store
+from workers.capacity.seat_returns import SeatReturns
 from workers.capacity.selector import Selector
 from workers.capacity.store import CapacityStoreUnavailable, LeaseRefresher
 from workers.main.admission import RequestHandler
@@ -60,6 +61,8 @@ class Worker:
             selector = Selector(catalog, store=open_capacity_store(settings))
         self.selector = selector
         self.leasebook = leasebook if leasebook is not None else LeaseBook()
+        # optional personas' leases handed back by job processes (opened by build_server)
+        self.seat_returns = SeatReturns(self.leasebook)
         self.metrics = WorkerMetrics(catalog, self.selector.stats)
         self.admission = RequestHandler(
             settings, catalog, self.selector, self.leasebook, self.metrics
@@ -175,6 +178,7 @@ class Worker:
                 hint="personas speak their script lines; set OPENAI_API_KEY for real models",
             )
         self._start(self.start_stats())
+        self.seat_returns.listen()
         if self.selector.store.shared:
             refresher = LeaseRefresher(
                 self.selector.store,
@@ -215,6 +219,7 @@ class Worker:
         if self.stats_server is not None:
             await self.stats_server.aclose()
             self.stats_server = None
+        self.seat_returns.close()
         released = self.leasebook.release_all()
         self.metrics.unregister()
         self.selector.close()  # a shared store's connections; its leases were released above

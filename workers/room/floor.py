@@ -67,6 +67,7 @@ class EndReason(StrEnum):
     PERSONA_ERROR = "persona_error"
     CANCELLED = "cancelled"
     SHUTDOWN = "shutdown"
+    WORKER_LOST = "worker_lost"  # the worker's main process died under a running job
     START_FAILED = "start_failed"
 
 

@@ -141,7 +141,8 @@ async def run_room(
         ending = Ending(EndReason.START_FAILED, str(e))
         transcript.write("error", error=str(e), stage="start")
     except asyncio.CancelledError:
-        ending = Ending(EndReason.CANCELLED, "the room task was cancelled")
+        # an ending the floor had already taken (the worker lost) stays the room's reason
+        ending = floor.ending or Ending(EndReason.CANCELLED, "the room task was cancelled")
         raise
     except Exception as e:
         ending = Ending(EndReason.PERSONA_ERROR, repr(e))
@@ -219,14 +220,9 @@ async def _finish(
     ending: Ending,
     started: float,
 ) -> None:
-    """Close everything; survives a second cancellation so the transcript always ends."""
-    close = asyncio.ensure_future(stage.close())
-    try:
-        await asyncio.shield(close)
-    except asyncio.CancelledError:
-        await close
-    except Exception as e:
-        transcript.write("error", error=repr(e), stage="close")
+    """Close everything; the transcript ends whatever happens to the closing (see
+    `_close_stage`), and a cancellation that came meanwhile is passed on after that."""
+    cancelled = await _close_stage(stage, transcript)
     reports = stage.session_reports()
     if reports:
         transcript.write("session_reports", reports=reports)
@@ -242,3 +238,25 @@ async def _finish(
     )
     transcript.close()
     log.info("room_ended", reason=ending.reason.value, detail=ending.detail, turns=floor.turns)
+    if cancelled:
+        raise asyncio.CancelledError  # passed on once the transcript has ended
+
+
+async def _close_stage(stage: Stage, transcript: Transcript) -> bool:
+    """Close the stage, to its end also when the room task is cancelled again; a closing
+    that is itself cancelled (a job process's event loop cancels every task as it shuts
+    down) or fails is noted in the transcript. True when a cancellation came meanwhile."""
+    close = asyncio.ensure_future(stage.close())
+    cancelled = False
+    try:
+        try:
+            await asyncio.shield(close)
+        except asyncio.CancelledError:
+            cancelled = True
+            await close
+    except asyncio.CancelledError:
+        cancelled = True
+        transcript.write("error", error="closing was cancelled", stage="close")
+    except Exception as e:
+        transcript.write("error", error=repr(e), stage="close")
+    return cancelled

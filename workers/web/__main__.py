@@ -92,7 +92,9 @@ def _room(args: argparse.Namespace, host: str, port: int, settings: Settings) ->
         print(f"{PROG}: the LiveKit server refused: {e.code}: {e.message}", file=sys.stderr)
         return EXIT_API
     except LIVEKIT_ERRORS as e:
-        print(f"{PROG}: cannot reach the LiveKit server at {req.livekit.url}: {e!r}", file=sys.stderr)
+        print(
+            f"{PROG}: cannot reach the LiveKit server at {req.livekit.url}: {e!r}", file=sys.stderr
+        )
         return EXIT_API
     link = page_link(host, port, req.room)
     print(link)
