@@ -140,7 +140,7 @@ def offline_models(
         if vad is None:
             raise ValueError(f"{persona.id} hears the humans: pass the process's silero VAD")
         models.vad = vad
-        models.stt = SphinxSTT(phrases=scenario.human_lines)
+        models.stt = SphinxSTT(phrases=scenario.human_lines, vad=vad)  # streams: see its doc
     return models
 
 

@@ -1,8 +1,10 @@
 """An offline STT: pocketsphinx speech recognition, in-process, with no key and no network.
 
-The `pocketsphinx` wheel ships the en-US acoustic model, dictionary and language model. The
-STT is non-streaming (`recognize` on one utterance); the session wraps it with the VAD through
-`stt.StreamAdapter`, which hands it each utterance the VAD cut out.
+The `pocketsphinx` wheel ships the en-US acoustic model, dictionary and language model. Given
+the process's VAD, the STT streams (`SphinxStream`): the VAD finds the speech and each piece of
+it goes through the decoders as it arrives, so the final text is ready when the speech ends
+(measured: tens of ms after the VAD's end of speech, where decoding the whole utterance then
+took 1-2.5 s). Without a VAD it recognises one utterance at a time (`recognize`).
 
 Free-form decoding of synthetic (eSpeak) speech is poor: measured here, 61-79% of the words
 depending on the voice. When the lines a human is expected to say are known (a scenario's
@@ -11,10 +13,11 @@ in their words) and keeps that result (the expected line, as written) when it co
 much speech as the free-form decoding of the same audio (see `_grammar_holds`); otherwise, or
 with no phrases, the free-form text is the transcript.
 
-pocketsphinx decoders are not thread-safe and cost ~90 MB each: the process shares one decoder
-(built on first use) behind one lock; each phrase set is one more grammar search on it.
-Decoding runs in a worker thread, never on the event loop, and in 50 ms chunks: pocketsphinx
-holds the GIL inside each call, so one whole-utterance call would stall the loop anyway.
+pocketsphinx decoders are not thread-safe: the process shares one pair (free-form ~90 MB,
+grammar ~27 MB; built on first use) behind one lock, which an utterance holds from its start
+to its end; each phrase set is one more search on the grammar decoder. Decoding runs in a
+worker thread, never on the event loop, and in 50 ms chunks: pocketsphinx holds the GIL inside
+each call, so one long call would stall the loop anyway.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,8 +37,14 @@ import numpy as np
 from livekit import rtc
 from livekit.agents import stt, utils
 from livekit.agents.language import LanguageCode
-from livekit.agents.types import NOT_GIVEN, APIConnectOptions, NotGivenOr
+from livekit.agents.types import (
+    DEFAULT_API_CONNECT_OPTIONS,
+    NOT_GIVEN,
+    APIConnectOptions,
+    NotGivenOr,
+)
 from livekit.agents.utils import AudioBuffer
+from livekit.agents.vad import VAD, VADEventType, VADStream
 
 from config.logging import get_logger
 from config.scenario import spoken_clauses
@@ -57,11 +67,13 @@ _MIN_COVERAGE = 0.85
 _CMN_SEARCH = "_cmn"
 _CMN_JSGF = "#JSGF V1.0;\ngrammar cmn;\npublic <u> = a;\n"
 _CHUNK_BYTES = 2 * SAMPLE_RATE // 20  # 50 ms of audio per decoder call (~40 ms of CPU at most)
-# The ear keeps up with real time whatever it hears: the search keeps at most this many HMMs
-# active per frame (pocketsphinx's default 30,000 let white noise cost 0.4 s of CPU per
-# second; at 5,000 the measured eSpeak lines decode the same), an utterance is cut to
-# _MAX_UTTERANCE_S, and all passes over one utterance stop when their wall-clock budget
-# (_REALTIME_SHARE of its duration, at least _MIN_BUDGET_S) is spent.
+# The ear keeps up with real time whatever it hears, given a core: the search keeps at most this
+# many HMMs active per frame (pocketsphinx's default 30,000 let white noise cost 0.4 s of CPU
+# per second; at 5,000 the measured eSpeak lines decode the same), an utterance is cut to
+# _MAX_UTTERANCE_S, and all passes over one utterance stop when their CPU budget
+# (_REALTIME_SHARE of its duration, at least _MIN_BUDGET_S) is spent. CPU, not wall time: on
+# a loaded machine wall time is CPU time over the share of a core the process gets, and a
+# wall-clock cut there would cut every line, hostile or not.
 _MAX_HMM_PER_FRAME = 5_000
 _MAX_UTTERANCE_S = 30.0
 _REALTIME_SHARE = 0.8
@@ -323,21 +335,24 @@ def _is_filler(word: str) -> bool:
 
 
 class SphinxRecognizer:
-    """One pocketsphinx decoder (free-form search + one search per phrase grammar), built on
-    first use, used under one lock. Thread-safe; blocking: call it from a worker thread."""
+    """Two pocketsphinx decoders, built on first use, used under one lock: the free-form one
+    (the language model, ~90 MB) and the grammar one (no language model, ~27 MB; one search per
+    phrase grammar), so that one utterance can stream through both searches at once.
+    Thread-safe; blocking: call it from a worker thread."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._decoder: Any = None  # pocketsphinx.Decoder (untyped)
+        self._grammar_decoder: Any = None
         self._grammars: dict[str, PhraseGrammar] = {}
 
     @property
     def ready(self) -> bool:
-        """Whether the decoder is built (the first use takes ~0.3 s and ~90 MB)."""
+        """Whether the decoders are built (the first use takes ~0.4 s and ~120 MB)."""
         return self._decoder is not None
 
     def load(self) -> None:
-        """Build the decoder now (blocking, ~0.3 s, holds the GIL): in a worker's setup_fnc,
+        """Build the decoders now (blocking, ~0.4 s, holds the GIL): in a worker's setup_fnc,
         before any room runs, rather than on a room's first utterance."""
         with self._lock:
             self._get_decoder()
@@ -348,31 +363,38 @@ class SphinxRecognizer:
 
             # fwdflat (a second pass over the whole utterance at end_utt) is one long C call
             # that holds the GIL; off, eSpeak speech decodes better too (84% vs 78% of words)
-            d = Decoder(
-                samprate=SAMPLE_RATE,
-                loglevel="FATAL",
-                fwdflat=False,
-                maxhmmpf=_MAX_HMM_PER_FRAME,
-            )
+            options = {
+                "samprate": SAMPLE_RATE,
+                "loglevel": "FATAL",
+                "fwdflat": False,
+                "maxhmmpf": _MAX_HMM_PER_FRAME,
+            }
+            d = Decoder(**options)
             d.add_jsgf_string(_CMN_SEARCH, _CMN_JSGF)
+            self._grammar_decoder = Decoder(lm=None, **options)
             self._decoder = d
         return self._decoder
+
+    def _get_grammar_decoder(self) -> Any:
+        self._get_decoder()
+        return self._grammar_decoder
 
     def grammar_for(self, phrases: Sequence[str]) -> PhraseGrammar | None:
         """The grammar of `phrases`, registered as a search; None if none of their words is
         in the dictionary."""
         with self._lock:
-            d = self._get_decoder()
+            d = self._get_grammar_decoder()
             grammar = PhraseGrammar.build(phrases, lambda w: d.lookup_word(w) is not None)
             if grammar is not None:
                 self._register(grammar)
             return grammar
 
     def _register(self, grammar: PhraseGrammar) -> None:
-        """Under the lock: make `grammar` a search of the decoder (again, if it was evicted)."""
+        """Under the lock: make `grammar` a search of the grammar decoder (again, if it was
+        evicted)."""
         if grammar.key in self._grammars:
             return
-        d = self._get_decoder()
+        d = self._get_grammar_decoder()
         if len(self._grammars) >= _MAX_GRAMMARS:
             oldest = next(iter(self._grammars))
             d.remove_search(oldest)
@@ -395,14 +417,17 @@ class SphinxRecognizer:
         return str(d.get_cmn(False))
 
     def _decode(self, pcm: bytes, search: str | None, cmn: str, deadline: float) -> _Hyp | None:
-        """Decode `pcm` with `search` until it ends or `deadline` (time.monotonic()) passes;
-        a pass cut short keeps what it heard so far."""
-        d = self._get_decoder()
-        d.activate_search(search)
+        """Decode `pcm` with `search` until it ends or this thread's CPU time reaches
+        `deadline` (time.thread_time()); a pass cut short keeps what it heard so far."""
+        d = self._get_decoder() if search is None else self._get_grammar_decoder()
+        if search is not None:
+            d.activate_search(search)
+        else:
+            d.activate_search(None)
         d.set_cmn(cmn)
         d.start_utt()
         for i in range(0, len(pcm), _CHUNK_BYTES):
-            if time.monotonic() > deadline:
+            if time.thread_time() > deadline:
                 log.warning(
                     "stt_decode_cut",
                     search=search or "free_form",
@@ -412,41 +437,155 @@ class SphinxRecognizer:
             # pocketsphinx holds the GIL inside each call: short calls let the loop run
             d.process_raw(pcm[i : i + _CHUNK_BYTES], full_utt=False)
         d.end_utt()
-        hyp = d.hyp()
-        if hyp is None or not hyp.hypstr.strip():
-            return None
-        word_frames = sum(
-            s.end_frame - s.start_frame + 1 for s in d.seg() if not _is_filler(s.word)
-        )
-        return _Hyp(tuple(hyp.hypstr.split()), word_frames)
+        return _hyp_of(d)
 
     def transcribe(self, pcm: bytes, grammar: PhraseGrammar | None = None) -> Transcript:
         """`pcm`: one utterance, 16 kHz mono int16. The grammar's expected line when one is
         given (from `grammar_for`) and its result holds, the free-form text otherwise."""
-        started = time.monotonic()
+        started = time.thread_time()
         samples = np.frombuffer(pcm, dtype=np.int16)[: int(_MAX_UTTERANCE_S * SAMPLE_RATE)]
-        if len(samples) < _MIN_SPEECH_S * SAMPLE_RATE or not samples.size:
-            return Transcript("", "none", 0.0)
-        if int(np.abs(samples.astype(np.int32)).max()) < _SILENT_PEAK:
+        if _no_speech(len(samples), _peak(samples)):
             return Transcript("", "none", 0.0)
         padded = _dithered(samples)
         budget = max(_MIN_BUDGET_S, _REALTIME_SHARE * len(samples) / SAMPLE_RATE)
-        with self._lock:  # time waiting for another room's decoding counts against the budget
+        with self._lock:
             cmn = self._utterance_cmn(padded)
             by_grammar = None
             if grammar is not None:
                 self._register(grammar)
                 # half of what is left for each search: the free-form check needs its pass too
-                half = (started + budget - time.monotonic()) / 2
-                by_grammar = self._decode(padded, grammar.key, cmn, time.monotonic() + half)
+                half = (started + budget - time.thread_time()) / 2
+                by_grammar = self._decode(padded, grammar.key, cmn, time.thread_time() + half)
             free = self._decode(padded, None, cmn, started + budget)
-        if by_grammar is not None and _grammar_holds(by_grammar, free):
-            text = grammar.text_of(by_grammar.words) if grammar else None
-            if text is not None:
-                return Transcript(text, "grammar", 0.9)
-        if free is None:
+        return _chosen(grammar, by_grammar, free)
+
+    def streaming(self, grammar: PhraseGrammar | None) -> StreamingUtterance:
+        """One utterance to decode as its audio arrives (see StreamingUtterance)."""
+        return StreamingUtterance(self, grammar)
+
+
+class StreamingUtterance:
+    """One utterance decoded while it is spoken: each piece of audio goes through the
+    free-form search and the grammar search as it arrives, so at the end of speech only the
+    searches' ends are left (a few ms), not the whole utterance.
+
+    Holds the recognizer's lock from `start` to `finish`/`abort`: the process's decoders serve
+    one utterance at a time (another room's waits). Bounded like `transcribe`: at most
+    _MAX_UTTERANCE_S of audio, and once decoding has cost more CPU than the budget for the
+    audio so far, the rest is dropped (logged once). Blocking; call every method from
+    one worker thread, in order."""
+
+    def __init__(self, recognizer: SphinxRecognizer, grammar: PhraseGrammar | None) -> None:
+        self._recognizer = recognizer
+        self._grammar = grammar
+        self._decoders: list[Any] = []
+        self._samples = 0
+        self._peak = 0
+        self._busy_s = 0.0  # CPU time spent decoding this utterance
+        self._cut = False
+        self._rng = np.random.default_rng(0)
+
+    def start(self) -> None:
+        r = self._recognizer
+        r._lock.acquire()
+        try:
+            free = r._get_decoder()
+            free.activate_search(None)
+            self._decoders = [free]
+            if self._grammar is not None:
+                r._register(self._grammar)
+                g = r._get_grammar_decoder()
+                g.activate_search(self._grammar.key)
+                g.set_cmn(str(free.get_cmn(False)))  # the mean the free decoder has learnt
+                self._decoders.append(g)
+            for d in self._decoders:
+                d.start_utt()
+        except BaseException:
+            r._lock.release()
+            raise
+        self._feed(np.zeros(int(_PAD_S * SAMPLE_RATE), dtype=np.int16))
+
+    def feed(self, pcm: bytes) -> None:
+        """16 kHz mono int16 audio, the next piece of the utterance."""
+        self._feed(np.frombuffer(pcm, dtype=np.int16))
+
+    def _feed(self, samples: np.ndarray) -> None:
+        room = int(_MAX_UTTERANCE_S * SAMPLE_RATE) - self._samples
+        samples = samples[: max(0, room)]
+        if not samples.size or self._cut:
+            return
+        heard_s = self._samples / SAMPLE_RATE
+        if self._busy_s > max(_MIN_BUDGET_S, _REALTIME_SHARE * heard_s):
+            self._cut = True
+            log.warning("stt_decode_cut", search="streaming", heard_s=round(heard_s, 2))
+            return
+        started = time.thread_time()
+        self._samples += len(samples)
+        self._peak = max(self._peak, _peak(samples))
+        x = samples.astype(np.float64) + self._rng.standard_normal(len(samples)) * _DITHER
+        pcm = np.clip(np.rint(x), -32768, 32767).astype(np.int16).tobytes()
+        for i in range(0, len(pcm), _CHUNK_BYTES):
+            for d in self._decoders:
+                # pocketsphinx holds the GIL inside each call: short calls let the loop run
+                d.process_raw(pcm[i : i + _CHUNK_BYTES], full_utt=False)
+        self._busy_s += time.thread_time() - started
+
+    def finish(self) -> Transcript:
+        """End the utterance: its transcript, as `transcribe` would choose it."""
+        self._feed(np.zeros(int(_PAD_S * SAMPLE_RATE), dtype=np.int16))
+        try:
+            for d in self._decoders:
+                d.end_utt()
+            hyps = [_hyp_of(d) for d in self._decoders]
+        finally:
+            self._decoders = []
+            self._recognizer._lock.release()
+        speech = self._samples - 2 * int(_PAD_S * SAMPLE_RATE)
+        if _no_speech(speech, self._peak):
             return Transcript("", "none", 0.0)
-        return Transcript(" ".join(free.words), "free_form", 0.5)
+        return _chosen(self._grammar, hyps[1] if len(hyps) > 1 else None, hyps[0])
+
+    def abort(self) -> None:
+        """Drop the utterance (the stream closed mid-speech)."""
+        if not self._decoders:
+            return
+        try:
+            for d in self._decoders:
+                d.end_utt()
+        finally:
+            self._decoders = []
+            self._recognizer._lock.release()
+
+
+def _peak(samples: np.ndarray) -> int:
+    return int(np.abs(samples.astype(np.int32)).max()) if samples.size else 0
+
+
+def _no_speech(samples: int, peak: int) -> bool:
+    return samples < _MIN_SPEECH_S * SAMPLE_RATE or peak < _SILENT_PEAK
+
+
+def _hyp_of(d: Any) -> _Hyp | None:
+    """What a decoder heard in its last utterance, fillers left out."""
+    hyp = d.hyp()
+    if hyp is None or not hyp.hypstr.strip():
+        return None
+    word_frames = sum(s.end_frame - s.start_frame + 1 for s in d.seg() if not _is_filler(s.word))
+    return _Hyp(tuple(hyp.hypstr.split()), word_frames)
+
+
+def _chosen(
+    grammar: PhraseGrammar | None, by_grammar: _Hyp | None, free: _Hyp | None
+) -> Transcript:
+    """The grammar's expected line when its result holds against the free-form one, the
+    free-form text otherwise."""
+    if grammar is not None and by_grammar is not None and _grammar_holds(by_grammar, free):
+        text = grammar.text_of(by_grammar.words)
+        if text is not None:
+            return Transcript(text, "grammar", 0.9)
+    if free is None:
+        return Transcript("", "none", 0.0)
+    return Transcript(" ".join(free.words), "free_form", 0.5)
 
 
 def _dithered(samples: np.ndarray) -> bytes:
@@ -503,10 +642,13 @@ def to_pcm16k(buffer: AudioBuffer) -> bytes:
 
 
 class SphinxSTT(stt.STT):
-    """A livekit `stt.STT` on pocketsphinx: non-streaming, no interim results.
+    """A livekit `stt.STT` on pocketsphinx, no interim results.
 
     `phrases`: the lines the speaker is expected to say (e.g. a scenario's `human_lines`);
-    recognised exactly when heard, free-form decoding otherwise."""
+    recognised exactly when heard, free-form decoding otherwise. With a `vad` it streams: the
+    VAD finds the speech and every piece of it is decoded as it arrives (`SphinxStream`), so
+    the final is ready at the end of speech; without one, livekit wraps it in its
+    `stt.StreamAdapter`, which decodes each utterance after it ends."""
 
     def __init__(
         self,
@@ -514,13 +656,17 @@ class SphinxSTT(stt.STT):
         phrases: Sequence[str] | None = None,
         language: str = "en-US",
         recognizer: SphinxRecognizer | None = None,
+        vad: VAD | None = None,
     ) -> None:
-        super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
+        super().__init__(
+            capabilities=stt.STTCapabilities(streaming=vad is not None, interim_results=False)
+        )
         self._language = language
         self._recognizer = recognizer or shared_recognizer()
         self._phrases = tuple(p for p in (phrases or ()) if p.strip())
         self._grammar: PhraseGrammar | None = None
         self._grammar_ready = not self._phrases
+        self._vad = vad
 
     @property
     def model(self) -> str:
@@ -533,6 +679,10 @@ class SphinxSTT(stt.STT):
     @property
     def phrases(self) -> tuple[str, ...]:
         return self._phrases
+
+    @property
+    def recognizer(self) -> SphinxRecognizer:
+        return self._recognizer
 
     def prewarm(self) -> None:
         """Start building the decoder and the grammar in the background (livekit calls this on
@@ -553,6 +703,10 @@ class SphinxSTT(stt.STT):
         """Blocking: one utterance of 16 kHz mono int16 PCM (for offline use and benchmarks)."""
         return self._recognizer.transcribe(pcm, self._ensure_grammar())
 
+    def open_utterance(self) -> StreamingUtterance:
+        """Blocking: an utterance to decode as it arrives, with this STT's grammar."""
+        return self._recognizer.streaming(self._ensure_grammar())
+
     def _recognize_blocking(self, buffer: AudioBuffer) -> Transcript:
         return self.recognize_pcm(to_pcm16k(buffer))
 
@@ -565,14 +719,109 @@ class SphinxSTT(stt.STT):
     ) -> stt.SpeechEvent:
         result = await asyncio.to_thread(self._recognize_blocking, buffer)
         lang = language if utils.is_given(language) else self._language
-        data = stt.SpeechData(
-            language=LanguageCode(lang),
-            text=result.text,
-            confidence=result.confidence,
-            metadata={"source": result.source},
-        )
-        return stt.SpeechEvent(
-            type=stt.SpeechEventType.FINAL_TRANSCRIPT,
-            request_id=utils.shortuuid(),
-            alternatives=[data],
-        )
+        return _final(result, lang)
+
+    def stream(
+        self,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+    ) -> SphinxStream:
+        if self._vad is None:
+            raise RuntimeError(
+                "agents/sphinx_stt.py: SphinxSTT streams only with a VAD: pass vad=, or let "
+                "the session wrap it in stt.StreamAdapter"
+            )
+        lang = language if utils.is_given(language) else self._language
+        return SphinxStream(stt=self, vad=self._vad, language=lang, conn_options=conn_options)
+
+
+def _final(result: Transcript, language: str) -> stt.SpeechEvent:
+    data = stt.SpeechData(
+        language=LanguageCode(language),
+        text=result.text,
+        confidence=result.confidence,
+        metadata={"source": result.source},
+    )
+    return stt.SpeechEvent(
+        type=stt.SpeechEventType.FINAL_TRANSCRIPT,
+        request_id=utils.shortuuid(),
+        alternatives=[data],
+    )
+
+
+class SphinxStream(stt.RecognizeStream):
+    """The VAD's speech, decoded while it is spoken. Events as livekit's `StreamAdapter` sends
+    them (start of speech; end of speech, then the final if anything was heard), but the
+    decoding happens as the audio arrives, on one worker thread of this stream, never on the
+    event loop: at the end of speech only the searches' ends are left."""
+
+    def __init__(
+        self, *, stt: SphinxSTT, vad: VAD, language: str, conn_options: APIConnectOptions
+    ) -> None:
+        # livekit resamples what is pushed to the decoder's rate; the VAD takes any rate
+        super().__init__(stt=stt, conn_options=conn_options, sample_rate=SAMPLE_RATE)
+        self._sphinx = stt
+        self._vad = vad
+        self._language = language
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sphinx-stream")
+        self.decoded_s = 0.0  # speech audio through the decoders so far (observability)
+
+    async def _run(self) -> None:
+        vad_stream = self._vad.stream()
+
+        async def forward() -> None:
+            async for item in self._input_ch:
+                if isinstance(item, self._FlushSentinel):
+                    vad_stream.flush()
+                else:
+                    vad_stream.push_frame(item)
+            vad_stream.end_input()
+
+        tasks = [asyncio.create_task(forward()), asyncio.create_task(self._recognize(vad_stream))]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            await utils.aio.cancel_and_wait(*tasks)
+            await vad_stream.aclose()
+            self._worker.shutdown(wait=False)
+
+    async def _recognize(self, vad_stream: VADStream) -> None:
+        loop = asyncio.get_running_loop()
+        utterance: StreamingUtterance | None = None
+
+        def on_worker(fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+            return loop.run_in_executor(self._worker, fn, *args)
+
+        def feed(u: StreamingUtterance, frames: list[rtc.AudioFrame]) -> None:
+            pcm = b"".join(bytes(f.data) for f in frames if f.samples_per_channel)
+            u.feed(pcm)
+            self.decoded_s += len(pcm) / (2 * SAMPLE_RATE)
+
+        def opened() -> StreamingUtterance:
+            u = self._sphinx.open_utterance()
+            u.start()
+            return u
+
+        try:
+            async for ev in vad_stream:
+                if ev.type == VADEventType.START_OF_SPEECH:
+                    self._event_ch.send_nowait(stt.SpeechEvent(stt.SpeechEventType.START_OF_SPEECH))
+                    utterance = await on_worker(opened)
+                    on_worker(feed, utterance, ev.frames)
+                elif ev.type == VADEventType.INFERENCE_DONE and ev.speaking and utterance:
+                    on_worker(feed, utterance, ev.frames)
+                elif ev.type == VADEventType.END_OF_SPEECH and utterance is not None:
+                    end = time.time() - ev.silence_duration - ev.inference_duration
+                    self._event_ch.send_nowait(
+                        stt.SpeechEvent(stt.SpeechEventType.END_OF_SPEECH, speech_end_time=end)
+                    )
+                    done, utterance = utterance, None
+                    result = await on_worker(done.finish)  # after every feed (one thread)
+                    if result.text:
+                        final = _final(result, self._language)
+                        final.speech_end_time = end
+                        self._event_ch.send_nowait(final)
+        finally:
+            if utterance is not None:  # closed mid-speech: free the decoders for other rooms
+                self._worker.submit(utterance.abort)

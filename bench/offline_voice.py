@@ -13,16 +13,36 @@ STT: the human lines of the shipped scenarios, spoken by `HUMAN_VOICE`, recognis
 `SphinxSTT.recognize()` (22.05 kHz frames, resampled to 16 kHz inside), with the scenario's
 lines as its phrase grammar and without (free-form only). Real-time factor: process CPU per
 second of speech. `words_found` is the share of each line's words in the transcript.
+
+End of speech to final (`end_to_final`): the same lines pushed into an STT stream at the pace of
+real time (10 ms frames, 0.5 s of silence before, 1.5 s after), as a room's caller speaks them,
+with the real silero VAD. `speech_end` is when the last audible sample of the line was pushed
+(known from the audio); per line: `vad_end` (to the VAD's END_OF_SPEECH event), `final` (END to
+FINAL_TRANSCRIPT) and `total`. Configurations: livekit's `StreamAdapter` around the
+non-streaming STT (the whole utterance decoded after its end: the layout before streaming),
+then the streaming `SphinxSTT(vad=...)`, each at the VAD silence given (`--silences`).
+`exact`: finals equal to the line as written; `split`: lines heard as more than one final.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import os
 import statistics
 import time
 from typing import Any
 
-from bench._common import ROOT, cpu_s, machine, rounded, run_async_bench, summary_ms
+from bench._common import (
+    ROOT,
+    cpu_s,
+    machine,
+    percentile,
+    rounded,
+    run_async_bench,
+    summary_ms,
+)
 
 LINE_12 = "The truck left the depot at nine and should arrive before noon."
 SCENARIOS = ("inbound_support", "sales_support_handoff")
@@ -35,10 +55,21 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reps", type=int, default=20, help="syntheses per persona voice")
     p.add_argument("--stt-reps", type=int, default=2, help="passes over the scenario lines")
+    p.add_argument(
+        "--latency-passes", type=int, default=2, help="real-time passes over the lines per config"
+    )
+    p.add_argument("--latency-lines", type=int, default=0, help="lines to time (0: all)")
+    p.add_argument(
+        "--silences",
+        type=float,
+        nargs="+",
+        default=[0.55, 0.45],
+        help="VAD end-of-speech silences to measure the streaming STT at (s)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke run: 2 reps, 1 STT pass")
     args = p.parse_args(argv)
     if args.quick:
-        args.reps, args.stt_reps = 2, 1
+        args.reps, args.stt_reps, args.latency_passes, args.latency_lines = 2, 1, 1, 1
     return args
 
 
@@ -140,9 +171,114 @@ async def _stt(passes: int) -> dict[str, Any]:
     }
 
 
+_FRAME_MS = 10
+_AUDIBLE = 300  # int16 peak: the last sample above it ends the line's speech
+
+
+def _p50_p95(seconds: list[float]) -> dict[str, Any]:
+    ms = [v * 1000 for v in seconds]
+    if not ms:
+        return {"n": 0}
+    return {
+        "n": len(ms),
+        "p50_ms": rounded(percentile(ms, 50)),
+        "p95_ms": rounded(percentile(ms, 95)),
+        "max_ms": rounded(max(ms)),
+    }
+
+
+async def _one_line(stt: Any, pcm: bytes, rate: int) -> dict[str, Any]:
+    """Push one line at the pace of real time; when its speech ended, the VAD said so, and the
+    final came (perf_counter seconds), and the finals' texts."""
+    import numpy as np
+    from livekit import rtc
+    from livekit.agents import stt as lk_stt
+
+    lead, tail = bytes(2 * rate // 2), bytes(2 * rate * 3 // 2)
+    audio = lead + pcm + tail
+    audible = np.flatnonzero(np.abs(np.frombuffer(pcm, np.int16).astype(np.int32)) > _AUDIBLE)
+    speech_end_sample = len(lead) // 2 + int(audible[-1]) + 1
+    step = rate * _FRAME_MS // 1000
+    marks: dict[str, float] = {}
+    finals: list[str] = []
+    final_came = asyncio.Event()
+    async with stt.stream() as stream:
+
+        async def collect() -> None:
+            async for ev in stream:
+                now = time.perf_counter()
+                if ev.type == lk_stt.SpeechEventType.END_OF_SPEECH:
+                    marks.setdefault("vad_end", now)
+                elif ev.type == lk_stt.SpeechEventType.FINAL_TRANSCRIPT:
+                    marks.setdefault("final", now)
+                    finals.append(ev.alternatives[0].text)
+                    final_came.set()
+
+        reader = asyncio.create_task(collect())
+        t0 = time.perf_counter()
+        samples = len(audio) // 2
+        for i in range(0, samples, step):
+            n = min(step, samples - i)
+            stream.push_frame(rtc.AudioFrame(audio[2 * i : 2 * (i + n)], rate, 1, n))
+            ahead = t0 + (i + n) / rate - time.perf_counter()
+            if ahead > 0:
+                await asyncio.sleep(ahead)  # a caller speaks in real time
+        with contextlib.suppress(TimeoutError):  # never heard: counted as not `heard`
+            await asyncio.wait_for(final_came.wait(), timeout=30)
+        stream.end_input()
+        await reader
+    marks["speech_end"] = t0 + speech_end_sample / rate
+    return {"marks": marks, "finals": finals}
+
+
+async def _end_to_final(passes: int, silences: list[float], first: int) -> dict[str, Any]:
+    """End of speech to final transcript, per configuration (see the module's doc)."""
+    from livekit.agents.stt import StreamAdapter
+    from livekit.plugins import silero
+
+    from agents.espeak_tts import HUMAN_VOICE, synthesize_pcm
+    from agents.sphinx_stt import SphinxRecognizer, SphinxSTT
+    from config.scenario import load_scenario
+
+    lines = [
+        line
+        for name in SCENARIOS
+        for line in load_scenario(ROOT / "scenarios" / f"{name}.json").human_lines
+    ]
+    clips = [(line, *synthesize_pcm(line, HUMAN_VOICE)) for line in lines[: first or None]]
+    recognizer = SphinxRecognizer()
+    recognizer.load()
+    configs: dict[str, Any] = {
+        f"adapter_{silences[0]}": StreamAdapter(
+            stt=SphinxSTT(phrases=lines, recognizer=recognizer),
+            vad=silero.VAD.load(min_silence_duration=silences[0]),
+        )
+    }
+    for silence in silences:
+        vad = silero.VAD.load(min_silence_duration=silence)
+        configs[f"streaming_{silence}"] = SphinxSTT(phrases=lines, recognizer=recognizer, vad=vad)
+    out: dict[str, Any] = {}
+    for name, stt in configs.items():
+        rows = [await _one_line(stt, pcm, rate) for _ in range(passes) for _, rate, pcm in clips]
+        heard = [r for r in rows if "final" in r["marks"] and "vad_end" in r["marks"]]
+        texts = [line for _ in range(passes) for line, _, _ in clips]
+        out[name] = {
+            "lines": len(rows),
+            "heard": len(heard),
+            "exact": sum(r["finals"] == [t] for r, t in zip(rows, texts, strict=True)),
+            "split": sum(len(r["finals"]) > 1 for r in rows),
+            "vad_end": _p50_p95([r["marks"]["vad_end"] - r["marks"]["speech_end"] for r in heard]),
+            "final": _p50_p95([r["marks"]["final"] - r["marks"]["vad_end"] for r in heard]),
+            "total": _p50_p95([r["marks"]["final"] - r["marks"]["speech_end"] for r in heard]),
+        }
+    return {"lines": len(clips), "passes": passes, "configs": out}
+
+
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     tts = await _tts(args.reps)
     stt = await _stt(args.stt_reps)
+    load_before = os.getloadavg()[0]
+    end_to_final = await _end_to_final(args.latency_passes, args.silences, args.latency_lines)
     return {
         "bench": "offline_voice",
         "machine": machine(),
@@ -155,6 +291,10 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "tts": tts,
         "stt": stt,
+        "end_to_final": {
+            **end_to_final,
+            "load_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        },
         "aim": {
             "tts_rtf_max": AIM_TTS_RTF,
             "tts_first_frame_ms_max": AIM_FIRST_FRAME_MS,

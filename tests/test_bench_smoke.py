@@ -32,7 +32,7 @@ SCRIPTS: dict[str, set[str]] = {
     "floor_latency": {"measured_turns", "gap", "floor_only", "breakdown", "by_turn_slice", "aim"},
     "cast_latency": {"by_personas", "aim"},
     "vad_cost": {"by_listeners", "growth_first_to_last", "aim"},
-    "offline_voice": {"tts", "stt", "aim"},
+    "offline_voice": {"tts", "stt", "end_to_final", "aim"},
     "ear_bounds": {"build", "decode", "worst_realtime_share"},
     "selector": {"strategies", "one_campaign", "aim", "meets_aim_everywhere"},
     "selector_redis": {"memory", "redis"},

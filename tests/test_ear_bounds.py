@@ -1,6 +1,6 @@
 """No input makes the offline ear (agents/sphinx_stt.py) slower than real time: its phrase
 grammar grows with the words of the expected lines, never with their runs times their spoken
-forms, and every decode stops within its share of the utterance's duration.
+forms, and every decode stops within a CPU budget, a share of the utterance's duration.
 
 Measured before these bounds (2 cores): one 79-character line of 16 numbers did not finish
 building its grammar in 60 s; 5,000 lines took 1.78 GB and 72 s to decode a 3 s clip; 10 s of
@@ -23,7 +23,8 @@ from agents.sphinx_stt import (
 from bench.ear_bounds import largest_human_lines, speech_16k, white_noise
 from tests.test_scenario import SIXTEEN_NUMBERS
 
-# A decode may overrun its budget by the one 50 ms chunk in flight (longer on a busy machine).
+# A decode may overrun its budget by the 50 ms chunk in flight (~40 ms of CPU idle, more on a
+# loaded machine, where every CPU second is slower) and the cepstral pass (~6 ms a second).
 _OVERRUN_S = 0.5
 
 
@@ -32,12 +33,14 @@ def _known(_word: str) -> bool:
 
 
 def _within_budget(recognizer: SphinxRecognizer, grammar: object, pcm: bytes) -> float:
-    started = time.perf_counter()
+    """The decode's CPU time (this thread: transcribe runs here) within its budget: on a core
+    of its own, the ear keeps up with real time."""
+    started = time.thread_time()
     recognizer.transcribe(pcm, grammar)  # type: ignore[arg-type]
-    wall = time.perf_counter() - started
+    cpu = time.thread_time() - started
     audio_s = len(pcm) / 32_000
-    assert wall <= max(_MIN_BUDGET_S, _REALTIME_SHARE * audio_s) + _OVERRUN_S, (wall, audio_s)
-    return wall
+    assert cpu <= max(_MIN_BUDGET_S, _REALTIME_SHARE * audio_s) + _OVERRUN_S, (cpu, audio_s)
+    return cpu
 
 
 def test_the_grammar_is_linear_in_the_words_of_its_lines():
