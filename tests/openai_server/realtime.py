@@ -162,6 +162,8 @@ class RealtimeSession:
             return
         await self.add_item(item, ev.get("previous_item_id"))
         await self.send({"type": "conversation.item.done", "previous_item_id": None, "item": item})
+        if item.get("type") == "message" and item.get("role") == "user":
+            self.server.relayed.setdefault(self.persona, []).append(_item_text(item))
 
     async def item_delete(self, ev: dict[str, Any]) -> None:
         item_id = ev.get("item_id")
@@ -307,6 +309,7 @@ class RealtimeSession:
 
     async def append(self, ev: dict[str, Any]) -> None:
         audio = base64.b64decode(ev.get("audio", ""))
+        self.server.audio_in[self.persona] = self.server.audio_in.get(self.persona, 0) + len(audio)
         self.buffer += audio
         self.buffer_ms += len(audio) * 1000 // (2 * OPENAI_RATE)
         td = self.turn_detection

@@ -53,6 +53,10 @@ class OpenAIServer:
         self.faults = Faults()
         self.said: dict[str, list[str]] = {}  # persona -> every line it spoke, in order
         self.heard: list[str] = []  # what transcriptions returned, in order
+        # realtime: per persona, the text of each user message the client created (the floor's
+        # relay of the other personas' lines), and the audio bytes it appended
+        self.relayed: dict[str, list[str]] = {}
+        self.audio_in: dict[str, int] = {}
         self.ears = Ears(human_lines)
         self.sockets: set[web.WebSocketResponse] = set()
         self._runner: web.AppRunner | None = None
