@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from livekit.agents import RunResult
 
 from agents.fallback import APOLOGY_REQUIRED, MODEL_FAILED, chain
 from config.logging import configure_logging
@@ -241,7 +242,7 @@ async def test_the_apology_ends_the_conversation_only_for_a_required_persona(
     session = offline_session(ApologyLLM("chris", required=required))
     async with asyncio.timeout(10):
         await session.start(agent)
-        result = await session.run(user_input="Tim (dispatcher): where are you?")
+        result: RunResult[Any] = await session.run(user_input="Tim (dispatcher): where are you?")
         await session.aclose()
     said = [e.item.text_content for e in result.events if e.item.type == "message"]
     if required:
