@@ -18,10 +18,9 @@ from livekit.agents import llm
 
 from tests.openai_server.chat import words
 from tests.openai_server.faults import Fault
-from tests.openai_server.speech import OPENAI_RATE, speak
+from tests.openai_server.speech import OPENAI_RATE, speak_stream
 
 _ids = itertools.count(1)
-_CHUNK = 4_800  # 100 ms of 24 kHz int16 audio per output_audio.delta
 _WINDOW = 960  # 20 ms windows for the VAD
 _SPEECH_RMS = 300  # int16 RMS above which a window is speech (eSpeak speaks well above it)
 
@@ -287,12 +286,14 @@ class RealtimeSession:
             await self.send(
                 {"type": "response.output_audio_transcript.delta", **where, "delta": piece}
             )
-        pcm = await asyncio.to_thread(speak, text, self.voice, self.persona)
-        for n, i in enumerate(range(0, len(pcm), _CHUNK)):
+        self.server.spoke(self.persona, text)  # its transcript is out: said, audio to follow
+        n = 0
+        async for chunk in speak_stream(text, self.voice, self.persona):
             if fault is not None and fault.kind == "close" and n == 2:
                 await self.ws.close()  # mid-response: the client sees the socket go
                 raise asyncio.CancelledError
-            delta = base64.b64encode(pcm[i : i + _CHUNK]).decode()
+            n += 1
+            delta = base64.b64encode(chunk).decode()
             await self.send({"type": "response.output_audio.delta", **where, "delta": delta})
         await self.send({"type": "response.output_audio.done", **where})
         await self.send(
@@ -302,7 +303,6 @@ class RealtimeSession:
         await self.send({"type": "response.content_part.done", **where, "part": part})
         item.update(status="completed", content=[{"type": "output_audio", "transcript": text}])
         await self.send({"type": "response.output_item.done", "output_index": index, "item": item})
-        self.server.spoke(self.persona, text)
         return item
 
     # -- input audio ------------------------------------------------------------------------
