@@ -36,6 +36,7 @@ SCRIPTS: dict[str, set[str]] = {
     "ear_bounds": {"build", "decode", "worst_realtime_share"},
     "selector": {"strategies", "one_campaign", "aim", "meets_aim_everywhere"},
     "selector_redis": {"memory", "redis"},
+    "openai_path": {"by_mode", "aim", "load_average"},
 }
 # Scripts the smoke leaves out, and why.
 NOT_SMOKED = {
@@ -160,6 +161,12 @@ def test_figures_have_the_promised_shape(bench_result: tuple[str, dict[str, Any]
             assert row["after"]["vad_streams_fed"] == 1  # one VAD per human track
             assert row["before"]["cpu_s_per_audio_s"] > 0
         assert 0 < r["params"]["speech_share"] < 1  # the synthetic human has speech and pauses
+    elif name == "openai_path":
+        assert set(r["by_mode"]) == {"offline", "pipeline", "realtime"}
+        for row in r["by_mode"].values():  # dispatch_checkin: 5 lines, 4 changes of speaker
+            assert row["n"] == 4 * r["params"]["rooms_per_mode"]
+            assert 0 < row["p50_ms"] <= row["p95_ms"]
+        assert set(r["aim"]) == {"pipeline", "realtime"}
     elif name == "selector":
         assert set(r["strategies"]) == set(r["one_campaign"]["strategies"])
         assert set(r["strategies"]) == {"primary_first", "round_robin", "least_loaded", "random"}

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from livekit.agents import RunResult
 
 from agents.fallback import APOLOGY_REQUIRED, MODEL_FAILED, chain
 from config.logging import configure_logging
@@ -220,3 +221,32 @@ async def test_a_realtime_persona_with_a_rejected_key_is_reported_once_and_the_r
     assert len(rejected) == 1, rejected
     assert rejected[0]["key_env"] == KEY_ENV
     assert wrong not in logs.getvalue() and wrong not in caplog.text
+
+
+@pytest.mark.parametrize("required", [True, False])
+async def test_the_apology_ends_the_conversation_only_for_a_required_persona(
+    required, catalog
+) -> None:
+    """The last LLM of every pipeline chain, through a real AgentSession: a required persona
+    calls end_conversation (reason model_failed) and then apologises; an optional one only
+    apologises, so the floor goes on."""
+    from agents import RecordingFloor, RoomData, build_agent
+    from agents.fallback import APOLOGY_OPTIONAL, ApologyLLM
+    from agents.persona import EndRequest
+    from tests.fakes import cast_of, offline_session, scenario_for
+
+    cast = cast_of(catalog, "tim", "chris")
+    room = RoomData(scenario_for("freight-dispatch", *cast), catalog)
+    floor = RecordingFloor()
+    agent = build_agent(catalog.persona("chris"), room_data=room, cast=cast, floor=floor)
+    session = offline_session(ApologyLLM("chris", required=required))
+    async with asyncio.timeout(10):
+        await session.start(agent)
+        result: RunResult[Any] = await session.run(user_input="Tim (dispatcher): where are you?")
+        await session.aclose()
+    said = [e.item.text_content for e in result.events if e.item.type == "message"]
+    if required:
+        assert floor.requests == [EndRequest("chris", MODEL_FAILED)]
+        assert said == [APOLOGY_REQUIRED]
+    else:
+        assert floor.requests == [] and said == [APOLOGY_OPTIONAL]

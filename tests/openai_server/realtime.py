@@ -18,10 +18,9 @@ from livekit.agents import llm
 
 from tests.openai_server.chat import words
 from tests.openai_server.faults import Fault
-from tests.openai_server.speech import OPENAI_RATE, speak
+from tests.openai_server.speech import OPENAI_RATE, speak_stream
 
 _ids = itertools.count(1)
-_CHUNK = 4_800  # 100 ms of 24 kHz int16 audio per output_audio.delta
 _WINDOW = 960  # 20 ms windows for the VAD
 _SPEECH_RMS = 300  # int16 RMS above which a window is speech (eSpeak speaks well above it)
 
@@ -162,6 +161,8 @@ class RealtimeSession:
             return
         await self.add_item(item, ev.get("previous_item_id"))
         await self.send({"type": "conversation.item.done", "previous_item_id": None, "item": item})
+        if item.get("type") == "message" and item.get("role") == "user":
+            self.server.relayed.setdefault(self.persona, []).append(_item_text(item))
 
     async def item_delete(self, ev: dict[str, Any]) -> None:
         item_id = ev.get("item_id")
@@ -285,12 +286,14 @@ class RealtimeSession:
             await self.send(
                 {"type": "response.output_audio_transcript.delta", **where, "delta": piece}
             )
-        pcm = await asyncio.to_thread(speak, text, self.voice, self.persona)
-        for n, i in enumerate(range(0, len(pcm), _CHUNK)):
+        self.server.spoke(self.persona, text)  # its transcript is out: said, audio to follow
+        n = 0
+        async for chunk in speak_stream(text, self.voice, self.persona):
             if fault is not None and fault.kind == "close" and n == 2:
                 await self.ws.close()  # mid-response: the client sees the socket go
                 raise asyncio.CancelledError
-            delta = base64.b64encode(pcm[i : i + _CHUNK]).decode()
+            n += 1
+            delta = base64.b64encode(chunk).decode()
             await self.send({"type": "response.output_audio.delta", **where, "delta": delta})
         await self.send({"type": "response.output_audio.done", **where})
         await self.send(
@@ -300,13 +303,13 @@ class RealtimeSession:
         await self.send({"type": "response.content_part.done", **where, "part": part})
         item.update(status="completed", content=[{"type": "output_audio", "transcript": text}])
         await self.send({"type": "response.output_item.done", "output_index": index, "item": item})
-        self.server.spoke(self.persona, text)
         return item
 
     # -- input audio ------------------------------------------------------------------------
 
     async def append(self, ev: dict[str, Any]) -> None:
         audio = base64.b64decode(ev.get("audio", ""))
+        self.server.audio_in[self.persona] = self.server.audio_in.get(self.persona, 0) + len(audio)
         self.buffer += audio
         self.buffer_ms += len(audio) * 1000 // (2 * OPENAI_RATE)
         td = self.turn_detection

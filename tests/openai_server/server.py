@@ -15,10 +15,9 @@ from config.catalog import Persona
 from config.scenario import Scenario
 from tests.openai_server.chat import chat_context, offered_tools, sse, sse_chunks
 from tests.openai_server.faults import Fault, Faults
-from tests.openai_server.speech import Ears, as_wav, speak
+from tests.openai_server.speech import Ears, as_wav, speak, speak_stream
 
 KEY = "sk-local-test-server"
-_CHUNK = 4_800  # bytes of 24 kHz int16 audio per streamed piece: 100 ms
 
 
 def scripted_brains(scenario: Scenario, cast: Mapping[str, Persona]) -> dict[str, OfflineLLM]:
@@ -53,6 +52,10 @@ class OpenAIServer:
         self.faults = Faults()
         self.said: dict[str, list[str]] = {}  # persona -> every line it spoke, in order
         self.heard: list[str] = []  # what transcriptions returned, in order
+        # realtime: per persona, the text of each user message the client created (the floor's
+        # relay of the other personas' lines), and the audio bytes it appended
+        self.relayed: dict[str, list[str]] = {}
+        self.audio_in: dict[str, int] = {}
         self.ears = Ears(human_lines)
         self.sockets: set[web.WebSocketResponse] = set()
         self._runner: web.AppRunner | None = None
@@ -166,19 +169,25 @@ class OpenAIServer:
         if fmt not in ("pcm", "wav"):
             return _error(400, f"response_format {fmt!r}: this server makes pcm or wav", "format")
         text = body.get("input", "")
-        pcm = await asyncio.to_thread(speak, text, body.get("voice", ""), persona)
         request_id = f"speech-{persona}-{self.faults.requests['speech']}"
         if body.get("stream_format") != "sse":
+            pcm = await asyncio.to_thread(speak, text, body.get("voice", ""), persona)
             audio = pcm if fmt == "pcm" else as_wav(pcm)
             headers = {"x-request-id": request_id}
             return web.Response(body=audio, content_type=f"audio/{fmt}", headers=headers)
-        events: list[dict[str, Any]] = [
-            {"type": "speech.audio.delta", "audio": base64.b64encode(pcm[i : i + _CHUNK]).decode()}
-            for i in range(0, len(pcm), _CHUNK)
-        ]
-        usage = {"input_tokens": len(text.split()), "output_tokens": len(pcm) // 960}
-        events.append({"type": "speech.audio.done", "usage": usage})
-        return await self.stream(request, request_id, events)
+        headers = {"Content-Type": "text/event-stream", "x-request-id": request_id}
+        response = web.StreamResponse(headers=headers)
+        await response.prepare(request)
+        size = 0
+        async for chunk in speak_stream(text, body.get("voice", ""), persona):
+            size += len(chunk)
+            delta = base64.b64encode(chunk).decode()
+            await response.write(sse({"type": "speech.audio.delta", "audio": delta}))
+        usage = {"input_tokens": len(text.split()), "output_tokens": size // 960}
+        await response.write(sse({"type": "speech.audio.done", "usage": usage}))
+        await response.write(sse("[DONE]"))
+        await response.write_eof()
+        return response
 
     async def _transcriptions(self, request: web.Request) -> web.StreamResponse:
         persona = await self.admit(request, "transcriptions")

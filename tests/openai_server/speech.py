@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import io
 import wave
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from livekit import rtc
 
-from agents.espeak_tts import espeak_voice_for, synthesize_pcm
+from agents.espeak_tts import EspeakTTS, espeak_voice_for, synthesize_pcm
 from agents.sphinx_stt import SphinxSTT, to_pcm16k
 
 OPENAI_RATE = 24_000  # what OpenAI's pcm format and the Realtime API carry
@@ -28,6 +28,24 @@ def speak(text: str, voice: str, persona: str) -> bytes:
     24 kHz mono int16 PCM."""
     rate, pcm = synthesize_pcm(text, espeak_voice_for(voice, key=persona))
     return _resample(pcm, rate, OPENAI_RATE)
+
+
+async def speak_stream(text: str, voice: str, persona: str) -> AsyncIterator[bytes]:
+    """`speak`, streamed: 24 kHz PCM chunks as eSpeak makes them (the offline voice's own
+    streaming TTS), so the first audio leaves as early as the offline voice's would."""
+    resampler: rtc.AudioResampler | None = None
+    tts = EspeakTTS(voice=voice, key=persona)
+    async with tts.synthesize(text) as stream:
+        async for ev in stream:
+            frame = ev.frame
+            if resampler is None:
+                resampler = rtc.AudioResampler(frame.sample_rate, OPENAI_RATE, num_channels=1)
+            for out in resampler.push(frame):
+                yield bytes(out.data)
+    if resampler is not None:
+        for out in resampler.flush():
+            yield bytes(out.data)
+    await tts.aclose()
 
 
 def as_wav(pcm: bytes, rate: int = OPENAI_RATE) -> bytes:
