@@ -105,6 +105,7 @@ async def _run_plan(
         api_key=settings.livekit_api_key or "",
         api_secret=secret.get_secret_value() if secret is not None else "",
         campaign=plan.scenario.campaign,
+        interruption=settings.interruption_mode,
     )
     # the stage subscribes the persona that hears humans to their audio, and nothing else
     joining = asyncio.ensure_future(ctx.connect(auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE))

@@ -24,6 +24,7 @@ from config.logging import get_logger
 from workers.room.human_line import HumanLine
 from workers.room.seat import Seat
 from workers.room.stage.base import (
+    InterruptionMode,
     Stage,
     StageCast,
     StageError,
@@ -176,9 +177,11 @@ class LiveKitStage(Stage):
         campaign: str,
         connect: Connect = _connect,
         room_factory: Callable[[], rtc.Room] = rtc.Room,
+        interruption: InterruptionMode = "vad",
     ) -> None:
         super().__init__()
         self._ctx = ctx
+        self._interruption = interruption
         self._url, self._key, self._secret = url, api_key, api_secret
         self._campaign = campaign
         self._connect = connect
@@ -285,7 +288,7 @@ class LiveKitStage(Stage):
                 listens = seat.persona.id == cast.listener
                 agent = cast.agents[seat.persona.id]
                 models = cast.models_for(seat.persona)
-                session = make_session(models)
+                session = make_session(models, self._interruption)
                 self._sessions[seat.persona.id] = session
                 if listens:
                     self._listen(session, seat, agent, events)
