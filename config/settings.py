@@ -97,6 +97,14 @@ class Settings(BaseSettings):
     # What people said goes on spans only with otel_capture_content.
     otel_exporter_otlp_endpoint: str | None = None
     otel_capture_content: bool = False
+    # How many times livekit-agents retries connecting to LIVEKIT_URL (2 s, 4 s, ... 10 s apart)
+    # before the worker gives up and exits 1, so a supervisor restarts it. livekit's default.
+    worker_connect_retries: int = Field(default=16, ge=0, le=1000)
+    # How the persona that hears humans detects a human talking over it: `vad` (its own VAD,
+    # in-process) or `adaptive` (livekit's ML detector, served by LiveKit's hosted inference
+    # gateway: the worker then reaches a host besides LIVEKIT_URL). livekit-agents picks
+    # `adaptive` itself in `dev`; the worker never lets it choose.
+    interruption_mode: Literal["vad", "adaptive"] = "vad"
     # livekit-agents' Prometheus endpoint (GET /metrics) with the worker's capacity gauges
     # (workers/main/metrics.py); unset: none.
     prometheus_port: int | None = Field(default=None, ge=0, le=65535)

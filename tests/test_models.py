@@ -297,6 +297,9 @@ async def test_only_the_pipeline_persona_that_hears_humans_gets_vad_and_stt(cata
     session = make_session(other)
     assert (session.vad, session.stt, session.turn_detection) == (None, None, None)
     assert make_session(lead).turn_detection == "vad"  # the listener: VAD end of speech
+    # its interruption mode is chosen, never livekit's pick (its hosted detector in `dev`)
+    assert make_session(lead).interruption_detection == "vad"
+    assert make_session(lead, "adaptive").interruption_detection == "adaptive"
     assert models("maria", hears=False, vad=None).vad is None
     for m in (lead, other):
         await m.llm.aclose()  # the session's connection prewarm, never let out (no_network)

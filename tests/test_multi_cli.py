@@ -127,6 +127,28 @@ def test_a_bad_catalog_is_one_line_naming_the_file(
     assert line.startswith("workers.multi: ") and str(bad) in line
 
 
+# A LiveKit that never answers: port 9 (discard) is closed on loopback. livekit-agents retries
+# WORKER_CONNECT_RETRIES times, then its CLI logs "worker failed" and used to exit 0 (issue 21).
+UNREACHABLE = {
+    "LIVEKIT_URL": "ws://127.0.0.1:9",
+    "LIVEKIT_API_KEY": "devkey",
+    "LIVEKIT_API_SECRET": "not-a-real-secret-0123456789",
+    "WORKER_CONNECT_RETRIES": "1",
+    "STATS_PORT": "0",
+    "WORKER_HTTP_PORT": "0",
+    "LOG_FORMAT": "json",
+}
+
+
+@pytest.mark.integration  # a whole worker: its forkserver and job processes start and stop
+@pytest.mark.subprocess(argv=["-m", "workers.multi", "start"], env=UNREACHABLE)
+def test_start_exits_non_zero_when_livekit_gives_up_connecting(program):
+    assert program.returncode == multi.EXIT_WORKER_FAILED != 0
+    last = program.stderr.strip().splitlines()[-1]
+    assert last.startswith("workers.multi: the worker stopped: failed to connect to livekit")
+    assert UNREACHABLE["LIVEKIT_API_SECRET"] not in program.stdout + program.stderr
+
+
 # Last in the file: the program started at collection, so its start-up overlaps the tests above.
 @pytest.mark.subprocess(argv=["-m", "workers.multi", "dev"])  # in a directory with no .env
 def test_runs_as_a_program_and_exits_with_mains_status(program):

@@ -18,6 +18,8 @@ from livekit.agents.ipc.job_executor import JobStatus
 from livekit.agents.job import JobAcceptArguments, RunningJobInfo
 from livekit.protocol import agent as agent_pb
 from livekit.protocol import models
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from config.catalog import Catalog
@@ -546,3 +548,56 @@ def test_plan_refuses_what_the_job_cannot_run(catalog: Catalog, change: dict[str
         JobPlan.from_handoff(json.dumps({**_vm_plan(catalog), **change}), catalog)
     with pytest.raises(PlanError, match="not JSON"):
         JobPlan.from_handoff("{{", catalog)
+
+
+# -- the labels of the worker's Prometheus series (issue 21, item 5) ---------------------------
+# Bounded by the worker, never by dispatchers: 20,000 offers with distinct inline scenario names
+# once made 20,000 `rooms_total` series. Read the way Prometheus reads them.
+
+OFFERS = 60
+
+
+def inline_named(name: str) -> str:
+    return json.dumps(
+        {
+            "name": name,
+            "campaign": "freight-dispatch",
+            "cast": [{"role": "dispatcher"}, {"role": "driver"}],
+            "rules": {"turn_policy": "alternate", "max_turns": 4},
+        }
+    )
+
+
+def series(worker: Worker) -> dict[str, list[dict[str, str]]]:
+    registry = CollectorRegistry()
+    registry.register(worker.metrics)
+    text = generate_latest(registry).decode()
+    return {
+        family.name: [sample.labels for sample in family.samples]
+        for family in text_string_to_metric_families(text)
+    }
+
+
+async def test_distinct_inline_names_and_odd_reasons_make_a_bounded_number_of_series(
+    worker: Worker, catalog: Catalog
+):
+    try:
+        for i in range(OFFERS):  # accepted while tim and chris are free, then no_cast
+            await handle(
+                worker, job_request(Recorder(), inline_named(f"campaign-{i}"), job_id=f"AJ_{i}")
+            )
+        await handle(worker, job_request(Recorder(), '{"scenario": "dispatch_checkin"}'))
+        await handle(worker, job_request(Recorder(), '{"scenario": "no_such_file"}'))
+        worker.metrics.offered("x" * 500, "rejected", "Reason With Caller Text: 0xdeadbeef")
+    finally:
+        worker.leasebook.release_all()
+    found = series(worker)
+    scenarios = {labels["scenario"] for labels in found["rooms"]}
+    shipped = {p.stem for p in SCENARIOS_DIR.glob("*.json")}
+    assert "inline" in scenarios and "dispatch_checkin" in scenarios
+    assert scenarios <= shipped | {"inline", "unknown"}
+    reasons = {labels["reason"] for labels in found["cast_rejections"]}
+    assert {"no_cast", "unknown_scenario", "other"} <= reasons
+    assert len(reasons) <= 40  # the worker's own codes
+    personas = {labels["persona"] for labels in found["persona_capacity"]}
+    assert personas == {p.id for p in catalog.personas}

@@ -7,3 +7,11 @@ code behind them lives in one subpackage per place it runs: `main/` (the worker'
 local stage) and `capacity/` (who may join: the selector, leases and the capacity stores).
 `workers.selector` re-exports the selector's public names, a fixed interface.
 """
+
+import os
+
+# Read by onnxruntime (under silero's VAD) when it is first imported, which the entries below
+# do: otherwise it reports usage to Microsoft's event collector (mobile.events.data.microsoft
+# .com), and a worker reaches LIVEKIT_URL and its model endpoints only. Job processes inherit
+# it. An operator's own value is kept.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")

@@ -44,6 +44,7 @@ from workers.tokens import quiet_dev_key_warning
 log = get_logger("workers.multi")
 
 EXIT_BAD_SETUP = 2
+EXIT_WORKER_FAILED = 1  # the worker ran and failed (e.g. never reached LiveKit)
 # Read by livekit's forkserver warm-up (livekit/agents/ipc/_preload.py): unless it is falsy,
 # the forkserver loads livekit's local VAD and its end-of-turn model (~244 MB; an idle worker
 # with 2 job processes measured 610 MB PSS with them, ~350 without: bench.room_overhead).
@@ -88,6 +89,7 @@ def build_server(
         # dispatched a second apart both land; the selector refuses what it cannot cast.
         load_threshold=ServerEnvOption(dev_default=math.inf, prod_default=settings.load_threshold),
         log_level=_livekit_log_level(settings.log_level),
+        max_retry=settings.worker_connect_retries,
         # imported once in the forkserver, so each job process starts warm
         preload_modules=list(JOB_PRELOAD),
         **kwargs,
@@ -199,10 +201,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"workers.multi: {refused}", file=sys.stderr)
             return EXIT_BAD_SETUP
     raise_fd_limit()  # before livekit starts its forkserver: job processes inherit it
-    server = build_server(settings, catalog)
+    return run_cli(build_server(settings, catalog), argv)
+
+
+def run_cli(server: MultiPersonaServer, argv: Sequence[str]) -> int:
+    """livekit's CLI, with its exit status; a worker whose run failed (livekit gave up
+    connecting: the CLI logs it and would exit 0) exits EXIT_WORKER_FAILED with one line."""
     sys.argv = [sys.argv[0], *argv]  # the livekit CLI (typer) parses sys.argv
-    cli.run_app(server)
-    return 0
+    try:
+        cli.run_app(server)
+        status = 0
+    except SystemExit as e:  # typer ends every command with one
+        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    if server.run_error is not None:
+        print(
+            f"workers.multi: the worker stopped: {server.run_error} (check LIVEKIT_URL and "
+            "that the server is up; WORKER_CONNECT_RETRIES sets how long it tries)",
+            file=sys.stderr,
+        )
+        return EXIT_WORKER_FAILED
+    return status
 
 
 if __name__ == "__main__":

@@ -116,6 +116,7 @@ async def _run_plan(
         api_secret=livekit.api_secret.get_secret_value() if livekit else "",
         campaign=plan.scenario.campaign,
         hear_everyone=plan.scenario.rules.hear == "everyone",
+        interruption=settings.interruption_mode,
     )
     # the stage subscribes the persona that hears humans to their audio, and nothing else
     joining = asyncio.ensure_future(ctx.connect(auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE))

@@ -37,7 +37,7 @@ from workers.main.admission import RequestHandler
 from workers.main.bounded_http import summarize_accept_errors
 from workers.main.cpu_load import CpuLoad
 from workers.main.livekit_http import bound_livekit_http_servers
-from workers.main.metrics import WorkerMetrics
+from workers.main.metrics import WorkerMetrics, shipped_scenarios
 from workers.main.stats_server import StatsServer
 
 log = get_logger("workers.main.worker_load")
@@ -63,7 +63,9 @@ class Worker:
         self.leasebook = leasebook if leasebook is not None else LeaseBook()
         # optional personas' leases handed back by job processes (opened by build_server)
         self.seat_returns = SeatReturns(self.leasebook)
-        self.metrics = WorkerMetrics(catalog, self.selector.stats)
+        self.metrics = WorkerMetrics(
+            catalog, self.selector.stats, shipped_scenarios(settings.scenarios_dir)
+        )
         self.admission = RequestHandler(
             settings, catalog, self.selector, self.leasebook, self.metrics
         )
@@ -235,6 +237,16 @@ class MultiPersonaServer(AgentServer):
     def __init__(self, worker: Worker, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.worker = worker
+        # Why run() ended, if it failed (e.g. livekit gave up connecting): livekit's CLI logs
+        # it and exits 0, so the command reads it here to exit non-zero.
+        self.run_error: Exception | None = None
+
+    async def run(self, *, devmode: bool = False, unregistered: bool = False) -> None:
+        try:
+            await super().run(devmode=devmode, unregistered=unregistered)
+        except Exception as e:
+            self.run_error = e
+            raise
 
     async def aclose(self) -> None:
         try:

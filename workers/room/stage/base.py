@@ -12,7 +12,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from livekit.agents import AgentSession
 from livekit.agents.voice.turn import TurnHandlingOptions
@@ -23,6 +23,8 @@ from config.catalog import Persona
 from config.logging import get_logger
 from workers.room.human_line import HumanLine
 from workers.room.seat import Seat
+
+InterruptionMode = Literal["vad", "adaptive"]  # INTERRUPTION_MODE
 
 log = get_logger("workers.room.stage")
 
@@ -97,7 +99,7 @@ class StageCast:
             )
 
 
-def make_session(models: SessionModels) -> AgentSession:
+def make_session(models: SessionModels, interruption: InterruptionMode = "vad") -> AgentSession:
     """The AgentSession for one persona. `vad=None` is passed explicitly: left out, the
     framework would build its own VAD. With no VAD, turn detection is off: the floor decides
     who speaks, and only the persona that hears humans needs VAD.
@@ -105,7 +107,8 @@ def make_session(models: SessionModels) -> AgentSession:
     With a VAD, turn detection is the VAD's end of speech, chosen here: livekit's default would
     be its local end-of-turn model (~244 MB a process). The floor, not the framework, decides
     who answers a human, so no reply is generated ahead of it either (preemptive generation
-    would also spend an offline persona's script lines)."""
+    would also spend an offline persona's script lines). `interruption`: how that persona
+    notices a human talking over it (INTERRUPTION_MODE)."""
     kwargs: dict[str, Any] = models.session_kwargs()
     if models.vad is None:
         kwargs["turn_handling"] = TurnHandlingOptions(turn_detection=None)
@@ -113,6 +116,9 @@ def make_session(models: SessionModels) -> AgentSession:
         kwargs["turn_handling"] = TurnHandlingOptions(
             turn_detection="vad", preemptive_generation={"enabled": False}
         )
+        # Chosen, never left to livekit: unset, it picks its hosted adaptive detector in `dev`
+        # (a connection to LiveKit's inference gateway; INTERRUPTION_MODE=adaptive opts in).
+        kwargs["turn_handling"]["interruption"] = {"mode": interruption}
         # At close, livekit waits for a half-heard human line (2 s by default): the floor has
         # ended by then and would never answer it, so the room need not wait for it.
         kwargs["session_close_transcript_timeout"] = 0.2

@@ -24,6 +24,7 @@ from config.logging import get_logger
 from workers.room.human_line import MAX_HUMAN_SCAN, HumanLine
 from workers.room.seat import Seat
 from workers.room.stage.base import (
+    InterruptionMode,
     Stage,
     StageCast,
     StageError,
@@ -231,9 +232,11 @@ class LiveKitStage(Stage):
         hear_everyone: bool = True,
         connect: Connect = _connect,
         room_factory: Callable[[], rtc.Room] = rtc.Room,
+        interruption: InterruptionMode = "vad",
     ) -> None:
         super().__init__()
         self._ctx = ctx
+        self._interruption = interruption
         self._url, self._key, self._secret = url, api_key, api_secret
         self._campaign = campaign
         self._connect = connect
@@ -358,7 +361,7 @@ class LiveKitStage(Stage):
                 listens = seat.persona.id == cast.listener
                 agent = cast.agents[seat.persona.id]
                 models = cast.models_for(seat.persona)
-                session = make_session(models)
+                session = make_session(models, self._interruption)
                 self._sessions[seat.persona.id] = session
                 ears = listens and self._hear_everyone and self._open_ears(models, events)
                 if ears:
