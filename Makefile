@@ -51,7 +51,7 @@ test-live: $(STAMP)
 	  if [ "$$CI" = true ]; then echo "live suite: cannot start (see above)" >&2; exit 1; fi; \
 	  echo "live suite skipped: no livekit-server (see above)"; exit 0; \
 	fi; \
-	tests/live/livenet.sh run timeout 300 $(PY) -m pytest -q -p no:cacheprovider tests/live; rc=$$?; \
+	tests/live/livenet.sh run timeout 600 $(PY) -m pytest -q -p no:cacheprovider tests/live; rc=$$?; \
 	if [ $$rc = 77 ] && [ "$$CI" != true ]; then echo "live suite skipped (see above)"; exit 0; fi; \
 	exit $$rc
 

@@ -52,6 +52,7 @@ class EndReason(StrEnum):
     CANCELLED = "cancelled"
     SHUTDOWN = "shutdown"
     START_FAILED = "start_failed"
+    NO_ANSWER = "no_answer"  # the room's phone call was busy, declined or never answered
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from workers.plan_handoff import PlanHandoff
 from workers.room import RoomResult, run_room
 from workers.stage import ModelsFor
 from workers.stage.livekit import LiveKitStage
+from workers.telephony.dial import dialer_for
 
 log = get_logger("workers.job_room")
 
@@ -105,6 +106,13 @@ async def _run_plan(
         api_key=settings.livekit_api_key or "",
         api_secret=secret.get_secret_value() if secret is not None else "",
         campaign=plan.scenario.campaign,
+        dialer=dialer_for(
+            catalog,
+            plan.scenario,
+            url=url,
+            api_key=settings.livekit_api_key or "",
+            api_secret=secret.get_secret_value() if secret is not None else "",
+        ),
     )
     # the stage subscribes the persona that hears humans to their audio, and nothing else
     joining = asyncio.ensure_future(ctx.connect(auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE))

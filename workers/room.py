@@ -23,6 +23,7 @@ from workers.floor import Ending, EndReason, Floor, Speaker
 from workers.seat import Seat
 from workers.selector import CastMember
 from workers.stage import ModelsFor, Stage, StageCast, StageError, StageEvents
+from workers.stage.base import NotAnswered
 from workers.transcript import Listener, Transcript
 
 log = get_logger("workers.room")
@@ -141,6 +142,8 @@ async def run_room(
         ]
         floor.seat(speakers, opener=opener.persona.id, lead=lead.persona.id)
         ending = await floor.run()
+    except NotAnswered as e:
+        ending = Ending(EndReason.NO_ANSWER, str(e))
     except StageError as e:
         ending = Ending(EndReason.START_FAILED, str(e))
         transcript.write("error", error=str(e), stage="start")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from livekit import rtc
 from livekit.agents import AgentSession, JobContext
@@ -35,6 +35,9 @@ from workers.stage.base import (
 )
 from workers.telephony.call import PhoneCalls
 from workers.tokens import AGENT_IDENTITY_PREFIX, mint_persona_token
+
+if TYPE_CHECKING:
+    from workers.telephony.dial import Dialer
 
 log = get_logger("workers.stage")
 
@@ -184,6 +187,7 @@ class LiveKitStage(Stage):
         campaign: str,
         connect: Connect = _connect,
         room_factory: Callable[[], rtc.Room] = rtc.Room,
+        dialer: Dialer | None = None,  # the room phones someone once its cast has joined
     ) -> None:
         super().__init__()
         self._ctx = ctx
@@ -202,6 +206,7 @@ class LiveKitStage(Stage):
         self._outputs: list[Any] = []  # persona voice outputs, closed after their sessions
         self._reports: dict[str, dict[str, Any]] = {}  # persona id -> SessionReport.to_dict()
         self._calls: PhoneCalls | None = None  # the room's phone calls, once open
+        self._dialer = dialer
         ctx.add_shutdown_callback(self.close)
 
     @property
@@ -316,6 +321,8 @@ class LiveKitStage(Stage):
             seats = [own, *rest]
             started = await asyncio.gather(*(start(s) for s in seats), return_exceptions=True)
             sessions = started_or_raise(seats, started)
+            if self._dialer is not None:  # raises NotAnswered: busy, declined, no answer
+                await self._dialer.place(self.room_name, events.record)
             # a phone answers once it hears a track: the opener waits for the call to be
             # active rather than greet a ringing line
             await calls.answered()
