@@ -124,6 +124,20 @@ NonEmpty = Annotated[str, Field(min_length=1)]
 DTMF_KEY = re.compile(r"[0-9*#]")
 
 
+class Dial(StrictModel):
+    """The room phones someone: the opener speaks first once the call is answered; busy,
+    declined or unanswered within `ringing_timeout_s`, the room ends as `no_answer`. The
+    tenant's outbound trunk (the catalog's telephony.outbound) carries the call."""
+
+    number: str | None = Field(
+        default=None,
+        pattern=r"^\+[1-9][0-9]{6,14}$",
+        description="E.164; `workers.dispatch SCENARIO --call NUMBER` sets it",
+    )
+    ringing_timeout_s: float = Field(default=30.0, gt=0, le=120)
+    max_call_s: float = Field(default=600.0, gt=0, le=4 * 3600)
+
+
 class DtmfChoice(StrictModel):
     """What a key the caller presses does: `role` hands the caller to the persona in that cast
     role (the floor's hand-over), `action` "end" ends the call (the holder says goodbye)."""
@@ -187,6 +201,7 @@ class Scenario(StrictModel):
     script: dict[str, tuple[ScriptLine, ...]] = Field(
         default_factory=dict, description="offline-model lines per role, spoken in order"
     )
+    dial: Dial | None = Field(default=None, description="the room places a phone call")
     dtmf: dict[str, DtmfChoice] = Field(
         default_factory=dict,
         description="a phone menu: keypad key (0-9, *, #) -> what it does (a call's key presses)",

@@ -1,8 +1,10 @@
 """`python -m workers.dispatch SCENARIO --identity HUMAN [--room NAME] [--name NAME] [--json]`
+`python -m workers.dispatch SCENARIO --call +15550100777 [--room NAME] [--json]`
 
 Checks the scenario against the catalog, then (through livekit-api) creates the room, its
 metadata naming the scenario, and an explicit dispatch of AGENT_NAME carrying the scenario, and
-prints the room, the server URL and a one-hour join token for the human.
+prints the room, the server URL and a one-hour join token for the human. With `--call`, the room
+phones that number (the scenario's `dial`, on its tenant's outbound trunk) and no token is made.
 Exit 0 done, 2 bad input or missing settings (before any network call), 1 server/API error.
 """
 
@@ -23,8 +25,9 @@ import aiohttp
 from livekit import api
 
 from config.catalog import Catalog
-from config.scenario import Scenario
+from config.scenario import Dial, Scenario
 from config.settings import LiveKitCredentials, Settings
+from config.telephony import E164_PATTERN as E164
 from workers.cli_input import (
     EXIT_BAD_INPUT,
     EXIT_OK,
@@ -69,8 +72,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--identity", help="the human's participant identity (required)")
     parser.add_argument("--name", help="the human's display name (default: the identity)")
     parser.add_argument("--room", help="room name (default: <scenario>-<random>)")
+    parser.add_argument(
+        "--call",
+        metavar="NUMBER",
+        help="the room phones NUMBER (E.164) on the tenant's outbound trunk; no join token",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
+
+
+def with_call(loaded: ScenarioInput, number: str) -> ScenarioInput:
+    """The scenario with its `dial` set to phone `number` (sent inline: the worker cannot
+    know the number otherwise)."""
+    if not E164.fullmatch(number):
+        raise BadInput(f"--call {number!r} is not an E.164 number (write it as +15550100777)")
+    scenario = loaded.scenario
+    dial = (scenario.dial or Dial()).model_copy(update={"number": number})
+    return ScenarioInput(loaded.catalog, scenario.model_copy(update={"dial": dial}), None)
 
 
 def dispatch_metadata(loaded: ScenarioInput, scenarios_dir: Path) -> str:
@@ -93,7 +111,12 @@ def prepare(args: argparse.Namespace, settings: Settings) -> Request:
     """Everything local, in order: scenario, identity, room, settings. Raises BadInput; no
     network."""
     return prepare_request(
-        settings, scenario=args.scenario, identity=args.identity, name=args.name, room=args.room
+        settings,
+        scenario=args.scenario,
+        identity=args.identity,
+        name=args.name,
+        room=args.room,
+        call=args.call,
     )
 
 
@@ -121,14 +144,19 @@ def prepare_request(
     identity: str | None,
     name: str | None = None,
     room: str | None = None,
+    call: str | None = None,
     allow_outside: bool = True,
 ) -> Request:
     """`prepare` for any caller (the command line, the rooms API with `allow_outside=False`):
-    the same checks in the same order, the same BadInput."""
+    the same checks in the same order, the same BadInput. With `call`, the room phones that
+    number and needs no human with a token."""
     loaded = load_scenario_input(scenario, settings, allow_outside=allow_outside)
+    if call is not None:
+        loaded = with_call(loaded, call)
     metadata = dispatch_metadata(loaded, settings.scenarios_dir)
     try:
-        identity = check_human_identity(identity or "")
+        calling_only = call is not None and not identity
+        identity = "" if calling_only else check_human_identity(identity or "")
     except ValueError as e:
         raise BadInput(str(e), "bad_identity") from None
     name = (name or identity).strip() or identity
@@ -176,8 +204,11 @@ def _print(result: dict[str, Any], as_json: bool) -> None:
     print(f"server:    {result['url']}")
     print(f"agent:     {result['agent_name']} (dispatch {result['dispatch_id']})")
     print(f"scenario:  {result['scenario']}")
-    print(f"identity:  {result['identity']} (token valid until {result['expires_at']})")
-    print(f"token:     {result['token']}")
+    if "calling" in result:
+        print(f"calling:   {result['calling']}")
+    if "token" in result:
+        print(f"identity:  {result['identity']} (token valid until {result['expires_at']})")
+        print(f"token:     {result['token']}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -198,27 +229,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = req.livekit.url
         print(f"{PROG}: cannot reach the LiveKit server at {where}: {e!r}", file=sys.stderr)
         return EXIT_API
-    token = mint_human_token(
-        api_key=req.livekit.api_key,
-        api_secret=req.livekit.api_secret.get_secret_value(),
-        room=req.room,
-        identity=req.identity,
-        name=req.name,
-    )
-    expires = datetime.now(UTC) + HUMAN_TOKEN_TTL
-    _print(
-        {
-            "room": req.room,
-            "url": req.livekit.url,
-            "agent_name": settings.agent_name,
-            "dispatch_id": dispatch_id,
-            "scenario": req.scenario.name,
-            "identity": req.identity,
-            "token": token,
-            "expires_at": expires.isoformat(timespec="seconds"),
-        },
-        args.json,
-    )
+    result = {
+        "room": req.room,
+        "url": req.livekit.url,
+        "agent_name": settings.agent_name,
+        "dispatch_id": dispatch_id,
+        "scenario": req.scenario.name,
+    }
+    if req.scenario.dial is not None and req.scenario.dial.number:
+        result["calling"] = req.scenario.dial.number
+    if req.identity:
+        result["identity"] = req.identity
+        result["token"] = mint_human_token(
+            api_key=req.livekit.api_key,
+            api_secret=req.livekit.api_secret.get_secret_value(),
+            room=req.room,
+            identity=req.identity,
+            name=req.name,
+        )
+        expires = datetime.now(UTC) + HUMAN_TOKEN_TTL
+        result["expires_at"] = expires.isoformat(timespec="seconds")
+    _print(result, args.json)
     return EXIT_OK
 
 

@@ -294,7 +294,7 @@ def call(
     *,
     scenario_xml: str,
     caller: str = "+15550001111",
-    timeout_s: int = 90,
+    timeout_s: int = 600,  # SIPp's own bound; the test waits on the room and kills it
 ) -> SippCall:
     """SIPp dials `to` from `caller` through livekit-sip, as one phone in the namespace."""
     port = next(_PORTS)
@@ -325,3 +325,56 @@ def calls_ended(*placed: SippCall) -> Iterator[None]:
     finally:
         for c in placed:
             c.kill()
+
+
+# -- SIPp as the phone that is called ------------------------------------------------------
+
+
+def _reply(status: str) -> str:
+    """SIPp XML: answer the last request received with `status` (e.g. "486 Busy Here")."""
+    return f"""  <send><![CDATA[
+      SIP/2.0 {status}
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+  ]]></send>"""
+
+
+_UAS_BUSY = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="busy">
+  <recv request="INVITE"/>
+{_reply("486 Busy Here")}
+  <recv request="ACK"/>
+</scenario>
+"""
+
+_UAS_NEVER = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="rings-forever">
+  <recv request="INVITE"/>
+{_reply("180 Ringing")}
+  <recv request="CANCEL"/>
+{_reply("200 OK")}
+</scenario>
+"""
+
+
+def answering_phone(directory: Path, behaviour: str, port: int = 5080) -> SippCall:
+    """SIPp listening on LIVE_ADDR:`port` (the shipped outbound trunk's address) for one call:
+    `answer` (SIPp's own uas: 180, 200, then waits for BYE), `busy` (486) or `never` (rings
+    until the caller cancels)."""
+    log = directory / f"uas-{behaviour}.log"
+    argv = ["sipp", "-i", LIVE_ADDR, "-p", str(port), "-m", "1", "-nostdin"]
+    argv += ["-mi", LIVE_ADDR, "-mp", "16000", "-timeout", "600s", "-timeout_error"]
+    if behaviour == "answer":
+        argv += ["-sn", "uas"]
+    else:
+        xml = directory / f"uas-{behaviour}.xml"
+        xml.write_text(_UAS_BUSY if behaviour == "busy" else _UAS_NEVER)
+        argv += ["-sf", str(xml)]
+    out = log.open("wb")
+    proc = subprocess.Popen(argv, cwd=directory, stdout=out, stderr=subprocess.STDOUT)
+    out.close()
+    return SippCall(proc, log)

@@ -39,6 +39,7 @@ from workers.room.seat import Seat
 from workers.room.stage import ModelsFor
 from workers.room.stage.livekit import LiveKitStage
 from workers.room.tracing import RoomTrace, configure_tracing
+from workers.telephony.dial import dialer_for
 
 log = get_logger("workers.job.runner")
 
@@ -108,15 +109,23 @@ async def _run_plan(
 ) -> RoomResult | None:
     """Join and run the room; None when the job was stopped while it was still joining."""
     livekit = settings.livekit_credentials()
+    url = job_url(ctx, livekit.url if livekit else "")
     # Secrets stay wrapped in this frame: unwrapped only as they are handed over.
     stage = LiveKitStage(
         ctx,
-        url=job_url(ctx, livekit.url if livekit else ""),
+        url=url,
         api_key=livekit.api_key if livekit else "",
         api_secret=livekit.api_secret.get_secret_value() if livekit else "",
         campaign=plan.scenario.campaign,
         hear_everyone=plan.scenario.rules.hear == "everyone",
         interruption=settings.interruption_mode,
+        dialer=dialer_for(
+            catalog,
+            plan.scenario,
+            url=url,
+            api_key=livekit.api_key if livekit else "",
+            api_secret=livekit.api_secret.get_secret_value() if livekit else "",
+        ),
     )
     # the stage subscribes the persona that hears humans to their audio, and nothing else
     joining = asyncio.ensure_future(ctx.connect(auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE))

@@ -69,6 +69,7 @@ class EndReason(StrEnum):
     SHUTDOWN = "shutdown"
     WORKER_LOST = "worker_lost"  # the worker's main process died under a running job
     START_FAILED = "start_failed"
+    NO_ANSWER = "no_answer"  # the room's phone call was busy, declined or never answered
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from config.scenario import Scenario
 from workers.room.floor import Ending, EndReason, Floor, Speaker
 from workers.room.seat import Seat
 from workers.room.stage import ModelsFor, Stage, StageCast, StageError, StageEvents
+from workers.room.stage.base import NotAnswered
 from workers.room.transcript import Listener, Transcript
 from workers.room.usage import usage_records
 
@@ -137,6 +138,8 @@ async def run_room(
         ]
         floor.seat(speakers, opener=opener.persona.id, lead=lead.persona.id)
         ending = await floor.run()
+    except NotAnswered as e:
+        ending = Ending(EndReason.NO_ANSWER, str(e))
     except StageError as e:
         ending = Ending(EndReason.START_FAILED, str(e))
         transcript.write("error", error=str(e), stage="start")

@@ -35,6 +35,10 @@ class StageError(RuntimeError):
     """A required persona could not start or join; the whole cast was torn down."""
 
 
+class NotAnswered(StageError):
+    """The room's outbound call was busy, declined or not answered in time (`no_answer`)."""
+
+
 class Humans(Protocol):
     """The people in the room, as the floor sees them, whatever the stage."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from livekit import rtc
 from livekit.agents import AgentSession, JobContext
@@ -37,6 +37,9 @@ from workers.room.stage.ears import Ears
 from workers.room.stage.persona_audio import persona_audio_output
 from workers.telephony.call import PhoneCalls
 from workers.tokens import AGENT_IDENTITY_PREFIX, mint_persona_token
+
+if TYPE_CHECKING:
+    from workers.telephony.dial import Dialer
 
 log = get_logger("workers.room.stage")
 
@@ -233,6 +236,7 @@ class LiveKitStage(Stage):
         connect: Connect = _connect,
         room_factory: Callable[[], rtc.Room] = rtc.Room,
         interruption: InterruptionMode = "vad",
+        dialer: Dialer | None = None,  # the room phones someone once its cast has joined
     ) -> None:
         super().__init__()
         self._ctx = ctx
@@ -255,6 +259,7 @@ class LiveKitStage(Stage):
         # every human their own ear (stage/ears.py), or RoomIO's one linked human
         self._hear_everyone = hear_everyone
         self._ears: Ears | None = None
+        self._dialer = dialer
         ctx.add_shutdown_callback(self.close)
 
     @property
@@ -390,6 +395,8 @@ class LiveKitStage(Stage):
             seats = [own, *rest]
             started = await asyncio.gather(*(start(s) for s in seats), return_exceptions=True)
             sessions = started_or_raise(seats, started)
+            if self._dialer is not None:  # raises NotAnswered: busy, declined, no answer
+                await self._dialer.place(self.room_name, events.record)
             # a phone answers once it hears a track: the opener waits for the call to be
             # active rather than greet a ringing line
             await calls.answered()
