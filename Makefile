@@ -13,7 +13,7 @@ LIVEKIT_SIP_VERSION ?= v1.8.0
 BIN := .cache/bin
 UNIT_TESTS := $(PY) -m pytest -q -m "not live and not bench and not integration"
 
-.PHONY: install test test-unit test-integration test-bench test-live livekit sip sip-deps live-server redis lint format schema dev start demo room bench clean
+.PHONY: install test test-unit test-integration test-bench test-web test-live livekit sip sip-deps live-server redis node web browser serve-web lint format schema dev start demo room bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ install: $(STAMP)
 # The unit suite (fast: the edit-test loop), the integration tests (a real redis-server, many
 # processes, real audio end to end), the benchmarks' smoke runs, then the live suite on a real
 # livekit-server.
-test: test-unit test-integration test-bench test-live
+test: test-unit test-integration test-bench test-web test-live
 
 test-unit: $(STAMP)
 	$(UNIT_TESTS)
@@ -40,6 +40,12 @@ test-integration: $(STAMP)
 test-bench: $(STAMP)
 	$(PY) -m pytest -q -m bench
 
+# The page ships built (workers/web/static/app.js): rebuild it from the pinned packages and fail
+# if the result differs from what is committed.
+test-web: web
+	@git diff --exit-code --stat -- workers/web/static || { \
+	  echo "workers/web/static differs from a fresh \`make web\`: commit the rebuilt files" >&2; exit 1; }
+
 # Skipped with one line where the server cannot be built or its private network made (no Go,
 # not root); with CI=true that is a failure. tests/live/livenet.sh bounds and cleans up. The
 # telephony cases also need livekit-sip, SIPp and redis-server (`make sip`, `make redis`):
@@ -47,6 +53,7 @@ test-bench: $(STAMP)
 test-live: $(STAMP)
 	@$(MAKE) -s sip || echo "make sip failed: the telephony live tests will say why"
 	@$(MAKE) -s redis >/dev/null 2>&1 || echo "no redis-server: the telephony live tests will say why"
+	-@$(MAKE) -s browser
 	@if ! $(MAKE) -s livekit; then \
 	  if [ "$$CI" = true ]; then echo "live suite: cannot start (see above)" >&2; exit 1; fi; \
 	  echo "live suite skipped: no livekit-server (see above)"; exit 0; \
@@ -90,6 +97,23 @@ sip-deps:
 	  apt-get update -qq && apt-get install -y -qq libopus-dev libopusfile-dev libsoxr-dev pkg-config sip-tester; \
 	fi
 
+# node and npm (Debian's, where they are missing; root), for `make web` and the browser tests.
+node:
+	@command -v npm >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
+
+# The page's script from the pinned livekit-client (package-lock.json), bundled by esbuild into
+# workers/web/static/app.js; `npm ci` installs exactly the locked versions. No browser is
+# downloaded: puppeteer-core drives the system's chromium.
+CLIENT := workers/web/client
+web: node
+	cd $(CLIENT) && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+
+# What the browser tests need: Debian's chromium (root, apt) and the client's npm packages
+# (puppeteer-core). Without them those tests skip with one line; under CI=true they fail.
+browser: node
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
+	@test -d $(CLIENT)/node_modules/puppeteer-core || { cd $(CLIENT) && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error; }
+
 # Debian's redis-server for the capacity store's tests (they skip without it, fail under
 # CI=true); root only. The tests start their own on a free port: no service is left running.
 redis:
@@ -126,8 +150,14 @@ start: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m workers.simulate $(SCENARIO) --audio auto
 
-room: $(STAMP)  # make room SCENARIO=dispatch_checkin IDENTITY=caller-jamie [ROOM=name]
-	$(PY) -m workers.dispatch $(SCENARIO) $(if $(IDENTITY),--identity $(IDENTITY)) $(if $(ROOM),--room $(ROOM))
+# make room SCENARIO=dispatch_checkin [ROOM=name]: a fresh room and the page's link for it
+# (`make serve-web` serves the page); with IDENTITY=caller-jamie, a join token instead.
+room: $(STAMP)
+	$(if $(IDENTITY),$(PY) -m workers.dispatch $(SCENARIO) --identity $(IDENTITY),$(PY) -m workers.web room $(SCENARIO)) $(if $(ROOM),--room $(ROOM))
+
+# The page and rooms API on WEB_HOST:WEB_PORT (127.0.0.1:8090).
+serve-web: $(STAMP)
+	$(PY) -m workers.web
 
 # Every bench/*.py script except the private modules (bench/_*.py), each run as a module
 # (`python -m bench.<name>`) from the project root; each prints one JSON object.
