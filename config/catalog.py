@@ -274,7 +274,13 @@ def cross_check(catalog: Catalog) -> list[Problem]:
                 "use a voicemail persona",
             )
         )
-    problems.extend(check_telephony(catalog))
+    problems.extend(
+        check_telephony(
+            catalog.telephony,
+            campaigns=catalog.campaign_by_id.keys(),
+            tenants_known=catalog.tenant_by_id.keys(),
+        )
+    )
     return problems
 
 

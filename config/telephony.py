@@ -8,15 +8,13 @@ variable that holds its password (`auth_password_env`)."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Literal
+from collections.abc import Collection
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
 from config.errors import Problem
 from config.strict import StrictModel
-
-if TYPE_CHECKING:
-    from config.catalog import Catalog
 
 E164_PATTERN = re.compile(r"\+[1-9][0-9]{6,14}")
 ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
@@ -109,10 +107,12 @@ def _check_entry(
         )
 
 
-def check_telephony(catalog: Catalog) -> list[Problem]:
-    """Ids and numbers unique, campaigns and tenants known, one outbound trunk per tenant."""
+def check_telephony(
+    tel: Telephony, *, campaigns: Collection[str], tenants_known: Collection[str]
+) -> list[Problem]:
+    """Ids and numbers unique, campaigns and tenants known (the catalog's, passed in: this
+    module stays below the catalog), one outbound trunk per tenant."""
     problems: list[Problem] = []
-    tel = catalog.telephony
     ids: dict[str, str] = {}
     numbers: dict[str, str] = {}
     for i, line in enumerate(tel.inbound):
@@ -128,24 +128,24 @@ def check_telephony(catalog: Catalog) -> list[Problem]:
                     )
                 )
             numbers.setdefault(number, at)
-        if line.campaign is not None and line.campaign not in catalog.campaign_by_id:
+        if line.campaign is not None and line.campaign not in campaigns:
             problems.append(
                 Problem(
                     f"{at}.campaign",
                     f"unknown campaign {line.campaign!r}",
-                    f"known: {', '.join(sorted(catalog.campaign_by_id))}",
+                    f"known: {', '.join(sorted(campaigns))}",
                 )
             )
     tenants: dict[str, str] = {}
     for i, trunk in enumerate(tel.outbound):
         at = f"$.telephony.outbound[{i}]"
         _check_entry(trunk.id, trunk.numbers, at, ids, problems)
-        if trunk.tenant not in catalog.tenant_by_id:
+        if trunk.tenant not in tenants_known:
             problems.append(
                 Problem(
                     f"{at}.tenant",
                     f"unknown tenant {trunk.tenant!r}",
-                    f"known: {', '.join(sorted(catalog.tenant_by_id))}",
+                    f"known: {', '.join(sorted(tenants_known))}",
                 )
             )
         elif trunk.tenant in tenants:

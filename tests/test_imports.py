@@ -130,9 +130,6 @@ def test_no_module_imports_itself_through_others(graph: Graph) -> None:
     assert found == [], "import cycles: " + "; ".join(" <-> ".join(sorted(c)) for c in found)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="agents.models <-> agents.offline, fixed by the endpoint work"
-)
 def test_agents_models_and_offline_do_not_import_each_other(graph: Graph) -> None:
     assert KNOWN_CYCLE not in cycles(graph)
 
