@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import structlog
+from livekit.plugins import openai
 from pydantic import SecretStr
 
 from agents.models import build_models, build_text_models
@@ -263,9 +264,10 @@ async def test_the_worker_warns_when_the_key_is_empty(
 def test_models_get_the_plain_key_only_at_the_plugin(catalog):
     key = SecretStr(SECRETS["OPENAI_API_KEY"])  # as Settings holds it
     realtime = build_models(catalog.persona("tim"), openai_api_key=key).llm
+    assert isinstance(realtime, openai.realtime.RealtimeModel)
     assert realtime._opts.api_key == SECRETS["OPENAI_API_KEY"]
-    text = build_text_models(catalog.persona("jordan"), openai_api_key=key)
-    assert text.llm._client.api_key == SECRETS["OPENAI_API_KEY"]
+    text = build_text_models(catalog.persona("jordan"), openai_api_key=key).llm
+    assert isinstance(text, openai.LLM) and text._client.api_key == SECRETS["OPENAI_API_KEY"]
 
 
 def test_models_without_a_given_key_ask_settings_which_read_dotenv(tmp_path, catalog):
@@ -274,7 +276,9 @@ def test_models_without_a_given_key_ask_settings_which_read_dotenv(tmp_path, cat
     with pytest.raises(ValueError, match="OPENAI_API_KEY is not set"):
         build_models(tim, openai_api_key=SecretStr(""))
     _dotenv(tmp_path, f"OPENAI_API_KEY={SECRETS['OPENAI_API_KEY']}\n")
-    assert build_models(tim).llm._opts.api_key == SECRETS["OPENAI_API_KEY"]
+    realtime = build_models(tim).llm
+    assert isinstance(realtime, openai.realtime.RealtimeModel)
+    assert realtime._opts.api_key == SECRETS["OPENAI_API_KEY"]
 
 
 def test_settings_give_the_livekit_credentials_whole_and_the_secret_wrapped(tmp_path):
