@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 from config.catalog import Catalog
+from config.scenario import Scenario
 from tests.test_selector import campaign, make_catalog, persona, scenario, trio
 from workers.capacity.memory_store import MemoryStore
 from workers.capacity.open_store import open_capacity_store
@@ -95,7 +96,7 @@ def counts(store: RedisStore, *ids: str) -> dict[str, int]:
     return store.snapshot(ids, ()).counts
 
 
-def dispatch_pair() -> tuple[Catalog, object]:
+def dispatch_pair() -> tuple[Catalog, Scenario]:
     """Dispatchers d1 (cap 1), d2; drivers r1 (cap 1), r2: a two-slot cast."""
     dispatchers = [persona(pid, "dispatcher", cap=1) for pid in ("d1", "d2")]
     drivers = [persona(pid, cap=1) for pid in ("r1", "r2")]

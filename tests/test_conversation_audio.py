@@ -9,6 +9,7 @@ import wave
 from array import array
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,7 +97,7 @@ def test_audio_auto_writes_beside_the_transcripts_named_after_the_room(run, tran
 def test_humans_speak_in_a_voice_of_their_own_in_turn_order(tmp_path):
     catalog = load_catalog()
     tim, chris = catalog.persona("tim"), catalog.persona("chris")
-    events = [
+    events: list[dict[str, Any]] = [
         {"event": "room_started", "room": "r", "cast": []},
         {"event": "utterance", "persona": "tim", "name": "Tim", "role": "x", "text": "Hello."},
         {"event": "tool_call", "tool": "t", "args": {}, "output": "", "is_error": False},

@@ -4,9 +4,10 @@ LLMs (the only fakes). Every room is bounded by a test timeout so nothing can ha
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import pytest
+from livekit.agents import llm
 
 from agents.models import SessionModels
 from config.scenario import Scenario, load_scenario
@@ -31,7 +32,7 @@ def _scenario(name: str, scenarios_dir, **rules) -> Scenario:
 class Room:
     """Runs one scenario through workers.simulate.simulate with a fake LLM per persona."""
 
-    def __init__(self, catalog, tmp_path, scenario: Scenario, responders: dict[str, object]):
+    def __init__(self, catalog, tmp_path, scenario: Scenario, responders: Mapping[str, object]):
         self.catalog, self.scenario = catalog, scenario
         self.settings = Settings(transcripts_dir=tmp_path / "transcripts", openai_api_key=None)
         self.selector = Selector(catalog)
@@ -237,8 +238,10 @@ async def test_a_human_line_is_answered_by_exactly_one_persona(catalog, tmp_path
     utterances = room.events(result, "utterance")
     assert [u["persona"] for u in utterances] == [cast["dispatcher"], cast["sales"]]
     line = '[human caller said] "Sam, when is the FreshFields renewal?"'
+    assert room.floor is not None
     for pid in cast.values():
-        texts = [i.text_content for i in room.floor.chat_ctx_of(pid).items if i.type == "message"]
+        items = room.floor.chat_ctx_of(pid).items
+        texts = [i.text_content for i in items if isinstance(i, llm.ChatMessage)]
         assert line in texts, pid
     room.assert_released()
 
@@ -327,6 +330,7 @@ async def test_a_human_barging_in_interrupts_the_speaker(catalog, tmp_path, scen
     task = asyncio.create_task(room.run())
     async with asyncio.timeout(TIMEOUT):
         await started.wait()
+    assert room.floor is not None
     room.floor.human_started_speaking()
     result = await task
     interrupted = room.events(result, "interrupted")

@@ -53,7 +53,9 @@ async def test_a_line_is_appended_in_place_and_the_next_reply_reads_it(monkeypat
         items = agent.chat_ctx.items
         assert len(items) == len(before) + 1
         assert all(a is b for a, b in zip(items, before, strict=False))  # nothing rebuilt
-        assert (items[-1].role, items[-1].text_content) == ("user", LINE)
+        last = items[-1]
+        assert isinstance(last, llm.ChatMessage)
+        assert (last.role, last.text_content) == ("user", LINE)
         await session.generate_reply()
         assert f"user: {LINE}" in fake.calls[0].lines()
     finally:
@@ -93,8 +95,9 @@ async def test_a_realtime_persona_gets_the_line_through_update_chat_ctx(monkeypa
 
     monkeypatch.setattr(agent, "update_chat_ctx", spy)
     await append_user_line(agent, offline_session(FakeLLM()), LINE)
-    assert len(synced) == 1 and synced[0].items[-1].text_content == LINE
-    assert agent.chat_ctx.items[-1].text_content == LINE
+    assert len(synced) == 1
+    for last in (synced[0].items[-1], agent.chat_ctx.items[-1]):
+        assert isinstance(last, llm.ChatMessage) and last.text_content == LINE
 
 
 async def test_a_room_relays_and_hands_over_without_replacing_any_context(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -147,7 +148,7 @@ async def test_the_job_runs_its_room_with_the_job_process_gc_policy(
     from workers.job import runner as job_room
     from workers.job.gc_policy import freeze_after_each_turn
 
-    seen: dict[str, object] = {}
+    seen: dict[str, Any] = {}
 
     async def fake_run_room(**kwargs: object) -> object:
         seen.update(kwargs)
@@ -163,7 +164,7 @@ async def test_the_job_runs_its_room_with_the_job_process_gc_policy(
     ctx = JobCtx('{"persona": "tim"}', catalog, joined)
     ctx.room.local_participant = SimpleNamespace(identity="agent_tim_room-7_abc123")
     ctx.room.on = lambda *_a, **_k: None
-    await run_job(ctx, settings, catalog)
+    await run_job(ctx, settings, catalog)  # type: ignore[arg-type]  # JobCtx stands in for it
     assert freeze_after_each_turn in seen["listeners"]
     assert ctx.shutdowns == ["room ended: max_turns"]
 
@@ -186,7 +187,7 @@ async def test_a_stop_signal_livekit_cancelled_ends_the_room_as_worker_lost(scen
     channel to the worker closed: the room ends as `worker_lost`, not `shutdown`."""
     loop = asyncio.get_running_loop()
     stage, joining, stop = _Stage(), loop.create_future(), loop.create_future()
-    ender = RoomEnder(stage, joining)
+    ender = RoomEnder(stage, joining)  # type: ignore[arg-type]  # a stand-in stage
     floor = _floor(scenarios_dir)
     ender.seat(floor)
     stop.add_done_callback(ender.stop_signalled)
@@ -198,7 +199,7 @@ async def test_a_stop_signal_livekit_cancelled_ends_the_room_as_worker_lost(scen
 
 async def test_a_worker_lost_before_the_floor_exists_ends_it_as_soon_as_it_does(scenarios_dir):
     loop = asyncio.get_running_loop()
-    ender = RoomEnder(_Stage(), loop.create_future())
+    ender = RoomEnder(_Stage(), loop.create_future())  # type: ignore[arg-type]  # a stand-in stage
     ender.worker_lost()
     floor = _floor(scenarios_dir)
     ender.seat(floor)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import typing
 from typing import Any
 
 import pytest
 from livekit.agents import RunResult
+from livekit.agents.vad import VAD
 from livekit.plugins import openai, silero
 
 from agents import (
@@ -231,7 +233,7 @@ def test_room_models_switch_on_the_key(catalog):
 
     scenario = load_scenario("dispatch_checkin", scenarios_dir=SCENARIOS_DIR)
     names = {"dispatcher": "Tim", "driver": "Chris"}
-    vad = object()
+    vad = typing.cast(VAD, object())  # handed on only, never run
     keyless = Settings(_env_file=None, openai_api_key="")
     lead = room_models(
         catalog.persona("tim"), scenario, names, hears_humans=True, vad=vad, settings=Settings()
@@ -313,8 +315,9 @@ def test_every_persona_of_a_room_gets_its_own_model_instances(catalog, no_networ
     cast = cast_of(catalog, "dana", "maria", "sam", "alex")  # pipeline personas, one room
     scenario = scenario_for("mixed-ops", *cast)
     names = {role: p.name for role, p in cast.items()}
+    vad = typing.cast(VAD, object())  # handed on only, never run
     built = [
-        room_models(p, scenario, names, hears_humans=True, vad=object(), settings=KEYED)
+        room_models(p, scenario, names, hears_humans=True, vad=vad, settings=KEYED)
         for p in [*cast.values(), catalog.persona("dana")]  # the same persona twice, too
     ]
     for kind in ("llm", "tts", "stt"):

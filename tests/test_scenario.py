@@ -50,7 +50,7 @@ def test_dispatch_checkin_is_what_the_demo_needs(scenarios_dir):
     s = load_scenario("dispatch_checkin", scenarios_dir=scenarios_dir)
     assert s.opener_slot.role == "dispatcher"
     assert [slot.role for slot in s.cast] == ["dispatcher", "driver"]
-    assert s.context["load_id"] == "HDX-2478"
+    assert s.model_dump()["context"]["load_id"] == "HDX-2478"
     assert any(line.tool for line in s.script["dispatcher"])
 
 

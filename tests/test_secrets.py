@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import structlog
+from livekit.plugins import openai
 from pydantic import SecretStr
 
 from agents.models import build_models, build_text_models
@@ -264,9 +265,10 @@ def test_models_get_the_plain_key_only_at_the_plugin(catalog):
     key = SecretStr(SECRETS["OPENAI_API_KEY"])  # as Settings holds it
     settings = Settings(_env_file=None, openai_api_key=key)
     realtime = build_models(catalog.persona("tim"), settings).llm
+    assert isinstance(realtime, openai.realtime.RealtimeModel)
     assert realtime._opts.api_key == SECRETS["OPENAI_API_KEY"]
-    text = build_text_models(catalog.persona("jordan"), settings)
-    assert text.llm._client.api_key == SECRETS["OPENAI_API_KEY"]
+    text = build_text_models(catalog.persona("jordan"), settings).llm
+    assert isinstance(text, openai.LLM) and text._client.api_key == SECRETS["OPENAI_API_KEY"]
 
 
 def test_models_without_a_given_key_ask_settings_which_read_dotenv(tmp_path, catalog):
@@ -275,7 +277,9 @@ def test_models_without_a_given_key_ask_settings_which_read_dotenv(tmp_path, cat
     with pytest.raises(ValueError, match="OPENAI_API_KEY is not set"):
         build_models(tim, Settings())
     _dotenv(tmp_path, f"OPENAI_API_KEY={SECRETS['OPENAI_API_KEY']}\n")
-    assert build_models(tim, Settings()).llm._opts.api_key == SECRETS["OPENAI_API_KEY"]
+    realtime = build_models(tim, Settings()).llm
+    assert isinstance(realtime, openai.realtime.RealtimeModel)
+    assert realtime._opts.api_key == SECRETS["OPENAI_API_KEY"]
 
 
 def test_settings_give_the_livekit_credentials_whole_and_the_secret_wrapped(tmp_path):

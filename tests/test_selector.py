@@ -425,7 +425,8 @@ def test_cast_of_a_shipped_scenario(catalog, scenarios_dir, make_selector):
         ("driver", "chris", "primary"),
     ]
     assert cast.opener.persona.id == "tim" and cast.lead.persona.id == "tim"
-    assert cast.member_for("driver").lease.persona.id == "chris"
+    driver = cast.member_for("driver")
+    assert driver is not None and driver.lease.persona.id == "chris"
     assert cast.member_for("sales") is None and cast.missing == []
     assert json.loads(json.dumps(cast.to_dict())) == {
         "scenario": "dispatch_checkin",

@@ -30,7 +30,8 @@ def test_env_and_dotenv(monkeypatch, tmp_path):
     s = Settings()
     assert s.agent_name == "from-dotenv"
     assert s.livekit_url == "ws://localhost:7880"
-    assert s.livekit_api_secret.get_secret_value() == "s3cret-value"
+    secret = s.livekit_api_secret
+    assert secret is not None and secret.get_secret_value() == "s3cret-value"
 
 
 def test_secrets_are_never_printed(monkeypatch):
@@ -67,7 +68,8 @@ def test_an_empty_value_is_no_value_from_every_source(monkeypatch, tmp_path):
     assert Settings(_env_file=env).openai_key() is None
     assert Settings(_env_file=None, openai_api_key="").openai_key() is None
     monkeypatch.setenv("OPENAI_API_KEY", "sk-set")  # a value still counts
-    assert Settings(_env_file=env).openai_key().get_secret_value() == "sk-set"
+    key = Settings(_env_file=env).openai_key()
+    assert key is not None and key.get_secret_value() == "sk-set"
 
 
 def test_a_settings_error_names_each_variable_and_the_fix_never_the_value(monkeypatch):

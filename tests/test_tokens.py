@@ -48,6 +48,7 @@ def test_a_persona_publishes_only_its_voice_and_data(catalog):
 def test_a_persona_joins_one_room_as_an_agent_and_nothing_more(catalog):
     claims = api.TokenVerifier(KEY, SECRET).verify(_mint(catalog))
     video = claims.video
+    assert video is not None
     assert claims.kind == "agent" and video.agent is True
     assert video.room_join is True and video.room == "room-7"
     assert not any(

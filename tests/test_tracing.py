@@ -155,7 +155,8 @@ def test_simulate_exports_the_rooms_trace_over_otlp_http(otlp_receiver, tmp_path
     )
     assert proc.returncode == 0, proc.stderr
     assert received and {path for path, _ in received} == {"/v1/traces"}
-    names, services = set(), set()
+    names: set[str] = set()
+    services: set[str] = set()
     for _, request in received:
         for resource_spans in request.resource_spans:
             for attr in resource_spans.resource.attributes:
