@@ -64,12 +64,13 @@ def prepare(settings: Settings) -> Wanted:
 
 
 async def run(command: str, settings: Settings, want: Wanted) -> dict[str, object]:
-    assert settings.livekit_url and settings.livekit_api_key and settings.livekit_api_secret
+    livekit = settings.livekit_credentials()
+    assert livekit is not None  # main() refused missing settings before any network call
     timeout = aiohttp.ClientTimeout(total=API_TIMEOUT_S)
     async with api.LiveKitAPI(
-        http_url(settings.livekit_url),
-        settings.livekit_api_key,
-        settings.livekit_api_secret.get_secret_value(),
+        http_url(livekit.url),
+        livekit.api_key,
+        livekit.api_secret.get_secret_value(),
         timeout=timeout,
     ) as lk:
         if command == "list":

@@ -110,7 +110,7 @@ def _livekit_error(e: Exception, settings: Settings) -> web.Response:
     return problems.problem(
         502,
         "livekit_unreachable",
-        f"cannot reach the LiveKit server at {settings.livekit_url}: {type(e).__name__}",
+        f"cannot reach the LiveKit server at {_server_url(settings)}: {type(e).__name__}",
         exit_status=problems.EXIT_API,
     )
 
@@ -118,11 +118,17 @@ def _livekit_error(e: Exception, settings: Settings) -> web.Response:
 LIVEKIT_ERRORS = (api.TwirpError, aiohttp.ClientError, TimeoutError, OSError)
 
 
+def _server_url(settings: Settings) -> str:
+    credentials = settings.livekit_credentials()
+    return credentials.url if credentials is not None else ""
+
+
 def _joined(settings: Settings, room: str, identity: str, name: str) -> dict[str, Any]:
-    assert settings.livekit_url and settings.livekit_api_key and settings.livekit_api_secret
+    livekit = settings.livekit_credentials()
+    assert livekit is not None  # the app refuses to start without them
     token = mint_human_token(
-        api_key=settings.livekit_api_key,
-        api_secret=settings.livekit_api_secret.get_secret_value(),
+        api_key=livekit.api_key,
+        api_secret=livekit.api_secret.get_secret_value(),
         room=room,
         identity=identity,
         name=name,
@@ -130,7 +136,7 @@ def _joined(settings: Settings, room: str, identity: str, name: str) -> dict[str
     expires = datetime.now(UTC) + HUMAN_TOKEN_TTL
     return {
         "room": room,
-        "url": settings.livekit_url,
+        "url": livekit.url,
         "identity": identity,
         "name": name,
         "token": token,

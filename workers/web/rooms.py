@@ -24,12 +24,11 @@ class NoSuchRoom(LookupError):
 
 @contextlib.asynccontextmanager
 async def livekit(settings: Settings) -> AsyncIterator[api.LiveKitAPI]:
-    assert settings.livekit_url and settings.livekit_api_key and settings.livekit_api_secret
+    credentials = settings.livekit_credentials()
+    assert credentials is not None  # the app refuses to start without them
     timeout = aiohttp.ClientTimeout(total=API_TIMEOUT_S)
-    secret = settings.livekit_api_secret.get_secret_value()
-    async with api.LiveKitAPI(
-        settings.livekit_url, settings.livekit_api_key, secret, timeout=timeout
-    ) as lk:
+    secret = credentials.api_secret.get_secret_value()
+    async with api.LiveKitAPI(credentials.url, credentials.api_key, secret, timeout=timeout) as lk:
         yield lk
 
 
