@@ -170,9 +170,12 @@ async def trial(kind: str, length_s: float, folder: Path) -> dict[str, Any]:
         for w in (a, b)
     ]
     try:
-        for i in range(3):  # tim's three rooms, on worker A
-            held = Answer()
-            await a.admission.handle(offer(held, f"A{i}"))
+        for i in range(3):  # tim's three rooms, on worker A (a new Redis settles first)
+            for attempt in range(20):
+                held = Answer()
+                await a.admission.handle(offer(held, f"A{i}-{attempt}"))
+                if held.outcome == "accepted":
+                    break
             assert held.persona == "tim", held.outcome
         with Watcher(redis.url, caps) as watcher:
             if kind == "restart":
