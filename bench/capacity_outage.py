@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import signal
 import socket
@@ -238,10 +239,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke run: two outage lengths")
     args = p.parse_args(argv)
     quiet()
-    import os
-
-    result = asyncio.run(run(QUICK_LENGTHS_S if args.quick else LENGTHS_S))
-    emit({"bench": "capacity_outage", "machine": machine(), "load": os.getloadavg(), **result})
+    lengths = QUICK_LENGTHS_S if args.quick else LENGTHS_S
+    result = asyncio.run(run(lengths))
+    emit(
+        {
+            "bench": "capacity_outage",
+            "machine": machine(),
+            "params": {"outage_lengths_s": lengths},
+            "load": os.getloadavg(),
+            **result,
+        }
+    )
     return 0
 
 

@@ -35,6 +35,7 @@ SCRIPTS: dict[str, set[str]] = {
     "offline_voice": {"tts", "stt", "aim"},
     "selector": {"strategies", "one_campaign", "aim", "meets_aim_everywhere"},
     "selector_redis": {"memory", "redis"},
+    "capacity_outage": {"trials", "longest_outage_losing_nothing_s", "over_limit_moments"},
 }
 # Scripts the smoke leaves out, and why.
 NOT_SMOKED = {
