@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import signal
 import socket
@@ -170,9 +171,12 @@ async def trial(kind: str, length_s: float, folder: Path) -> dict[str, Any]:
         for w in (a, b)
     ]
     try:
-        for i in range(3):  # tim's three rooms, on worker A
-            held = Answer()
-            await a.admission.handle(offer(held, f"A{i}"))
+        for i in range(3):  # tim's three rooms, on worker A (a new Redis settles first)
+            for attempt in range(20):
+                held = Answer()
+                await a.admission.handle(offer(held, f"A{i}-{attempt}"))
+                if held.outcome == "accepted":
+                    break
             assert held.persona == "tim", held.outcome
         with Watcher(redis.url, caps) as watcher:
             if kind == "restart":
@@ -235,10 +239,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke run: two outage lengths")
     args = p.parse_args(argv)
     quiet()
-    import os
-
-    result = asyncio.run(run(QUICK_LENGTHS_S if args.quick else LENGTHS_S))
-    emit({"bench": "capacity_outage", "machine": machine(), "load": os.getloadavg(), **result})
+    lengths = QUICK_LENGTHS_S if args.quick else LENGTHS_S
+    result = asyncio.run(run(lengths))
+    emit(
+        {
+            "bench": "capacity_outage",
+            "machine": machine(),
+            "params": {"outage_lengths_s": lengths},
+            "load": os.getloadavg(),
+            **result,
+        }
+    )
     return 0
 
 

@@ -91,7 +91,9 @@ def _rounds(sel: Selector, seed: int, sizes: Sizes) -> tuple[list[float], list[f
 
 
 def _worker(url: str, prefix: str, seed: int, sizes: Sizes, start: Any, out: Connection) -> None:
-    sel = Selector(catalog(), random.Random(seed), store=RedisStore(url, prefix=prefix))
+    # a loaded machine may stall one call past the 0.25 s default: a hang guard, not a figure
+    store = RedisStore(url, prefix=prefix, timeout_s=2.0)
+    sel = Selector(catalog(), random.Random(seed), store=store)
     sel.sync_counts()  # connected, scripts loaded
     start.wait()
     began = time.perf_counter()

@@ -37,6 +37,7 @@ SCRIPTS: dict[str, set[str]] = {
     "selector": {"strategies", "one_campaign", "aim", "meets_aim_everywhere"},
     "selector_redis": {"memory", "redis"},
     "openai_path": {"by_mode", "aim", "load_average"},
+    "capacity_outage": {"trials", "longest_outage_losing_nothing_s", "over_limit_moments"},
 }
 # Scripts the smoke leaves out, and why.
 NOT_SMOKED = {

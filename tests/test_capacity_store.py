@@ -359,11 +359,16 @@ class AlwaysBeatenStore(RedisStore):
     rival: Selector | None = None
 
     def claim(
-        self, job_id: str, personas: Sequence[Claimant], moves: Sequence[Move], watch: Watch
+        self,
+        job_id: str,
+        personas: Sequence[Claimant],
+        moves: Sequence[Move],
+        watch: Watch,
+        seen: Sequence[int] | None = None,
     ) -> tuple[str, ...]:
         if self.rival is not None:
             self.rival.acquire("c1", "driver")
-        return super().claim(job_id, personas, moves, watch)
+        return super().claim(job_id, personas, moves, watch, seen)
 
 
 def test_a_worker_that_always_loses_the_race_gives_up_as_no_capacity(redis_url, stores):
@@ -605,3 +610,48 @@ def test_a_store_url_that_is_not_redis_is_refused_without_repeating_it():
     with pytest.raises(ValueError, match="CAPACITY_URL must be a redis://") as info:
         RedisStore("http://:s3cret@host/")
     assert "s3cret" not in str(info.value)
+
+
+class CountingStore(RedisStore):
+    """A real store that counts the calls a selector makes to it (each one round trip)."""
+
+    calls: list[str]
+
+    def snapshot(self, persona_ids: Sequence[str], pool_keys: Sequence[str]) -> Snapshot:
+        self.calls.append("snapshot")
+        return super().snapshot(persona_ids, pool_keys)
+
+    def claim(
+        self,
+        job_id: str,
+        personas: Sequence[Claimant],
+        moves: Sequence[Move],
+        watch: Watch,
+        seen: Sequence[int] | None = None,
+    ) -> tuple[str, ...]:
+        self.calls.append("claim")
+        return super().claim(job_id, personas, moves, watch, seen)
+
+
+def test_a_cast_from_known_counts_is_one_round_trip_and_still_sees_every_worker(redis_url, stores):
+    """27.4: once a selector knows the counts (as `load` reads them every 0.5 s), a cast is one
+    claim: no snapshot first. A claim chosen from counts another worker changed meanwhile is
+    refused and chosen again from the fresh counts, as a snapshot would have chosen."""
+    cat = trio("least_loaded", caps=(3, 3, 3))
+    store = CountingStore(redis_url)
+    store.calls = []
+    mine, other = Selector(cat, store=store), Selector(cat, store=stores())
+    mine.sync_counts()
+    store.calls.clear()
+    first = mine.cast(scenario("c1", {"role": "driver"}))
+    assert store.calls == ["claim"]
+    taken = first.members[0].persona.id
+    for pid in sorted({"a", "b", "c"} - {taken}):
+        other.acquire_persona(pid)  # every driver at 1: by my counts the others are still 0
+    store.calls.clear()
+    second = mine.cast(scenario("c1", {"role": "driver"}))
+    assert store.calls == ["claim", "claim"]  # refused with fresh counts, then chosen again
+    assert mine.stats()["summary"]["total_active_rooms"] == 4  # every worker's rooms, once
+    first.release()
+    second.release()
+    store.close()

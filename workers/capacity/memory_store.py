@@ -30,7 +30,12 @@ class MemoryStore:
         )
 
     def claim(
-        self, job_id: str, personas: Sequence[Claimant], moves: Sequence[Move], watch: Watch
+        self,
+        job_id: str,
+        personas: Sequence[Claimant],
+        moves: Sequence[Move],
+        watch: Watch,
+        seen: Sequence[int] | None = None,  # only this selector writes: always current
     ) -> tuple[str, ...]:
         rooms = self._rooms
         for persona in personas:

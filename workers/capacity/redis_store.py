@@ -97,8 +97,11 @@ end
 """
 
 # KEYS: rr hash, the settled marker, the n claimed leases' rooms keys, then the watched rooms
-# keys. ARGV: ttl_ms, n, m, w, settle_ms, n x (lease id, cap), m x (pool key, seen, new),
-# w watched pool keys. Refused while the store settles: {-1, epoch, ms left}.
+# keys. ARGV: ttl_ms, n, m, w, settle_ms, s, n x (lease id, cap), m x (pool key, seen, new),
+# w watched pool keys, s counts the claimer saw of the watched personas (s is 0 or their
+# number). Refused while the store settles: {-1, epoch, ms left}. With seen counts, the claim
+# also stands only if every watched persona's count is still what the claimer chose from:
+# then the choice is the one a fresh snapshot would have given, and a cast is one round trip.
 _CLAIM = (
     _NOW
     + _COUNT
@@ -107,8 +110,9 @@ _CLAIM = (
 local ttl, n, m, w = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local epoch = settled(KEYS[2], tonumber(ARGV[5]))
 if epoch > now then return {-1, epoch, epoch - now} end
-local function lease(i) return KEYS[2 + i], ARGV[4 + 2 * i], tonumber(ARGV[5 + 2 * i]) end
-local base = 5 + 2 * n
+local s = tonumber(ARGV[6])
+local function lease(i) return KEYS[2 + i], ARGV[5 + 2 * i], tonumber(ARGV[6 + 2 * i]) end
+local base = 6 + 2 * n
 -- A retry of a claim that went through (its reply was lost): every lease is there already.
 local again = n > 0
 for i = 1, n do
@@ -131,9 +135,20 @@ if not again then
     if tonumber(seen) ~= tonumber(ARGV[base + 3 * j - 1]) then ok = false end
   end
 end
+local counts = nil
+if ok and not again and s > 0 then
+  counts = {}
+  local at = base + 3 * m + w
+  for k = 1, s do
+    counts[k] = live(KEYS[2 + n + k])
+    if counts[k] ~= tonumber(ARGV[at + k]) then ok = false end
+  end
+end
 if not ok then
-  local counts = {}
-  for i = 3 + n, #KEYS do counts[#counts + 1] = live(KEYS[i]) end
+  if not counts then
+    counts = {}
+    for i = 3 + n, #KEYS do counts[#counts + 1] = live(KEYS[i]) end
+  end
   local cursors = {}
   if w > 0 then
     cursors = redis.call('HMGET', KEYS[1], unpack(ARGV, base + 3 * m + 1, base + 3 * m + w))
@@ -388,17 +403,32 @@ class RedisStore:
         return _snapshot(persona_ids, counts, pool_keys, cursors)
 
     def claim(
-        self, job_id: str, personas: Sequence[Claimant], moves: Sequence[Move], watch: Watch
+        self,
+        job_id: str,
+        personas: Sequence[Claimant],
+        moves: Sequence[Move],
+        watch: Watch,
+        seen: Sequence[int] | None = None,
     ) -> tuple[str, ...]:
         # Chosen here, once: a retry after a lost reply sends the same ids (counted once).
         lease_ids = tuple(self.lease_id(job_id) for _ in personas)
         ids, keys = watch
-        args: list[Any] = [self._ttl_ms, len(personas), len(moves), len(keys), self._settle_ms]
+        checked = len(ids) if seen is not None else 0
+        args: list[Any] = [
+            self._ttl_ms,
+            len(personas),
+            len(moves),
+            len(keys),
+            self._settle_ms,
+            checked,
+        ]
         for lease_id, persona in zip(lease_ids, personas, strict=True):
             args += (lease_id, persona.cap)
         for pool, cursor in moves:
             args += (pool.key, pool.cursor, cursor)
         args += keys
+        if seen is not None:
+            args += seen
         redis_keys = [
             self._rr,
             self._settled_key,

@@ -6,9 +6,12 @@ all-or-nothing on its required slots. Where the room counts and the round-robin 
 live is a capacity store (workers/capacity/store.py): in this process by default (one worker),
 or in Redis, shared by every worker. The rules are one code path over both: the selector
 chooses from the counts it knows, then asks the store to claim the choice atomically, with a
-check that the counts (and the round-robin position) still allow it. A shared store's counts
-are read (one snapshot) before choosing; a claim that lost a race to another worker comes back
-with fresh counts and the selector chooses again, a bounded number of times. One lock guards
+check that the counts (and the round-robin position) still allow it. With a shared store the
+selector chooses from the counts it last read (a snapshot the first time, then every refused
+claim and `sync_counts`) and sends them with the claim, which stands only if they are still
+Redis's: the choice is then the one a fresh snapshot would give, in one round trip. A claim
+that lost a race to another worker comes back with fresh counts and the selector chooses
+again, a bounded number of times. One lock guards
 the selector, so the worker's asyncio loop and its executor threads can share it.
 
 Every (campaign, role) pool keeps indexes of its free personas, updated when a room count
@@ -297,6 +300,8 @@ class Selector:
         # them in the store, and only a claim that went through makes them here. Always
         # emptied by the claim (or the failed choice) that follows.
         self._moves: list[tuple[_Pool, int]] = []
+        # Personas whose count a shared store has told us (a snapshot, a refused claim).
+        self._known: set[str] = set()
         self._personas: dict[str, _PersonaRooms] = {
             p.id: _PersonaRooms(p, p.id, p.max_concurrent if p.active else 0)
             for p in catalog.personas
@@ -581,6 +586,7 @@ class Selector:
 
     def _apply(self, fresh: Snapshot) -> None:
         """Take a shared store's counts and round-robin positions as this selector's own."""
+        self._known.update(fresh.counts)
         personas = self._personas
         for pid, rooms in fresh.counts.items():
             load = personas.get(pid)
@@ -597,13 +603,16 @@ class Selector:
         loads: Sequence[_PersonaRooms],
         job_id: str,
         watch: Watch,
+        cached: bool,
     ) -> tuple[tuple[str, ...] | None, Snapshot | None]:
         """Claim the chosen personas (and the round-robin moves made choosing them) in one
-        atomic step: (lease ids, None), or (None, the store's fresh counts) on a lost race."""
+        atomic step: (lease ids, None), or (None, the store's fresh counts) on a lost race.
+        `cached`: chosen from counts read earlier, not from a snapshot just taken."""
         moves = self._moves[:]
         self._moves.clear()
+        seen = self._seen(watch) if cached else None
         try:
-            ids = self.store.claim(job_id, loads, moves, watch)
+            ids = self.store.claim(job_id, loads, moves, watch, seen)
         except ClaimRefused as refused:
             return None, refused.snapshot
         for load in loads:
@@ -613,8 +622,27 @@ class Selector:
         return ids, None
 
     def _snapshot(self, watch: Watch) -> Snapshot | None:
-        """A shared store's counts before choosing; None for a store only we write."""
-        return self.store.snapshot(*watch) if self._shared else None
+        """A shared store's counts before choosing, if this selector has not read every
+        watched persona's count yet; else None: it chooses from the counts it has, and the
+        claim (see `_seen`) is refused if they changed meanwhile."""
+        if not self._shared or self._known.issuperset(watch[0]):
+            return None
+        return self.store.snapshot(*watch)
+
+    def _seen(self, watch: Watch) -> list[int] | None:
+        """The counts of the watched personas this selector chooses from, sent with a claim to
+        a shared store: no snapshot before choosing (a cast is one round trip), yet a claim
+        made from counts that changed meanwhile is refused with the fresh ones, as a lost
+        race is. Only the first attempt sends them: a retry chooses from the counts its
+        refusal just brought (a snapshot, as before), so contention costs one attempt and
+        never more. None for a store only we write (or a persona the catalog lacks)."""
+        if not self._shared:
+            return None
+        personas = self._personas
+        try:
+            return [personas[pid].rooms for pid in watch[0]]
+        except KeyError:
+            return None
 
     def _cast_watch(
         self, campaign_id: str, slots: Sequence[CastSlot]
@@ -675,18 +703,25 @@ class Selector:
                 pool = self._pool(campaign_id, role)
             picker = self._pickers[pool.strategy if strategy is None else strategy]
             watch: Watch
-            if self._shared:
-                watch = (pool.watch_ids, (pool.key,))
-                fresh: Snapshot | None = store.snapshot(*watch)
-            else:
-                watch, fresh = _NO_WATCH, None
+            # With a shared store the claim checks the counts we chose from: no snapshot first
+            # once we know them
+            watch = (pool.watch_ids, (pool.key,)) if self._shared else _NO_WATCH
+            fresh = self._snapshot(watch)
             # _choose and _claim, inline: the hot path (a couple of microseconds in memory)
             for _ in _ATTEMPTS:
+                seen = self._seen(watch) if fresh is None else None
                 if fresh is not None:
                     self._apply(fresh)
-                load, reason = picker(pool, exclude) or self._fallback(pool, exclude)
                 try:
-                    (lease_id,) = store.claim(job_id, (load,), moves, watch)
+                    load, reason = picker(pool, exclude) or self._fallback(pool, exclude)
+                except NoCapacity:
+                    if seen is None:
+                        raise
+                    moves.clear()  # full by the counts we had: read them before saying so
+                    fresh = store.snapshot(*watch)
+                    continue
+                try:
+                    (lease_id,) = store.claim(job_id, (load,), moves, watch, seen)
                 except ClaimRefused as refused:
                     fresh = refused.snapshot
                     moves.clear()
@@ -713,10 +748,17 @@ class Selector:
             watch = ((persona_id,), ()) if self._shared else _NO_WATCH
             fresh = self._snapshot(watch) if persona_id in self._personas else None
             for _ in _ATTEMPTS:
+                cached = self._shared and fresh is None and persona_id in self._personas
                 if fresh is not None:
                     self._apply(fresh)
-                load = self._pinned(persona_id, role, campaign_id)
-                ids, fresh = self._claim((load,), job_id, watch)
+                try:
+                    load = self._pinned(persona_id, role, campaign_id)
+                except NoCapacity:
+                    if not cached:
+                        raise
+                    fresh = self.store.snapshot(*watch)  # full by the counts we had
+                    continue
+                ids, fresh = self._claim((load,), job_id, watch, cached)
                 if ids is not None:
                     persona_role = role or load.persona.role
                     return Lease(
@@ -740,15 +782,23 @@ class Selector:
             watch = self._cast_watch(campaign_id, slots) if self._shared else _NO_WATCH
             fresh = self._snapshot(watch)
             for _ in _ATTEMPTS:
+                cached = self._shared and fresh is None
                 if fresh is not None:
                     self._apply(fresh)
                 try:
                     picks, missing = self._choose_cast(slots, order, campaign_id, strategy)
-                except BaseException:
+                except NoCapacity:
                     self._moves.clear()  # a round-robin slot chosen before the one that failed
+                    if not cached:
+                        raise
+                    fresh = self.store.snapshot(*watch)  # full by the counts we had
+                    continue
+                except BaseException:
+                    self._moves.clear()
                     raise
                 chosen = sorted(picks.items())
-                ids, fresh = self._claim([load for _, (load, _) in chosen], job_id, watch)
+                loads = [load for _, (load, _) in chosen]
+                ids, fresh = self._claim(loads, job_id, watch, cached)
                 if ids is not None:
                     break
             else:

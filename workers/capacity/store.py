@@ -3,7 +3,8 @@ counts and round-robin positions live, and the refresher that keeps a store's le
 
 Both stores (`memory_store`, `redis_store`) offer the same primitive, **claim with check**:
 "reserve these leases and move these round-robin positions, provided every persona still has a
-free room and every position is still where I saw it". Either all of it happens or none of it
+free room, every position is still where I saw it (and, if I say which, every count I chose
+from is still as I saw it)". Either all of it happens or none of it
 does, and a refused claim comes back with fresh counts to choose again from. The selector's
 rules (`workers.capacity.selector`) choose from counts; a store keeps them.
 """
@@ -129,11 +130,18 @@ class CapacityStore(Protocol):
     def snapshot(self, persona_ids: Sequence[str], pool_keys: Sequence[str]) -> Snapshot: ...
 
     def claim(
-        self, job_id: str, personas: Sequence[Claimant], moves: Sequence[Move], watch: Watch
+        self,
+        job_id: str,
+        personas: Sequence[Claimant],
+        moves: Sequence[Move],
+        watch: Watch,
+        seen: Sequence[int] | None = None,
     ) -> tuple[str, ...]:
         """One room of each persona and every round-robin move, all or nothing, provided each
         persona still has a free room and each position is still as seen: the lease ids, one
-        per persona. ClaimRefused (with `watch`'s counts now) when that no longer holds."""
+        per persona. ClaimRefused (with `watch`'s counts now) when that no longer holds.
+        `seen`: the counts of `watch`'s personas the claimer chose from, if it chose without
+        a fresh snapshot; the claim then also needs every one of them unchanged."""
         ...
 
     def release(self, leases: Sequence[tuple[str, str]]) -> None:
