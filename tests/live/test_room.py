@@ -173,7 +173,8 @@ async def test_a_chat_message_past_the_limit_is_heard_cut_before_it_ends(worker:
     async with server_api() as lk:
         await dispatch(lk, worker.agent_name, room, json.dumps({"scenario": "inbound_support"}))
         async with joined(human_token(room, "caller-long")) as caller:
-            await transcript_event(worker, room, "utterance")  # the floor is running
+            # the floor is running (a module's first room waits for a cold job process too)
+            await transcript_event(worker, room, "utterance", timeout=60)
             writer = await caller.local_participant.stream_text(topic="lk.chat")
             try:
                 for _ in range(12):  # 12,000 characters, past the 8,000 the stage reads
