@@ -128,6 +128,16 @@ async def test_a_room_of_personas_alone_talks(worker: WorkerProcess):
             assert state in seen, (identity, seen)
 
 
+async def microphone(human: rtc.Room) -> rtc.AudioSource:
+    """A microphone track the human publishes, and the source to speak into it."""
+    source = rtc.AudioSource(22050, 1)
+    track = rtc.LocalAudioTrack.create_audio_track("mic", source)
+    await human.local_participant.publish_track(
+        track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+    )
+    return source
+
+
 async def speak(
     source: rtc.AudioSource, text: str, voice: str = "fable", *, after_s: float = 0.0
 ) -> None:
@@ -151,11 +161,7 @@ async def test_a_spoken_human_line_is_heard_and_answered_once(worker: WorkerProc
     async with server_api() as lk:
         await dispatch(lk, worker.agent_name, room, json.dumps({"scenario": "inbound_support"}))
         async with joined(human_token(room, "caller-voice")) as caller:
-            source = rtc.AudioSource(22050, 1)
-            track = rtc.LocalAudioTrack.create_audio_track("mic", source)
-            await caller.local_participant.publish_track(
-                track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-            )
+            source = await microphone(caller)
             greeting = await transcript_event(worker, room, "utterance", timeout=60)
             await speak(source, line)
             heard = await transcript_event(worker, room, "human", timeout=30)
@@ -190,11 +196,7 @@ async def test_the_caller_barging_in_cuts_the_persona_off(worker: WorkerProcess)
         await dispatch(lk, worker.agent_name, room, json.dumps({"scenario": "inbound_support"}))
         async with joined(human_token(room, "caller-barge")) as caller:
             record(caller, rec, tasks)
-            source = rtc.AudioSource(22050, 1)
-            track = rtc.LocalAudioTrack.create_audio_track("mic", source)
-            await caller.local_participant.publish_track(
-                track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-            )
+            source = await microphone(caller)
             async with asyncio.timeout(60):  # the opener's greeting is on the air
                 while not any(rec.speaking(i).size > 50 for i in list(rec.frames)):
                     await asyncio.sleep(0.05)
@@ -227,11 +229,7 @@ async def test_when_the_heard_caller_leaves_the_lead_hears_the_one_still_there(
         async with joined(human_token(room, "caller-first")) as first:
             await transcript_event(worker, room, "utterance", timeout=60)  # linked to the first
             async with joined(human_token(room, "caller-second")) as second:
-                source = rtc.AudioSource(22050, 1)
-                track = rtc.LocalAudioTrack.create_audio_track("mic", source)
-                await second.local_participant.publish_track(
-                    track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-                )
+                source = await microphone(second)
                 await first.disconnect()
                 await worker.wait_for("listening_to", identity="caller-second", timeout=10)
                 await speak(source, "Hi, my blender arrived with a cracked jar. Order 88123.")
@@ -303,13 +301,7 @@ async def test_two_people_speaking_a_second_apart_are_both_heard_and_answered_in
             joined(human_token(room, "caller-ana")) as ana,
             joined(human_token(room, "caller-ben")) as ben,
         ):
-            sources = {}
-            for identity, person in (("caller-ana", ana), ("caller-ben", ben)):
-                source = sources[identity] = rtc.AudioSource(22050, 1)
-                track = rtc.LocalAudioTrack.create_audio_track("mic", source)
-                await person.local_participant.publish_track(
-                    track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-                )
+            sources = {"caller-ana": await microphone(ana), "caller-ben": await microphone(ben)}
             await transcript_event(worker, room, "utterance", timeout=60)  # the greeting
             await asyncio.gather(  # both microphones live at once; ben starts a second later
                 speak(sources["caller-ana"], lines["caller-ana"]),
