@@ -98,7 +98,7 @@ async function join(event) {
       });
     } else {
       const inline = $("inline-scenario").value.trim();
-      let scenario = $("scenario").value;
+      let scenario = $("scenario").value || params.get("scenario") || "";
       if (inline) {
         try {
           scenario = JSON.parse(inline);
@@ -382,7 +382,7 @@ if (params.get("room")) {
   $("room-field").hidden = false;
   $("link-room").textContent = params.get("room");
   $("join").textContent = "Join room";
-} else {
-  loadScenarios();
 }
-if (params.get("autojoin") === "1") join();
+// a link with autojoin=1 (tests, figures) joins once the scenario list is in
+const ready = params.get("room") ? Promise.resolve() : loadScenarios();
+if (params.get("autojoin") === "1") ready.then(() => join());
