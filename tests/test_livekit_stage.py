@@ -229,6 +229,22 @@ async def test_a_session_without_vad_gets_none_not_the_frameworks_default():
     assert session.vad is None and session._using_default_vad is False
 
 
+async def test_a_listening_session_ends_a_turn_after_the_workers_end_of_speech_silence():
+    """The turn ends max(VAD silence, min_delay) after the speech: both are the tuned silence,
+    not livekit's 0.55 s and 0.5 s."""
+    from livekit.plugins import silero
+
+    from agents.models import END_OF_SPEECH_SILENCE_S, SessionModels, load_vad
+    from tests.fakes import FakeLLM
+    from workers.room.stage import make_session
+
+    vad = load_vad()
+    session = make_session(SessionModels(llm=FakeLLM(), vad=vad))
+    assert isinstance(vad, silero.VAD)
+    assert vad._opts.min_silence_duration == END_OF_SPEECH_SILENCE_S < 0.55  # silero's options
+    assert session.options.endpointing["min_delay"] == END_OF_SPEECH_SILENCE_S
+
+
 async def test_the_listening_persona_hands_human_turns_to_the_floor(catalog, scenarios_dir):
     from livekit.agents import llm
 

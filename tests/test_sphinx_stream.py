@@ -12,9 +12,9 @@ import pytest
 from livekit import rtc
 from livekit.agents import stt as lk_stt
 from livekit.agents.vad import VAD
-from livekit.plugins import silero
 
-from agents.espeak_tts import HUMAN_VOICE, synthesize_pcm
+from agents.espeak_tts import HUMAN_VOICE, espeak_voice_for, synthesize_pcm
+from agents.models import load_vad
 from agents.sphinx_stt import SphinxRecognizer, SphinxSTT
 from config.scenario import load_scenario
 from tests.conftest import SCENARIOS_DIR
@@ -26,7 +26,7 @@ Kind = lk_stt.SpeechEventType
 
 @pytest.fixture(scope="module")
 def vad() -> VAD:
-    return silero.VAD.load()
+    return load_vad()  # the worker's: END_OF_SPEECH_SILENCE_S
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +48,9 @@ def silence(rate: int, seconds: float) -> list[rtc.AudioFrame]:
 
 
 async def _wait_for(condition) -> None:
-    """Poll `condition` until it holds, for at most a minute (a bound, not a timing)."""
-    async with asyncio.timeout(60):
+    """Poll `condition` until it holds, for at most 5 minutes (a hang guard, not a timing: on
+    this shared 2-core machine at load 30 three lines took over a minute to decode)."""
+    async with asyncio.timeout(300):
         # polled: the decoder's progress is counted on its worker thread, with no event
         for _ in itertools.count():
             if condition():
@@ -69,18 +70,23 @@ async def test_the_final_follows_the_end_of_speech_without_decoding_the_utteranc
     assert whole.alternatives[0].text == line
 
     events: list[tuple[float, lk_stt.SpeechEvent]] = []
+    decoded_at: list[float] = []  # speech through the decoders when each event arrived
     async with stt.stream() as stream:
 
         async def collect() -> None:
             async for ev in stream:
                 events.append((time.perf_counter(), ev))
+                decoded_at.append(stream.decoded_s)  # type: ignore[attr-defined]
 
         reader = asyncio.create_task(collect())
         for frame in [*silence(rate, 0.5), *frames_of(pcm, rate)]:
             stream.push_frame(frame)
-        # the speaker is still "speaking" (no trailing silence yet): the decoder keeps up
-        await _wait_for(lambda: stream.decoded_s >= speech_s)  # type: ignore[attr-defined]  # SphinxSTT's stream
-        for frame in silence(rate, 1.5):
+        # as in real time, the decoder keeps up with the speaker, through the start of the
+        # silence that ends the speech (shorter than the VAD's end-of-speech silence)
+        for frame in silence(rate, 0.3):
+            stream.push_frame(frame)
+        await _wait_for(lambda: stream.decoded_s >= speech_s + 0.3)  # type: ignore[attr-defined]
+        for frame in silence(rate, 1.2):
             stream.push_frame(frame)
         await _wait_for(lambda: any(ev.type == Kind.FINAL_TRANSCRIPT for _, ev in events))
         stream.end_input()
@@ -90,13 +96,25 @@ async def test_the_final_follows_the_end_of_speech_without_decoding_the_utteranc
     assert kinds == [Kind.START_OF_SPEECH, Kind.END_OF_SPEECH, Kind.FINAL_TRANSCRIPT]
     final = events[2][1].alternatives[0]
     assert final.text == line and final.metadata == {"source": "grammar"}
+    # after the end of speech the decoders took in only what the VAD had not passed on yet
+    # (less than its end-of-speech silence), never the utterance again
+    assert decoded_at[2] - decoded_at[1] < 0.5 < speech_s - 3, (decoded_at, speech_s)
     end_to_final = events[2][0] - events[1][0]
-    # measured 0.01-0.03 s against 1.0-2.5 s for the whole utterance (load 3-20)
-    assert end_to_final < 0.25 * whole_decode_s, (end_to_final, whole_decode_s)
+    # measured at load 20: 0.43-0.67 s, against 2.0-2.8 s for a whole-utterance decode
+    assert end_to_final < 0.5 * whole_decode_s, (end_to_final, whole_decode_s)
 
 
-async def test_each_line_streamed_in_turn_is_heard_exactly(vad, lines):
-    """One stream, the lines one after another with pauses, as a caller says them."""
+@pytest.mark.parametrize(
+    ("scenario", "voice"),
+    [
+        ("inbound_support", HUMAN_VOICE),
+        ("sales_support_handoff", espeak_voice_for("echo", "chris")),
+    ],
+)
+async def test_each_line_streamed_in_turn_is_heard_whole_and_exactly(vad, scenario, voice):
+    """One stream, the lines one after another with pauses, as a caller says them: the VAD's
+    end-of-speech silence is longer than any pause inside a line (one final per line)."""
+    lines = load_scenario(SCENARIOS_DIR / f"{scenario}.json").human_lines
     stt = SphinxSTT(phrases=lines, vad=vad, recognizer=SphinxRecognizer())
     heard: list[str] = []
     async with stt.stream() as stream:
@@ -108,10 +126,10 @@ async def test_each_line_streamed_in_turn_is_heard_exactly(vad, lines):
 
         reader = asyncio.create_task(collect())
         for line in lines:
-            rate, pcm = synthesize_pcm(line, HUMAN_VOICE)
+            rate, pcm = synthesize_pcm(line, voice)
             for frame in [*silence(rate, 0.5), *frames_of(pcm, rate), *silence(rate, 1.5)]:
                 stream.push_frame(frame)
-        await _wait_for(lambda: len(heard) == len(lines))
+        await _wait_for(lambda: len(heard) >= len(lines))
         stream.end_input()
         await reader
     assert heard == list(lines)

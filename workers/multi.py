@@ -21,9 +21,8 @@ from typing import Any
 
 from livekit.agents import JobContext, JobProcess, cli
 from livekit.agents.worker import ServerEnvOption
-from livekit.plugins import silero
 
-from agents.models import room_models_choice
+from agents.models import load_vad, room_models_choice
 from agents.offline import warm_offline_voice
 from config.catalog import Catalog, load_catalog
 from config.errors import ConfigError
@@ -125,7 +124,7 @@ def prewarm(proc: JobProcess) -> None:
     # Job processes get the same renderer (their output goes straight to stderr).
     configure_logging(settings.log_format, settings.log_level)
     quiet_dev_key_warning(settings.livekit_credentials())
-    proc.userdata["vad"] = silero.VAD.load()
+    proc.userdata["vad"] = load_vad()
     if settings.openai_key() is None:
         warm_offline_voice()
     proc.userdata["catalog"] = load_catalog(settings.catalog_path)

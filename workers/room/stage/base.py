@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 from livekit.agents import AgentSession
 from livekit.agents.voice.turn import TurnHandlingOptions
 
-from agents.models import SessionModels
+from agents.models import END_OF_SPEECH_SILENCE_S, SessionModels
 from agents.persona import PersonaAgent
 from config.catalog import Persona
 from config.logging import get_logger
@@ -117,8 +117,11 @@ def make_session(models: SessionModels, interruption: InterruptionMode = "vad") 
     if models.vad is None:
         kwargs["turn_handling"] = TurnHandlingOptions(turn_detection=None)
     else:
+        # the turn ends max(VAD silence, min_delay) after the speech: the VAD's silence alone
         kwargs["turn_handling"] = TurnHandlingOptions(
-            turn_detection="vad", preemptive_generation={"enabled": False}
+            turn_detection="vad",
+            preemptive_generation={"enabled": False},
+            endpointing={"min_delay": END_OF_SPEECH_SILENCE_S},
         )
         # Chosen, never left to livekit: unset, it picks its hosted adaptive detector in `dev`
         # (a connection to LiveKit's inference gateway; INTERRUPTION_MODE=adaptive opts in).
