@@ -254,6 +254,9 @@ async def test_two_workers_on_one_redis_never_put_a_persona_in_two_rooms(
                 rejected = await w.wait_for("job_rejected", room=refused, timeout=30)
                 assert rejected["problem"] == "no_cast"
             assert not any(w.named("job_accepted", room=refused) for w in workers)
+            # the room runs (a room deleted while its job still connects ends only when the
+            # connection attempt gives up: on a loaded host, past the wait below)
+            await transcript_event(workers[holder], held, "utterance", timeout=60)
             await lk.room.delete_room(api.DeleteRoomRequest(room=held))
             await workers[holder].wait_for("job_leases_released", timeout=30)
             again = unique("again")
