@@ -14,6 +14,7 @@ import pytest
 from livekit import api, rtc
 
 from agents.espeak_tts import espeak_voice_for, synthesize_pcm
+from tests.conftest import SCENARIOS_DIR
 from tests.live.harness import (
     WorkerProcess,
     current_events,
@@ -221,11 +222,13 @@ async def test_the_caller_barging_in_cuts_the_persona_off(worker: WorkerProcess)
 async def test_when_the_heard_caller_leaves_the_lead_hears_the_one_still_there(
     worker: WorkerProcess,
 ):
-    """13.4: RoomIO hears one human; when that one hangs up, the lead relinks to a human who
-    is still in the room and hears them speak."""
+    """13.4, with `rules.hear: "first"`: RoomIO hears one human; when that one hangs up, the
+    lead relinks to a human who is still in the room and hears them speak."""
     room = unique("relink")
+    first_only = json.loads((SCENARIOS_DIR / "inbound_support.json").read_text())
+    first_only["rules"]["hear"] = "first"
     async with server_api() as lk:
-        await dispatch(lk, worker.agent_name, room, json.dumps({"scenario": "inbound_support"}))
+        await dispatch(lk, worker.agent_name, room, json.dumps(first_only))
         async with joined(human_token(room, "caller-first")) as first:
             await transcript_event(worker, room, "utterance", timeout=60)  # linked to the first
             async with joined(human_token(room, "caller-second")) as second:
@@ -288,12 +291,13 @@ async def test_two_people_speaking_a_second_apart_are_both_heard_and_answered_in
     worker: WorkerProcess,
 ):
     """25: two humans with their own microphones speak different lines, the second starting a
-    second after the first: each is heard by an ear of their own (both transcribed, each
-    attributed to its speaker) and each line is answered once, in the order they finished."""
+    second after the first while the first still speaks: each is heard by an ear of their own
+    (both transcribed, each attributed to its speaker) and each line is answered once, in the
+    order they finished (ana's short line ends first)."""
     room = unique("two-voices")
     lines = {
-        "caller-ana": "Hi, my blender arrived with a cracked jar. Order 88123.",
-        "caller-ben": "Yes please, I have photos of it.",
+        "caller-ana": "Yes please, I have photos of it.",
+        "caller-ben": "Hi, my blender arrived with a cracked jar. Order 88123.",
     }
     async with server_api() as lk:
         await dispatch(lk, worker.agent_name, room, json.dumps({"scenario": "inbound_support"}))
