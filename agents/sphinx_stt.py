@@ -3,8 +3,8 @@
 The `pocketsphinx` wheel ships the en-US acoustic model, dictionary and language model. Given
 the process's VAD, the STT streams (`SphinxStream`): the VAD finds the speech and each piece of
 it goes through the decoders as it arrives, so the final text is ready when the speech ends
-(measured at load 20 on 2 cores: 0.43-0.67 s after the VAD's end of speech, where decoding the
-whole utterance then took 2.0-2.8 s; the rest is the VAD's last window and a loaded CPU).
+(bench.offline_voice, a real-time caller, load 2-4: the final 50 ms p50, 137 ms p95 after the
+VAD's end of speech, where decoding the whole utterance then took 1.6 s / 2.4 s).
 Without a VAD it recognises one utterance at a time (`recognize`).
 
 Free-form decoding of synthetic (eSpeak) speech is poor: measured here, 61-79% of the words
