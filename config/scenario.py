@@ -87,6 +87,11 @@ class CastSlot(StrictModel):
     persona: str | None = None
 
 
+# How long an opener waits for the first human by default, where the scenario expects humans:
+# a browser caller who opens the page a while after the room was made still hears the greeting.
+DEFAULT_HUMAN_WAIT_S = 60.0
+
+
 class Rules(StrictModel):
     turn_policy: TurnPolicy = "alternate"
     max_turns: int = Field(default=12, ge=1, le=500)
@@ -99,6 +104,20 @@ class Rules(StrictModel):
         description="who the lead hears by voice: `everyone` in the room, each person with an "
         "ear of their own, or only the `first` caller at a time (livekit's RoomIO). A realtime "
         "lead hears through its own model, one person at a time, either way",
+    )
+    wait_for_human_s: float | None = Field(
+        default=None,
+        ge=0,
+        le=600,
+        description="how long the opener waits for the first human (a phone caller: for the "
+        "call to be active) before its greeting; default 60 s where the scenario expects "
+        "humans, 0 (start at once) where the personas talk among themselves",
+    )
+    end_when_humans_leave: bool | None = Field(
+        default=None,
+        description="whether the room ends when every human who came has left; default: yes "
+        "where the scenario expects humans, no (listeners come and go, the personas talk to "
+        "the end) where it does not",
     )
 
 
@@ -237,6 +256,24 @@ class Scenario(StrictModel):
             if choice.role is not None and choice.role not in roles_seen:
                 raise ValueError(f"dtmf key {key!r} names role {choice.role!r}, not in the cast")
         return self
+
+    @property
+    def expects_humans(self) -> bool:
+        """Whether the personas talk with people (scripted human lines, or a turn policy that
+        turns to whoever is addressed), not only among themselves."""
+        return bool(self.human_lines) or self.rules.turn_policy in ("addressed", "moderated")
+
+    @property
+    def human_wait_s(self) -> float:
+        """How long the opener waits for the first human (`rules.wait_for_human_s`)."""
+        wait = self.rules.wait_for_human_s
+        return wait if wait is not None else (DEFAULT_HUMAN_WAIT_S if self.expects_humans else 0.0)
+
+    @property
+    def ends_when_humans_leave(self) -> bool:
+        """Whether the last human leaving ends the room (`rules.end_when_humans_leave`)."""
+        ends = self.rules.end_when_humans_leave
+        return ends if ends is not None else self.expects_humans
 
     @property
     def opener_slot(self) -> CastSlot:

@@ -253,7 +253,13 @@ LONG_TALK = json.dumps(
         "name": "long_talk",
         "campaign": "freight-dispatch",
         "cast": [{"role": "dispatcher"}],
-        "rules": {"turn_policy": "addressed", "max_turns": 20, "max_duration_s": 300},
+        # speaks at once to whoever listens (a hidden observer is nobody to wait for)
+        "rules": {
+            "turn_policy": "addressed",
+            "max_turns": 20,
+            "max_duration_s": 300,
+            "wait_for_human_s": 0,
+        },
         "script": {"dispatcher": [{"say": LONG_LINE}]},
     }
 )

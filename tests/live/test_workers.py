@@ -53,7 +53,13 @@ HOLD = json.dumps(
         "name": "hold",
         "campaign": "freight-dispatch",
         "cast": [{"role": "dispatcher"}],
-        "rules": {"turn_policy": "addressed", "max_turns": 20, "max_duration_s": 300},
+        # greets at once and holds its room: nobody is awaited before the greeting
+        "rules": {
+            "turn_policy": "addressed",
+            "max_turns": 20,
+            "max_duration_s": 300,
+            "wait_for_human_s": 0,
+        },
         "script": {"dispatcher": [{"say": "Dispatch here, waiting for the driver."}]},
     }
 )

@@ -293,13 +293,24 @@ class Floor:
         if self.ending is None:
             self.ending = Ending(reason, detail, persona)
 
+    async def _await_first_human(self) -> None:
+        """In a scenario with humans, the opener greets someone: it waits (up to the scenario's
+        `wait_for_human_s`) for the first human, rather than greet an empty room."""
+        wait = self.scenario.human_wait_s
+        if wait <= 0 or self.humans.present():
+            return
+        started = time.monotonic()
+        arrived = await self.humans.arrival(wait)
+        self._emit("human_awaited", arrived=arrived, waited_s=round(time.monotonic() - started, 3))
+
     async def _loop(self) -> None:
+        await self._await_first_human()
         nxt = self._opener.id  # a persona id, or HUMANS
         instructions: str | None = None
         round_left = len(self.active)
         pause = False  # a round of persona turns has just ended
         while self.ending is None:
-            if self.humans.left():
+            if self.humans.left() and self.scenario.ends_when_humans_leave:
                 self._end(EndReason.HUMANS_LEFT, "every human has left")
                 break
             line, pause = self.humans.next_line(pause=pause), False

@@ -119,7 +119,11 @@ async def run_room(
             closing=lambda: floor.request_end(EndReason.SHUTDOWN, "the stage was closed"),
             human_speaking=floor.human_started_speaking,
             persona_lost=floor.persona_lost,
-            humans_left=lambda: floor.request_end(EndReason.HUMANS_LEFT, "every human has left"),
+            humans_left=lambda: (
+                floor.request_end(EndReason.HUMANS_LEFT, "every human has left")
+                if scenario.ends_when_humans_leave
+                else None  # listeners come and go; the personas talk to the end
+            ),
             record=transcript.write,
         )
         cast = StageCast(

@@ -56,6 +56,9 @@ class Humans(Protocol):
     def left(self) -> bool:
         """Every human who joined has left (ends the room)."""
 
+    async def arrival(self, timeout_s: float) -> bool:
+        """Wait, at most `timeout_s`, for a human to be in the room; whether one is."""
+
 
 @dataclass(frozen=True)
 class StageEvents:

@@ -105,6 +105,16 @@ class LiveHumans:
     def left(self) -> bool:
         return self._seen_any and not self._here
 
+    async def arrival(self, timeout_s: float) -> bool:
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not self._here and not self._closed:
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            pass
+        return bool(self._here)
+
 
 Connect = Callable[[rtc.Room, str, str], Awaitable[None]]
 

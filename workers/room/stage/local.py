@@ -45,6 +45,9 @@ class ScriptedHumans:
     def left(self) -> bool:
         return False  # the floor learns it from wait_line(): a caller hangs up, never "leaves"
 
+    async def arrival(self, timeout_s: float) -> bool:
+        return self._here  # the scripted caller is there from the start, or never comes
+
 
 class LocalStage(Stage):
     """Sessions with no room and no network: text in, text out."""
