@@ -96,9 +96,9 @@ async def test_the_final_follows_the_end_of_speech_without_decoding_the_utteranc
     assert kinds == [Kind.START_OF_SPEECH, Kind.END_OF_SPEECH, Kind.FINAL_TRANSCRIPT]
     final = events[2][1].alternatives[0]
     assert final.text == line and final.metadata == {"source": "grammar"}
-    # after the end of speech the decoders took in only what the VAD had not passed on yet
-    # (less than its end-of-speech silence), never the utterance again
-    assert decoded_at[2] - decoded_at[1] < 0.5 < speech_s - 3, (decoded_at, speech_s)
+    # after the end of speech the decoders took in at most what was still queued for them (the
+    # VAD's silence and its smoothing, under 1 s), never the utterance again (~5 s)
+    assert decoded_at[2] - decoded_at[1] < 1.0 < speech_s / 4, (decoded_at, speech_s)
     end_to_final = events[2][0] - events[1][0]
     # measured at load 20: 0.43-0.67 s, against 2.0-2.8 s for a whole-utterance decode
     assert end_to_final < 0.5 * whole_decode_s, (end_to_final, whole_decode_s)
