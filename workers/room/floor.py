@@ -49,13 +49,6 @@ CONTEXT_MAX_ITEMS = 200
 CUT_OFF_WAIT_S = 2.0
 
 
-def _cut_off_silent(handle: SpeechHandle | None) -> bool:
-    """The turn was interrupted with nothing said and no tool called."""
-    if handle is None or not handle.interrupted:
-        return False
-    return not any(getattr(i, "type", "") == "function_call" for i in handle.chat_items)
-
-
 def _spoken_text(items: Sequence[Any]) -> str:
     """What a turn said: its assistant messages' text."""
     return " ".join(
@@ -196,7 +189,6 @@ class Floor:
         self._previous: Speaker | None = None
         self._requests: list[HandOverRequest | EndRequest | NextSpeakerRequest] = []
         self._loop_task: asyncio.Future[None] | None = None
-        self._barged_in = False  # a human cut off the persona speaking now
         self._last_said_at: float | None = None  # when the previous line ended (latency)
 
     # -- set-up ---------------------------------------------------------------------------
@@ -266,7 +258,6 @@ class Floor:
         """A human barged in: the persona speaking now stops."""
         if self._current is not None:
             self._emit("interrupted", persona=self._current.id, by="human")
-            self._barged_in = True
             self._current.session.interrupt()
 
     # -- the conversation -----------------------------------------------------------------
@@ -350,7 +341,6 @@ class Floor:
     async def _turn(self, speaker: Speaker, instructions: str | None) -> str | None:
         """Ask one persona to speak; relay what it said. None when its model failed."""
         self._current = speaker
-        self._barged_in = False
         errors_before = len(speaker.errors)
         started = time.time()
         handle: SpeechHandle | None = None
@@ -372,10 +362,6 @@ class Floor:
         text = _spoken_text(items)
         if failure is None and len(speaker.errors) > errors_before:
             failure = RuntimeError(speaker.errors[-1])
-        if failure is None and not text and not self._barged_in and _cut_off_silent(handle):
-            # stopped before a word, and not by a human: its session closed (a realtime model
-            # that could not connect) or is closing; a turn it never took
-            failure = RuntimeError(f"{speaker.label} was stopped before saying a word")
         if failure is not None and not text:
             self._failed(speaker, failure)
             return None
