@@ -11,6 +11,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from config import jsonio, models, roles
 from config.errors import CatalogError, Problem, problems_from_validation
+from config.humans import ContactAssignment, HumanAgent, check_humans
 from config.logging import get_logger
 from config.prices import Prices
 from config.settings import check_base_url
@@ -108,6 +109,9 @@ class Catalog(StrictModel):
     # what each model costs (config/prices.py); a model with no price is reported unpriced
     prices: Prices = Prices()
     telephony: Telephony = Telephony()  # phone numbers in, trunks out (config/telephony.py)
+    # people a persona can transfer a caller to, and contacts' assigned agents (config/humans.py)
+    human_agents: tuple[HumanAgent, ...] = ()
+    contact_assignments: tuple[ContactAssignment, ...] = ()
 
     @cached_property
     def persona_by_id(self) -> dict[str, Persona]:
@@ -120,6 +124,17 @@ class Catalog(StrictModel):
     @cached_property
     def campaign_by_id(self) -> dict[str, Campaign]:
         return {c.id: c for c in self.campaigns}
+
+    @cached_property
+    def human_by_id(self) -> dict[str, HumanAgent]:
+        return {h.id: h for h in self.human_agents}
+
+    def assigned_humans(self, tenant: str, contact: str) -> tuple[str, ...]:
+        """The human agents assigned to `contact` in the catalog's table (ids, in order)."""
+        for a in self.contact_assignments:
+            if a.tenant == tenant and a.contact == contact:
+                return a.agents
+        return ()
 
     def persona(self, persona_id: str) -> Persona:
         return self.persona_by_id[persona_id]
@@ -278,6 +293,13 @@ def cross_check(catalog: Catalog) -> list[Problem]:
         check_telephony(
             catalog.telephony,
             campaigns=catalog.campaign_by_id.keys(),
+            tenants_known=catalog.tenant_by_id.keys(),
+        )
+    )
+    problems.extend(
+        check_humans(
+            catalog.human_agents,
+            catalog.contact_assignments,
             tenants_known=catalog.tenant_by_id.keys(),
         )
     )

@@ -172,6 +172,27 @@ class DtmfChoice(StrictModel):
         return self
 
 
+class Transfer(StrictModel):
+    """What `transfer_to_human` does in this room: who is rung, for how long, and what happens
+    when nobody answers or once a person has taken the caller."""
+
+    skill: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9_-]*$",
+        description="the skill a human needs (default: the transferring persona's role)",
+    )
+    ring_timeout_s: float = Field(default=20.0, gt=0, le=120)
+    on_no_answer: Literal["voicemail", "carry_on"] = Field(
+        default="voicemail",
+        description="nobody answered or everyone declined: the voicemail persona takes a "
+        "message, or the persona tells the caller and carries on",
+    )
+    after_hand_over: Literal["leave", "note_taker"] = Field(
+        default="leave",
+        description="the persona says goodbye and leaves, or stays silent to keep the transcript",
+    )
+
+
 @with_config(ConfigDict(extra="allow"))
 class Load(TypedDict):
     """One load the dispatch tools can look up: an `id` plus any fields (origin, eta, ...)."""
@@ -207,6 +228,10 @@ class ScenarioContext(TypedDict, total=False):
     read, which are checked: `loads`, a list of loads with an `id` or a mapping id -> fields."""
 
     loads: Annotated[LoadsInput, PlainValidator(_valid_loads, json_schema_input_type=LoadsInput)]
+    # who the caller is (the catalog's contact_assignments name their agents)
+    contact: Annotated[str, Field(min_length=1, max_length=128)]
+    # this contact's assigned human agents, ids (wins over the catalog's table)
+    assigned_agents: list[Annotated[str, Field(min_length=1, max_length=48)]]
 
 
 class Scenario(StrictModel):
@@ -221,6 +246,9 @@ class Scenario(StrictModel):
         default_factory=dict, description="offline-model lines per role, spoken in order"
     )
     dial: Dial | None = Field(default=None, description="the room places a phone call")
+    transfer: Transfer = Field(
+        default_factory=Transfer, description="how a persona hands the caller to a person"
+    )
     dtmf: dict[str, DtmfChoice] = Field(
         default_factory=dict,
         description="a phone menu: keypad key (0-9, *, #) -> what it does (a call's key presses)",
@@ -475,5 +503,23 @@ def check_scenario(scenario: Scenario, catalog: Catalog, source: str = "inline")
                         f"valid: {', '.join(roles.ROLE_TOOLS.get(role, ()) + roles.COMMON_TOOLS)}",
                     )
                 )
+    problems.extend(_assigned_agent_problems(scenario, catalog))
     if problems:
         raise ScenarioError(source, problems)
+
+
+def _assigned_agent_problems(scenario: Scenario, catalog: Catalog) -> list[Problem]:
+    """`context.assigned_agents` names human agents of the campaign's tenant."""
+    tenant = catalog.tenant_of(scenario.campaign).id
+    ours = sorted(h.id for h in catalog.human_agents if h.tenant == tenant)
+    problems = []
+    for j, agent in enumerate(scenario.context.get("assigned_agents") or ()):
+        if agent not in ours:
+            problems.append(
+                Problem(
+                    f"$.context.assigned_agents[{j}]",
+                    f"no human agent {agent!r} works for tenant {tenant!r}",
+                    f"known: {', '.join(ours) or 'none (add human_agents to the catalog)'}",
+                )
+            )
+    return problems
