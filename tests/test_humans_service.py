@@ -22,14 +22,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from config.catalog import Catalog
 from config.settings import Settings
+from tests.agent_server import serving
 from tests.humans_catalog import ACME, BRIGHT, human, humans_catalog
 from tests.redis_server import RedisServer
+from tests.test_worker_load_stats import get_json
 from tests.test_worker_request import closed_proc
 from workers.humans.availability import FileAvailability
 from workers.humans.client import DeskClient, desk_for_job
 from workers.humans.local import LocalDesk
 from workers.humans.service import HUMAN_DESK_ENV
 from workers.main.worker_load import Worker
+from workers.multi import build_server
 
 CATALOG = humans_catalog(
     [
@@ -58,7 +61,8 @@ async def started(worker: Worker, monkeypatch) -> utils.EventEmitter[str]:
     worker.desk_service.open()
     pool: utils.EventEmitter[str] = utils.EventEmitter()
     worker.attach(SimpleNamespace(_proc_pool=pool))  # type: ignore[arg-type]
-    await worker.desk_service.listen()
+    async with asyncio.timeout(5):
+        await worker.desk_service.listening.wait()  # listened on from attach
     return pool
 
 
@@ -223,3 +227,27 @@ async def test_redis_down_the_job_finds_nobody_free_and_stats_say_why(
         assert "human_agents" not in gauges(worker)  # no figures rather than wrong ones
     finally:
         await worker.aclose()
+
+
+@pytest.mark.integration  # runs livekit's AgentServer (unregistered) as the worker does
+async def test_the_real_server_serves_the_desk_to_its_jobs_and_gives_seats_back_on_close(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv(HUMAN_DESK_ENV, "")  # put back as it was after the test
+    settings = settings_for(tmp_path)
+    worker = Worker(settings, CATALOG, cpu_load=lambda: 0.0)
+    server = build_server(settings, CATALOG, worker=worker)
+    path = Path(os.environ[HUMAN_DESK_ENV])  # set before livekit's forkserver would start
+    async with serving(server), asyncio.timeout(10):
+        await worker.desk_service.listening.wait()  # listened on from `worker_started`
+        job = desk_for_job("AJ_1", CATALOG)
+        assert isinstance(job, DeskClient) and job.path == str(path)
+        assert await job.claim("call-1", ALICE)
+        await worker.stats_attempted.wait()
+        assert worker.stats_server is not None
+        _, stats = await get_json(f"http://127.0.0.1:{worker.stats_server.port}/stats")
+        assert stats["jobs"]["AJ_1"]["personas"] == ["human:alice"]
+        assert stats["humans"]["tenants"][BRIGHT]["busy_seats"] == 1
+    assert worker.leasebook.held() == {}
+    assert worker.desk.claims.busy_seats(["alice"]) == {"alice": 0}
+    assert not path.parent.exists()

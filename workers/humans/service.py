@@ -81,6 +81,7 @@ class DeskService:
         self._path = PrivateSocketPath("human-desk-", "desk.sock", HUMAN_DESK_ENV)
         self._sock: socket.socket | None = None
         self._server: asyncio.Server | None = None
+        self.listening = asyncio.Event()  # set once job processes' requests are answered
 
     def open(self) -> Path:
         path = self._path.make()
@@ -92,11 +93,11 @@ class DeskService:
         return path
 
     async def listen(self) -> None:
-        if self._sock is None or self._server is not None:
+        sock, self._sock = self._sock, None  # taken once: a second call has nothing to do
+        if sock is None:
             return
-        self._server = await asyncio.start_unix_server(
-            self._serve, sock=self._sock, limit=MAX_REQUEST
-        )
+        self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=MAX_REQUEST)
+        self.listening.set()
 
     async def aclose(self) -> None:
         server, self._server = self._server, None
@@ -105,7 +106,7 @@ class DeskService:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
         sock, self._sock = self._sock, None
-        if sock is not None and server is None:
+        if sock is not None:  # opened, never listened on
             sock.close()
         self._path.remove()
 
