@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -151,6 +152,54 @@ async def test_bad_requests_are_answered_not_raised(worker):
     assert await reader.read() == b""
     writer.close()
     assert await desk_for_job("AJ_1", CATALOG).claim("call-1", ALICE) is True
+
+
+class Gate:
+    """The desk core's claim held at the door until let go (the real claim runs then), to
+    put requests in a known order."""
+
+    def __init__(self, claim: Any) -> None:
+        self.entered, self.go = threading.Event(), threading.Event()
+        self._claim = claim
+
+    def __call__(self, *args: Any) -> Any:
+        self.entered.set()
+        assert self.go.wait(10), "never let go"
+        return self._claim(*args)
+
+
+def request(op: str, call: str = "call-1") -> bytes:
+    return json.dumps({"op": op, "job_id": "AJ_1", "call": call, "human": "alice"}).encode()
+
+
+async def test_a_release_asked_while_its_claim_runs_waits_for_it(worker, monkeypatch):
+    gate = Gate(worker.desk.claim)
+    monkeypatch.setattr(worker.desk, "claim", gate)
+    claim = asyncio.ensure_future(worker.desk_service.answer(request("claim")))
+    assert await asyncio.to_thread(gate.entered.wait, 10)
+    release = asyncio.ensure_future(worker.desk_service.answer(request("release")))
+    await asyncio.sleep(0)  # one turn of the loop: the release reaches its claim and waits
+    assert not release.done()
+    gate.go.set()
+    async with asyncio.timeout(10):
+        assert await claim == {"ok": True, "won": True}
+        assert await release == {"ok": True, "released": True}
+    assert seats(worker)["alice"] == 0
+
+
+async def test_a_claim_the_job_gave_up_on_leaves_no_seat_taken(worker, monkeypatch):
+    gate = Gate(worker.desk.claim)
+    monkeypatch.setattr(worker.desk, "claim", gate)
+    job = desk_for_job("AJ_1", CATALOG)
+    leg = asyncio.create_task(job.claim("call-1", ALICE))
+    assert await asyncio.to_thread(gate.entered.wait, 10)
+    leg.cancel()  # the transfer cancelled this leg while its claim was at the store
+    gate.go.set()
+    async with asyncio.timeout(10):
+        with pytest.raises(asyncio.CancelledError):
+            await leg
+    assert seats(worker)["alice"] == 0
+    assert worker.leasebook.held().get("AJ_1", {}).get("personas", []) == []
 
 
 async def test_stats_and_gauges_show_humans_per_tenant(worker, tmp_path):

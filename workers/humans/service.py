@@ -82,6 +82,9 @@ class DeskService:
         self._sock: socket.socket | None = None
         self._server: asyncio.Server | None = None
         self.listening = asyncio.Event()  # set once job processes' requests are answered
+        # claims still running, by (job, call, human): a release asked meanwhile (the job gave
+        # up on that leg) waits for its claim, so it never misses the seat the claim takes
+        self._claiming: dict[tuple[str, str, str], asyncio.Future[bool]] = {}
 
     def open(self) -> Path:
         path = self._path.make()
@@ -155,6 +158,9 @@ class DeskService:
         assert job_id is not None and call is not None and human_id is not None
         if op == "claim":
             return {"ok": True, "won": await self._claim(job_id, call, human_id)}
+        claiming = self._claiming.get((job_id, call, human_id))
+        if claiming is not None:
+            await asyncio.wait([claiming])  # its outcome is its own request's answer
         released = await asyncio.to_thread(
             self.leasebook.release_one, job_id, _seat_of(call, human_id)
         )
@@ -163,7 +169,19 @@ class DeskService:
         return {"ok": True, "released": released}
 
     async def _claim(self, job_id: str, call: str, human_id: str) -> bool:
-        return await asyncio.to_thread(self._claim_and_hold, job_id, call, human_id)
+        key = (job_id, call, human_id)
+        claim = asyncio.ensure_future(
+            asyncio.to_thread(self._claim_and_hold, job_id, call, human_id)
+        )
+        self._claiming[key] = claim
+
+        def done(_: asyncio.Future[bool]) -> None:
+            if self._claiming.get(key) is claim:
+                del self._claiming[key]
+
+        claim.add_done_callback(done)
+        # shielded: a request that times out still ends with its seat held (or not taken)
+        return await asyncio.shield(claim)
 
     def _claim_and_hold(self, job_id: str, call: str, human_id: str) -> bool:
         """In one thread, so a request timed out meanwhile cannot leave a seat nobody holds."""
