@@ -38,6 +38,7 @@ SCRIPTS: dict[str, set[str]] = {
     "selector_redis": {"memory", "redis"},
     "openai_path": {"by_mode", "aim", "load_average"},
     "capacity_outage": {"trials", "longest_outage_losing_nothing_s", "over_limit_moments"},
+    "human_desk": {"memory", "redis"},
 }
 # Scripts the smoke leaves out, and why.
 NOT_SMOKED = {
