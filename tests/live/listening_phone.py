@@ -11,6 +11,7 @@ the namespace's loopback (root, AF_PACKET), decoded from A-law, with its arrival
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import socket
@@ -80,10 +81,11 @@ _SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
   <recv request="BYE" optional="true" next="far_hung_up"/>
   <recv request="OPTIONS"/>
 {ok}
-  <nop><action><exec play_pcap_audio="{line}"/></action></nop>
+  <nop><action><exec play_pcap_audio="{line}"/><log message="cued 1"/></action></nop>
   <recv request="BYE" optional="true" next="far_hung_up"/>
   <recv request="OPTIONS"/>
 {ok}
+  <nop><action><log message="cued 2"/></action></nop>
   <send retrans="500"><![CDATA[
       BYE [$far_contact] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
@@ -133,23 +135,26 @@ class ListeningPhone:
             proc = subprocess.Popen(argv, cwd=directory, stdout=out, stderr=subprocess.STDOUT)
         return cls(SippCall(proc, out_path), port, media_port, log, line_s)
 
-    def call_id(self) -> str | None:
+    def _logged(self) -> list[str]:
         if not self.log.exists():
-            return None
-        for row in self.log.read_text(errors="replace").splitlines():
-            if row.startswith("call-id "):
-                return row.split(" ", 1)[1].strip()
-        return None
+            return []
+        return self.log.read_text(errors="replace").splitlines()
 
-    def cue(self) -> None:
-        """The next cue: speak (first), hang up (second). An in-dialog OPTIONS to the phone."""
+    def call_id(self) -> str | None:
+        rows = [r for r in self._logged() if r.startswith("call-id ")]
+        return rows[0].split(" ", 1)[1].strip() if rows else None
+
+    async def cue(self, timeout: float = 10.0) -> None:
+        """The next cue: speak (first), hang up (second). An in-dialog OPTIONS to the phone
+        (its answer goes to the call's far end, which ignores it); returns once the phone
+        logs that it acted on it, so it is waiting for the next cue when that comes (a cue
+        arriving while it is still busy with the last would abort the call)."""
         call_id = self.call_id()
         assert call_id, f"the phone has not answered (no call-id in {self.log})"
         self.cues += 1
-        branch = "z9hG4bK" + secrets.token_hex(6)
         request = (
             f"OPTIONS sip:human@{LIVE_ADDR}:{self.port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {LIVE_ADDR}:9;branch={branch}\r\n"
+            f"Via: SIP/2.0/UDP {LIVE_ADDR}:9;branch=z9hG4bK{secrets.token_hex(6)}\r\n"
             f"From: <sip:test@{LIVE_ADDR}>;tag=cue{self.cues}\r\n"
             f"To: <sip:human@{LIVE_ADDR}>\r\n"
             f"Call-ID: {call_id}\r\n"
@@ -158,6 +163,9 @@ class ListeningPhone:
         )
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.sendto(request.encode(), (LIVE_ADDR, self.port))
+        async with asyncio.timeout(timeout):
+            while f"cued {self.cues}" not in self._logged():
+                await asyncio.sleep(0.05)
 
 
 def alaw_to_pcm(payload: bytes) -> np.ndarray:

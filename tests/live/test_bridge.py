@@ -23,7 +23,7 @@ from config.humans import HumanAgent
 from tests.live.harness import API_KEY, API_SECRET, human_token, server_api, unique
 from tests.live.listening_phone import SPEECH_RMS, ListeningPhone, RtpTap
 from tests.live.phone import LIVE_ADDR, TelephonyStack, write_rtp_pcap
-from workers.humans.bridge import HumanOnLine, warm_hand_over
+from workers.humans.bridge import HandOverFailed, HumanOnLine, warm_hand_over
 
 pytestmark = [pytest.mark.live, pytest.mark.filterwarnings("ignore:The HMAC key is")]
 
@@ -253,7 +253,7 @@ async def test_briefed_then_on_the_line_both_ways_until_the_human_hangs_up(
             assert caller.staff_seen_at is not None and caller.staff_seen_at >= briefing["at"]
             assert caller.speech_s() == 0.0 and all(at >= briefing["at"] for at, _ in caller.heard)
             cued = time.time()
-            phone.cue()  # the human speaks
+            await phone.cue()  # the human speaks
             await until(lambda: caller.speech_s(after=cued) > 0, "the human's line heard")
             first = min(at for at, f in caller.heard if at >= cued and rms(f) > SPEECH_RMS)
             await until(
@@ -268,7 +268,7 @@ async def test_briefed_then_on_the_line_both_ways_until_the_human_hangs_up(
             await until(lambda: tap.speech_s(after=spoke) > 1.5, "the caller heard on the phone")
 
             # the human hangs up
-            phone.cue()
+            await phone.cue()
             reason = await asyncio.wait_for(line.wait_gone(), WAIT_S)
             assert reason == "hung_up"
             await line.close()  # idempotent
@@ -305,3 +305,39 @@ async def test_the_caller_leaving_hangs_the_human_up(
     assert await phone.call.result(WAIT_S) == 0, phone.call.output()
     assert record.one("human_left")["reason"] == "caller_left"
     await nothing_left(telephony, line, caller_room)
+
+
+async def test_hanging_up_during_the_briefing_fails_the_hand_over_before_the_caller_hears(
+    telephony: TelephonyStack, trunk: str, phone: ListeningPhone
+):
+    """The human hangs up while being briefed (the persona takes the caller back): the
+    hand-over raises HandOverFailed("hung_up"), staff_dana never joins the caller's room, and
+    nothing is left behind."""
+    record = Recorder()
+    caller_room = unique("bridge")
+    caller = await join_caller(telephony, caller_room)
+    with RtpTap(phone.media_port) as tap:
+        try:
+            handing = asyncio.create_task(hand_over(telephony, trunk, caller_room, record))
+            await until(lambda: tap.speech_s() > 0.5, "the briefing on the phone")
+            await phone.cue()  # speak (into the consult room only)
+            await phone.cue()  # and hang up, mid-briefing
+            with pytest.raises(HandOverFailed) as failed:
+                await asyncio.wait_for(handing, WAIT_S)
+            assert failed.value.reason == "hung_up"
+            assert await phone.call.result(WAIT_S) == 0, phone.call.output()
+        finally:
+            await caller.close()
+    briefing = record.one("briefing")
+    assert not briefing["completed"] and briefing["seconds"] == 0.0
+    assert [e["event"] for e in record.events] == ["briefing"]  # no human_joined, no human_left
+    assert caller.staff_seen_at is None and caller.heard == []
+    running = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("bridge:")]
+    assert running == []
+    async with server_api(telephony.url) as lk:
+        for room in (caller_room, f"{caller_room}-consult"):
+            try:
+                got = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+            except api.TwirpError:
+                continue
+            assert not [p.identity for p in got.participants if p.identity.startswith("staff_")]
