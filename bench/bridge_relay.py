@@ -16,7 +16,8 @@ briefing (eSpeak), then the relay. Both ends then send a 40 ms 1 kHz burst every
 - to the human: caller -> bridge (mix) -> consult room -> the leg; reference: a listener
   of the caller's track in the caller room.
 CPU: the bridge process's user+system time (every thread: livekit's decoders and encoders
-run in Rust threads) over the measured window, as % of one core.
+run in Rust threads) over the measured window, as % of one core; and of that, the Python
+event loop's thread (the relay's own code, frames crossing livekit's FFI).
 """
 
 from __future__ import annotations
@@ -85,7 +86,11 @@ async def _bridge(caller_room: str, consult_room: str) -> dict[str, Any]:
 
     url, key, secret = _env()
 
+    loop_cpu: list[float] = []
+
     def record(event: str, **fields: Any) -> None:
+        if event == "human_joined":
+            loop_cpu.append(time.thread_time())  # the event loop's thread: the Python side
         print(json.dumps({"event": event, **fields}), flush=True)
 
     line = await warm_hand_over(
@@ -101,7 +106,9 @@ async def _bridge(caller_room: str, consult_room: str) -> dict[str, Any]:
         record=record,
     )
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until told
+    loop_cpu.append(time.thread_time())
     await line.close()
+    record("loop_cpu", seconds=loop_cpu[1] - loop_cpu[0])
     return {"reason": line.reason}
 
 
@@ -212,6 +219,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     cpu1, wall1 = sum(proc.cpu_times()[:2]), time.monotonic()
     child.stdin.close()
     out, _ = await asyncio.wait_for(child.communicate(), 60)
+    last = [json.loads(r) for r in out.decode(errors="replace").splitlines() if r.startswith("{")]
+    loop_s = next(e["seconds"] for e in last if e["event"] == "loop_cpu")
     for ear in (to_caller, ref_to_caller, to_human, ref_to_human):
         for task in ear.tasks:
             task.cancel()
@@ -231,8 +240,9 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         "added_delay_to_caller": {**summary_ms(forward), "bursts_sent": bursts},
         "added_delay_to_human": {**summary_ms(backward), "bursts_sent": bursts},
         "bridge_cpu_pct_of_one_core": rounded(100 * (cpu1 - cpu0) / (wall1 - wall0), 1),
+        "of_which_python_event_loop_pct": rounded(100 * loop_s / (wall1 - wall0), 1),
         "bridge_exit": child.returncode,
-        "bridge_last": out.decode(errors="replace").strip().splitlines()[-1:],
+        "human_left": next(e for e in last if e["event"] == "human_left"),
         "load_average": [rounded(x, 2) for x in psutil.getloadavg()],
     }
 
