@@ -417,9 +417,11 @@ class HumanOnLine:
         self._end("closed")
         reason = self._reason.result()
         self._clock.stop()
+        # no new relay from here: a track event arriving while the rooms close starts nothing
+        mix, self._mix, self._to_caller = self._mix, None, None
         await relay.cancel_all(self._tasks)
-        if self._mix is not None:
-            await self._mix.aclose()
+        if mix is not None:
+            await mix.aclose()
         for stream in self._streams.values():
             with contextlib.suppress(Exception):
                 await stream.aclose()
@@ -436,6 +438,8 @@ class HumanOnLine:
         for source in self._sources:
             await source.aclose()
         self._sources.clear()
+        # streams the rooms' last events closed meanwhile finish closing before we return
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._joined:
             self._write(
                 "human_left",
