@@ -20,6 +20,7 @@ from livekit import api, rtc
 from agents.espeak_tts import HUMAN_VOICE, EspeakTTS, espeak_voice_for, synthesize_pcm
 from agents.sphinx_stt import SphinxRecognizer, to_pcm16k
 from config.humans import HumanAgent
+from tests.live import harness
 from tests.live.harness import API_KEY, API_SECRET, human_token, server_api, unique
 from tests.live.listening_phone import SPEECH_RMS, ListeningPhone, RtpTap
 from tests.live.phone import LIVE_ADDR, TelephonyStack, write_rtp_pcap
@@ -107,12 +108,7 @@ def rms(frame: rtc.AudioFrame) -> float:
 
 
 async def until(holds: Any, what: str, timeout: float = WAIT_S) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not holds():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"not within {timeout} s: {what}") from None
+    await harness.until(holds, what, timeout)
 
 
 @pytest.fixture
