@@ -19,6 +19,7 @@ from agents.espeak_tts import EspeakTTS, espeak_voice_for, synthesize_pcm
 from config.humans import HumanAgent
 from workers.humans import relay
 from workers.humans.bridge import (
+    HandOverFailed,
     HumanOnLine,
     briefer_token,
     hears,
@@ -211,7 +212,7 @@ async def test_the_briefing_is_spoken_whole_at_the_relays_rate():
 async def test_a_hand_over_that_cannot_reach_its_server_leaves_nothing_behind():
     recorded: list[str] = []
     before = set(asyncio.all_tasks())
-    with pytest.raises((rtc.ConnectError, TimeoutError)):
+    with pytest.raises(HandOverFailed) as failed:
         await warm_hand_over(
             url="ws://127.0.0.1:9",  # discard port: nothing listens
             api_key=KEY,
@@ -224,6 +225,7 @@ async def test_a_hand_over_that_cannot_reach_its_server_leaves_nothing_behind():
             tts=EspeakTTS(voice="alloy"),
             record=lambda event, **_: recorded.append(event),
         )
+    assert failed.value.reason == "unreachable"
     left = [t.get_name() for t in set(asyncio.all_tasks()) - before if not t.done()]
     assert not [name for name in left if name.startswith("bridge:")]
     assert recorded == []  # never briefed, never joined: no briefing, human_joined, human_left

@@ -55,12 +55,23 @@ STAFF_TOKEN_TTL = timedelta(minutes=10)  # only used to join
 
 class HandOverFailed(Exception):
     """The hand-over stopped before the human joined the caller's room. `reason`:
-    `not_active` (the leg was not active in time), `hung_up` (the human hung up before or
-    during the briefing), `not_listening` (the phone never subscribed to the briefing)."""
+    `unreachable` (a room could not be joined), `not_active` (the leg was not active in
+    time), `hung_up` (the human hung up before or during the briefing), `not_listening` (the
+    phone never subscribed to the briefing), `tts_failed`, `not_briefed` (no end in time)."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"warm hand-over failed ({reason}): {detail}")
         self.reason = reason
+
+
+async def _connect(room: rtc.Room, url: str, token: str) -> None:
+    """Join `room` (subscribing only to what we ask for), bounded."""
+    try:
+        await asyncio.wait_for(
+            room.connect(url, token, rtc.RoomOptions(auto_subscribe=False)), CONNECT_TIMEOUT_S
+        )
+    except (rtc.ConnectError, TimeoutError) as e:
+        raise HandOverFailed("unreachable", f"could not join a room at {url}: {e!r}") from e
 
 
 def briefer_token(*, api_key: str, api_secret: str, room: str, human: HumanAgent) -> str:
@@ -194,9 +205,7 @@ class HumanOnLine:
 
     async def brief(self, *, url: str, token: str, briefing: str, engine: lk_tts.TTS) -> None:
         room = self.consult
-        await asyncio.wait_for(
-            room.connect(url, token, rtc.RoomOptions(auto_subscribe=False)), CONNECT_TIMEOUT_S
-        )
+        await _connect(room, url, token)
         await self._until(self._leg_active, LEG_ACTIVE_TIMEOUT_S, "not_active")
         source = relay.relay_source()
         self._sources.append(source)
@@ -260,9 +269,7 @@ class HumanOnLine:
         room.on("track_unsubscribed", self._caller_track_unsubscribed)
         self.consult.on("track_published", self._leg_track_published)
         self.consult.on("track_subscribed", self._leg_track_subscribed)
-        await asyncio.wait_for(
-            room.connect(url, token, rtc.RoomOptions(auto_subscribe=False)), CONNECT_TIMEOUT_S
-        )
+        await _connect(room, url, token)
         to_caller = relay.relay_source()
         self._sources.append(to_caller)
         self._to_caller = to_caller
