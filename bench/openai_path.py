@@ -1,6 +1,6 @@
 """The paid-model path's own cost per turn: from the end of one persona's line (its last audio
 frame handed to the speaker) to the next persona's first audio frame, in dispatch_checkin,
-with the OpenAI plugins talking to tests/openai_server (which answers at once and speaks with
+with the OpenAI plugins talking to workers/openai_server (which answers at once and speaks with
 eSpeak NG), against the same rooms on the offline model and voice (eSpeak in-process). Both
 sides synthesise the same audio with the same engine, so the difference is what the path adds:
 HTTP or WebSocket, SSE, base64, resampling, the plugins. Aim: p95 at most 50 ms above offline.
@@ -26,7 +26,8 @@ from bench._common import machine, percentile, rounded, run_async_bench, summary
 from config.catalog import load_catalog
 from config.scenario import load_scenario
 from config.settings import PROJECT_ROOT, Settings
-from tests.openai_rooms import (
+from workers.openai_server import OpenAIServer
+from workers.openai_server.rooms import (
     KEY_ENV,
     CapturedAudio,
     SpeakingStage,
@@ -34,7 +35,6 @@ from tests.openai_rooms import (
     run_served_room,
     served_catalog,
 )
-from tests.openai_server import OpenAIServer
 from workers.room.stage import StageCast, StageEvents
 
 AIM_MS = 50.0

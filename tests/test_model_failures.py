@@ -1,4 +1,4 @@
-"""When a persona's model fails, through the real OpenAI plugins against tests/openai_server:
+"""When a persona's model fails, through the real OpenAI plugins against workers/openai_server:
 the request is retried as the connection options say; then the persona falls back (the
 catalog's fallback model, else an apology: a required persona's ends the room as
 `model_failed`). Never a hung room, leases always released, a rejected key reported once by
@@ -20,9 +20,9 @@ from agents.fallback import APOLOGY_REQUIRED, MODEL_FAILED, chain
 from config.logging import configure_logging
 from config.scenario import load_scenario
 from config.settings import Settings
-from tests.openai_rooms import KEY_ENV, brains_for, run_served_room, served_catalog
-from tests.openai_server import Fault, OpenAIServer, scripted_brains
 from workers.capacity.selector import Selector
+from workers.openai_server import Fault, OpenAIServer, scripted_brains
+from workers.openai_server.rooms import KEY_ENV, brains_for, run_served_room, served_catalog
 
 pytestmark = pytest.mark.integration
 TIMEOUT_S = 60

@@ -16,9 +16,9 @@ import numpy as np
 from aiohttp import WSMsgType, web
 from livekit.agents import llm
 
-from tests.openai_server.chat import words
-from tests.openai_server.faults import Fault
-from tests.openai_server.speech import OPENAI_RATE, speak_stream
+from workers.openai_server.chat import words
+from workers.openai_server.faults import Fault
+from workers.openai_server.speech import OPENAI_RATE, speak_stream
 
 _ids = itertools.count(1)
 _WINDOW = 960  # 20 ms windows for the VAD
