@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     # livekit-agents' Prometheus endpoint (GET /metrics) with the worker's capacity gauges
     # (workers/main/metrics.py); unset: none.
     prometheus_port: int | None = Field(default=None, ge=0, le=65535)
+    # Where the job processes write the rooms' Prometheus counters and histograms for that
+    # endpoint (prometheus_client's multiprocess mode; livekit empties it when the worker
+    # starts). Unset, with PROMETHEUS_PORT set: a fresh temporary directory per worker.
+    prometheus_multiproc_dir: Path | None = None
     # Where persona capacity is counted: unset, in this process (one worker); a Redis URL
     # (redis://[:password@]host:6379/0), one capacity shared by every worker on it. A lease
     # there expires CAPACITY_LEASE_TTL_S after its last refresh (every CAPACITY_REFRESH_S),
