@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     model_timeout_s: float = Field(default=10.0, gt=0.0, le=120.0)
     model_max_retry: int = Field(default=3, ge=0, le=10)
     model_retry_interval_s: float = Field(default=2.0, ge=0.0, le=60.0)
+    # A 429 or 503 whose Retry-After asks for at most this many seconds is waited for and sent
+    # again (once per request); a longer wait fails the attempt as above (agents/retry_after.py)
+    model_retry_after_max_s: float = Field(default=10.0, ge=0.0, le=60.0)
 
     agent_name: str = "multi-persona"
     catalog_path: Path = PROJECT_ROOT / "config" / "catalog.json"
