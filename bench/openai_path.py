@@ -78,7 +78,22 @@ def gaps(stage: TimedStage) -> list[float]:
     return [b[0] - a[1] for a, b in itertools.pairwise(segments) if a[2] != b[2]]
 
 
-async def _rooms(mode: str, rooms: int, tmp: Path) -> list[float]:
+STAGES = ("floor_gap_s", "llm_ttft_s", "llm_first_sentence_s", "tts_ttfb_s")
+
+
+def stage_times(records: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Each turn's time by stage, as its `utterance` record's latency has it (livekit's own
+    measures and the floor's gap): where the end-of-line to first-frame time goes."""
+    out: dict[str, list[float]] = {k: [] for k in STAGES}
+    for r in records:
+        if r.get("event") == "utterance":
+            for k in STAGES:
+                if isinstance(r.get("latency", {}).get(k), int | float):
+                    out[k].append(r["latency"][k])
+    return out
+
+
+async def _rooms(mode: str, rooms: int, tmp: Path, stages: dict[str, list[float]]) -> list[float]:
     catalog = load_catalog()
     scenario = load_scenario("dispatch_checkin", scenarios_dir=PROJECT_ROOT / "scenarios")
     data = json.loads((PROJECT_ROOT / "config" / "catalog.json").read_text())
@@ -91,19 +106,21 @@ async def _rooms(mode: str, rooms: int, tmp: Path) -> list[float]:
         stage = TimedStage()
         try:
             if mode == "offline":
-                await run_served_room(
+                _, _, records = await run_served_room(
                     catalog, scenario, Settings(_env_file=None), tmp / f"{mode}-{i}", stage,
                     lambda p: offline_models(p, scenario, names, voice=True),
                 )  # fmt: skip
             else:
                 served = served_catalog(data, server, {"tim": mode, "chris": mode})
-                await run_served_room(
+                _, _, records = await run_served_room(
                     served, scenario, Settings(_env_file=None), tmp / f"{mode}-{i}", stage
                 )
         finally:
             await server.stop()
         if i:
             measured.extend(gaps(stage))
+            for k, values in stage_times(records).items():
+                stages.setdefault(k, []).extend(values)
     return measured
 
 
@@ -119,9 +136,18 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     by_mode: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("offline", "pipeline", "realtime"):
-            measured = await _rooms(mode, rooms, Path(tmp))
+            stages: dict[str, list[float]] = {}
+            measured = await _rooms(mode, rooms, Path(tmp), stages)
             by_mode[mode] = summary_ms(measured)
             by_mode[mode]["p95_ms"] = rounded(percentile([v * 1000 for v in measured], 95))
+            by_mode[mode]["stages_ms"] = {
+                k: {
+                    "p50": rounded(percentile([v * 1000 for v in vs], 50)),
+                    "p95": rounded(percentile([v * 1000 for v in vs], 95)),
+                }
+                for k, vs in stages.items()
+                if vs
+            }
     aim = {}
     for mode in ("pipeline", "realtime"):
         above = by_mode[mode]["p95_ms"] - by_mode["offline"]["p95_ms"]

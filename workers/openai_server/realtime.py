@@ -288,7 +288,7 @@ class RealtimeSession:
             )
         self.server.spoke(self.persona, text)  # its transcript is out: said, audio to follow
         n = 0
-        async for chunk in speak_stream(text, self.voice, self.persona):
+        async for chunk in speak_stream(self.server.voices.of(self.voice, self.persona), text):
             if fault is not None and fault.kind == "close" and n == 2:
                 await self.ws.close()  # mid-response: the client sees the socket go
                 raise asyncio.CancelledError

@@ -15,7 +15,7 @@ from config.catalog import Persona
 from config.scenario import Scenario
 from workers.openai_server.chat import chat_context, offered_tools, sse, sse_chunks
 from workers.openai_server.faults import Fault, Faults
-from workers.openai_server.speech import Ears, as_wav, speak, speak_stream
+from workers.openai_server.speech import Ears, Voices, as_wav, speak, speak_stream
 
 KEY = "sk-local-test-server"
 
@@ -58,6 +58,7 @@ class OpenAIServer:
         self.relayed: dict[str, list[str]] = {}
         self.audio_in: dict[str, int] = {}
         self.ears = Ears(human_lines)
+        self.voices = Voices()
         self.sockets: set[web.WebSocketResponse] = set()
         self._runner: web.AppRunner | None = None
         self.port = port  # 0: a free port, chosen at start
@@ -93,6 +94,7 @@ class OpenAIServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self.voices.aclose()
 
     # -- shared checks --------------------------------------------------------------------
 
@@ -181,7 +183,7 @@ class OpenAIServer:
         response = web.StreamResponse(headers=headers)
         await response.prepare(request)
         size = 0
-        async for chunk in speak_stream(text, body.get("voice", ""), persona):
+        async for chunk in speak_stream(self.voices.of(body.get("voice", ""), persona), text):
             size += len(chunk)
             delta = base64.b64encode(chunk).decode()
             await response.write(sse({"type": "speech.audio.delta", "audio": delta}))
