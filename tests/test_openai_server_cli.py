@@ -120,3 +120,13 @@ def test_a_non_loopback_host_needs_a_key_of_its_own() -> None:
     out = _refused("--host", "0.0.0.0", "--port", "0")
     assert out.returncode == 2
     assert "not loopback: set LOCAL_OPENAI_KEY" in out.stderr
+
+
+def test_a_realtime_catalog_for_a_persona_whose_voice_realtime_lacks_is_refused() -> None:
+    scenario = json.loads((PROJECT_ROOT / "scenarios" / "all_four.json").read_text())
+    for slot in scenario["cast"]:
+        if slot["role"] == "sales":
+            slot["persona"] = "priya"  # voice "nova": a TTS voice the realtime model has not
+    out = _refused(json.dumps(scenario), "--mode", "realtime", "--port", "0")
+    assert out.returncode == 2
+    assert "persona 'priya' has voice 'nova'" in out.stderr

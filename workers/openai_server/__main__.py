@@ -4,7 +4,8 @@
 
 Each persona of the scenario's roles is served at http://HOST:PORT/<persona id>/v1 and speaks
 its role's script once, in order (restart the server for another room). `--write-catalog`
-writes the catalog with those personas pointed at the server, their key in LOCAL_OPENAI_KEY.
+writes the catalog with the personas the selector would cast now pointed at the server, their
+key in LOCAL_OPENAI_KEY.
 Exit 0 on SIGINT/SIGTERM, 2 on bad input.
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from agents.offline import OfflineLLM
 from config.catalog import Catalog
+from config.models import REALTIME_VOICES
 from config.scenario import Scenario
 from workers.capacity.selector import Selector
 from workers.cli_input import (
@@ -37,19 +39,37 @@ from workers.openai_server.server import KEY, OpenAIServer
 PROG = "workers.openai_server"
 
 
-def scenario_brains(catalog: Catalog, scenario: Scenario) -> dict[str, OfflineLLM]:
+def scenario_brains(
+    catalog: Catalog, scenario: Scenario
+) -> tuple[dict[str, OfflineLLM], list[str]]:
     """Per persona of the scenario's roles, the offline model speaking its role's script, the
-    other roles named as the selector would cast them now."""
+    other roles named as the selector would cast them now; and the ids of that cast."""
     cast = Selector(catalog).cast(scenario)
     try:
         names = {m.slot.role: m.persona.name for m in cast.members}
+        cast_ids = [m.persona.id for m in cast.members]
     finally:
         cast.release()
-    return {
+    brains = {
         p.id: OfflineLLM(scenario.script.get(p.role, ()), me=p.name, names=names)
         for p in catalog.personas
         if p.role in names
     }
+    return brains, cast_ids
+
+
+def served_modes(catalog: Catalog, cast_ids: list[str], mode: str) -> dict[str, str]:
+    """The cast, each on `mode`; refused (naming the persona) where its voice cannot be."""
+    if mode == "realtime":
+        for pid in cast_ids:
+            voice = catalog.persona(pid).voice
+            if voice not in REALTIME_VOICES:
+                raise BadInput(
+                    f"--mode realtime: persona {pid!r} has voice {voice!r}, which the realtime "
+                    f"model has not (valid: {', '.join(sorted(REALTIME_VOICES))}); change its "
+                    "voice in the catalog or use --mode pipeline"
+                )
+    return dict.fromkeys(cast_ids, mode)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +96,8 @@ async def serve(args: argparse.Namespace) -> None:
             f"--host {args.host!r} is not loopback: set {KEY_ENV} to a key of your own so the "
             "server does not answer anyone who reaches it with the well-known default key"
         )
-    brains = scenario_brains(loaded.catalog, loaded.scenario)
+    brains, cast_ids = scenario_brains(loaded.catalog, loaded.scenario)
+    modes = served_modes(loaded.catalog, cast_ids, args.mode)
     server = OpenAIServer(
         brains, human_lines=loaded.scenario.human_lines, key=key, host=args.host, port=args.port
     )
@@ -87,7 +108,6 @@ async def serve(args: argparse.Namespace) -> None:
     try:
         if args.write_catalog is not None:
             data = json.loads(settings.catalog_path.read_text(encoding="utf-8"))
-            modes = dict.fromkeys(brains, args.mode)
             served = served_catalog_data(data, server, modes)
             args.write_catalog.write_text(json.dumps(served, indent=2) + "\n", encoding="utf-8")
         for persona in brains:
