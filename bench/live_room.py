@@ -2,9 +2,10 @@
 the job process that runs the room costs in memory and CPU.
 
 Run from the project root: `python -m bench.live_room [--quick] [--rooms 5] [--sizes 1 2 4]
-[--no-stock]`. Prints one JSON object. Not inside the live suite's private network namespace
-(LIVE_NETNS != "1"), it re-runs itself there through `tests/live/livenet.sh run` (root and
-`make livekit` needed), so `make bench` can run it like any other script.
+[--no-stock] [--served pipeline|realtime]`. Prints one JSON object. Not inside the live
+suite's private network namespace (LIVE_NETNS != "1"), it re-runs itself there through
+`tests/live/livenet.sh run` (root and `make livekit` needed), so `make bench` can run it like
+any other script.
 
 This project: one `python -m workers.multi start` worker (the user's command, the offline
 voice, no key). Each room is an inline round-robin scenario of the mixed-ops campaign
@@ -14,6 +15,10 @@ every persona publishing its one audio track, polled on the server's RoomService
 job process (the worker's descendant holding a signalling connection to the server) is
 sampled every 0.2 s while the room talks: PSS and USS from /proc/<pid>/smaps_rollup, CPU
 from /proc/<pid>/stat (utime + stime) between the cast being on air and the room's end.
+
+With `--served pipeline|realtime` the worker's cast runs on the real OpenAI plugins against
+`python -m workers.openai_server` (loopback in the namespace, started afresh for each room,
+the catalog it writes given to the worker): the job process of a realtime room, measured.
 
 Stock layout (`bench._stock_agent`, unless --no-stock): each persona its own agent name,
 its own worker and one job process per room, dispatched separately (one dispatch per agent
