@@ -13,7 +13,7 @@ LIVEKIT_SIP_VERSION ?= v1.8.0
 BIN := .cache/bin
 UNIT_TESTS := $(PY) -m pytest -q -m "not live and not bench and not integration"
 
-.PHONY: install test test-unit test-integration test-bench test-web test-live livekit sip sip-deps live-server redis node web browser serve-web lint format schema dev start demo room bench clean
+.PHONY: install test test-unit test-integration test-bench test-web test-live livekit sip sip-deps live-server redis node web browser serve-web serve-openai lint format schema dev start demo room bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -158,6 +158,13 @@ room: $(STAMP)
 # The page and rooms API on WEB_HOST:WEB_PORT (127.0.0.1:8090).
 serve-web: $(STAMP)
 	$(PY) -m workers.web
+
+# make serve-openai [SCENARIO=...] [MODE=realtime]: the local OpenAI-compatible server on port
+# 8089 for the real OpenAI plugins with no paid key; writes transcripts/served-catalog.json
+# (run the worker or simulate with CATALOG_PATH set to it; LOCAL_OPENAI_KEY holds the key).
+serve-openai: $(STAMP)
+	mkdir -p transcripts
+	LOCAL_OPENAI_KEY=$${LOCAL_OPENAI_KEY:-sk-local-dev} $(PY) -m workers.openai_server $(SCENARIO) --mode $(or $(MODE),pipeline) --write-catalog transcripts/served-catalog.json
 
 # Every bench/*.py script except the private modules (bench/_*.py), each run as a module
 # (`python -m bench.<name>`) from the project root; each prints one JSON object.

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
+from agents.retry_after import openai_client
 from config.catalog import Persona, PipelineModels
 from config.settings import Settings
 
@@ -27,6 +28,7 @@ class Endpoint:
     key: SecretStr
     key_env: str = DEFAULT_KEY_ENV  # the variable the key came from (for messages, never the key)
     base_url: str | None = None  # None: the plugins' default, api.openai.com
+    retry_after_max_s: float = 10.0  # MODEL_RETRY_AFTER_MAX_S (agents/retry_after.py)
 
     @property
     def host(self) -> str:
@@ -44,6 +46,15 @@ class Endpoint:
             kwargs["base_url"] = self.base_url
         return kwargs
 
+    def client_kwargs(self) -> dict[str, Any]:
+        """`client` for an HTTP OpenAI plugin (LLM, TTS, STT): one that honours Retry-After."""
+        client = openai_client(
+            api_key=self.key.get_secret_value(),
+            base_url=self.base_url,
+            max_wait_s=self.retry_after_max_s,
+        )
+        return {"client": client}
+
 
 def key_env_of(persona: Persona) -> str:
     return persona.model.api_key_env or DEFAULT_KEY_ENV
@@ -56,7 +67,8 @@ def endpoint_of(models: PipelineModels, settings: Settings) -> Endpoint | None:
     key = settings.secret_named(name)
     if key is None:
         return None
-    return Endpoint(key, name, models.base_url or settings.openai_base_url)
+    base_url = models.base_url or settings.openai_base_url
+    return Endpoint(key, name, base_url, settings.model_retry_after_max_s)
 
 
 def endpoint_for(persona: Persona, settings: Settings) -> Endpoint | None:

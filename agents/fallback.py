@@ -4,8 +4,9 @@ A pipeline persona's LLM, TTS and STT each run behind livekit's FallbackAdapter:
 (retried as MODEL_MAX_RETRY / MODEL_TIMEOUT_S / MODEL_RETRY_INTERVAL_S say), then the catalog's
 `fallback` model if there is one, then, last, the offline voice: eSpeak NG speaks the line the
 LLM wrote, and when no LLM answers, the `ApologyLLM` says a short apology. A persona the
-scenario requires cannot go on without its model: its apology ends the conversation
-(`end_conversation`, reason "model_failed"); an optional one apologises and the floor goes on.
+scenario requires cannot go on without its model: its apology ends the conversation (it calls
+`end_conversation` with the reason "model_failed", and the room ends `model_failed`); an
+optional one apologises and the floor goes on.
 
 A request refused for its key (HTTP 401) is reported once per key variable and server, with
 the variable's name and the host, never the key.

@@ -132,20 +132,20 @@ def build_models(
 
 
 def _llm(m: PipelineModels, endpoint: Endpoint, persona: str) -> LLM:
-    plugin = openai.LLM(model=m.llm, temperature=m.temperature, **endpoint.plugin_kwargs())
+    plugin = openai.LLM(model=m.llm, temperature=m.temperature, **endpoint.client_kwargs())
     watch_key(plugin, endpoint, persona)
     return plugin
 
 
 def _tts(m: PipelineModels, endpoint: Endpoint, persona: str, voice: str) -> TTS:
     # pcm: no decoding in the job process, and the fastest first audio OpenAI offers
-    plugin = openai.TTS(model=m.tts, voice=voice, response_format="pcm", **endpoint.plugin_kwargs())
+    plugin = openai.TTS(model=m.tts, voice=voice, response_format="pcm", **endpoint.client_kwargs())
     watch_key(plugin, endpoint, persona)
     return plugin
 
 
 def _stt(m: PipelineModels, endpoint: Endpoint, persona: str) -> STT:
-    plugin = openai.STT(model=m.stt, **endpoint.plugin_kwargs())
+    plugin = openai.STT(model=m.stt, **endpoint.client_kwargs())
     watch_key(plugin, endpoint, persona)
     return plugin
 

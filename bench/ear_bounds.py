@@ -23,38 +23,7 @@ from typing import Any
 import numpy as np
 
 from bench._common import machine, rounded, run_async_bench
-from config.scenario import (
-    MAX_HUMAN_LINE_CHARS,
-    MAX_HUMAN_LINE_CLAUSES,
-    MAX_HUMAN_LINE_NUMBERS,
-    MAX_HUMAN_LINES,
-    spoken_clauses,
-)
-
-_PAD = (
-    " near the north gate of the main warehouse building before noon today please call the"
-    " driver when the truck reaches the yard and the paperwork is signed by the manager"
-)
-
-
-def largest_human_lines() -> list[str]:
-    """`MAX_HUMAN_LINES` distinct lines, each with the most clauses and numbers allowed, padded
-    with dictionary words to the character limit."""
-    lines = []
-    for k in range(MAX_HUMAN_LINES):
-        parts = [
-            f"{name} {value}"
-            for name, value in zip(
-                ("Order", "item", "box", "shelf", "row", "bay", "door", "dock"),
-                (10_007 + 13 * k, 11 + k, 3 + k, 120 + k, 1 + k, 9 + k, 604 + k, 2 + k),
-                strict=True,
-            )
-        ]
-        assert len(parts) == MAX_HUMAN_LINE_CLAUSES == MAX_HUMAN_LINE_NUMBERS
-        line = ", ".join(parts)
-        line = (line + _PAD)[: MAX_HUMAN_LINE_CHARS - 1].rsplit(" ", 1)[0] + "."
-        lines.append(line)
-    return lines
+from config.scenario import largest_human_lines, spoken_clauses
 
 
 def white_noise(seconds: float, *, std: float = 3000.0) -> bytes:

@@ -2,9 +2,10 @@
 the job process that runs the room costs in memory and CPU.
 
 Run from the project root: `python -m bench.live_room [--quick] [--rooms 5] [--sizes 1 2 4]
-[--no-stock]`. Prints one JSON object. Not inside the live suite's private network namespace
-(LIVE_NETNS != "1"), it re-runs itself there through `tests/live/livenet.sh run` (root and
-`make livekit` needed), so `make bench` can run it like any other script.
+[--no-stock] [--served pipeline|realtime]`. Prints one JSON object. Not inside the live
+suite's private network namespace (LIVE_NETNS != "1"), it re-runs itself there through
+`tests/live/livenet.sh run` (root and `make livekit` needed), so `make bench` can run it like
+any other script.
 
 This project: one `python -m workers.multi start` worker (the user's command, the offline
 voice, no key). Each room is an inline round-robin scenario of the mixed-ops campaign
@@ -14,6 +15,10 @@ every persona publishing its one audio track, polled on the server's RoomService
 job process (the worker's descendant holding a signalling connection to the server) is
 sampled every 0.2 s while the room talks: PSS and USS from /proc/<pid>/smaps_rollup, CPU
 from /proc/<pid>/stat (utime + stime) between the cast being on air and the room's end.
+
+With `--served pipeline|realtime` the worker's cast runs on the real OpenAI plugins against
+`python -m workers.openai_server` (loopback in the namespace, started afresh for each room,
+the catalog it writes given to the worker): the job process of a realtime room, measured.
 
 Stock layout (`bench._stock_agent`, unless --no-stock): each persona its own agent name,
 its own worker and one job process per room, dispatched separately (one dispatch per agent
@@ -31,6 +36,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -86,6 +92,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 4], choices=[1, 2, 3, 4])
     p.add_argument("--no-stock", action="store_true", help="skip the stock layout")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 room of 2 personas")
+    p.add_argument(
+        "--served",
+        choices=["pipeline", "realtime"],
+        help="the personas on the real OpenAI plugins against workers.openai_server (started "
+        "afresh for each room, on loopback inside the namespace) instead of the offline voice",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.rooms, args.sizes = 1, [2]
@@ -372,7 +384,50 @@ async def wait_until(pred: Callable[[], bool], limit_s: float) -> bool:
 # ---- this project ----------------------------------------------------------------------------
 
 
-async def project_room(lk: api.LiveKitAPI, worker: Worker, agent: str, personas: int) -> dict:
+SERVED_KEY = "sk-bench-local"
+
+
+class LocalOpenAI:
+    """`python -m workers.openai_server` on one port for the whole run, started afresh for each
+    room (its scripts are spoken once); the catalog it wrote points the personas at it."""
+
+    def __init__(self, mode: str, tmp: Path) -> None:
+        self.mode = mode
+        self.catalog = tmp / "served-catalog.json"
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        sock.close()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def env(self) -> dict[str, str]:
+        return {"CATALOG_PATH": str(self.catalog), "LOCAL_OPENAI_KEY": SERVED_KEY}
+
+    def start(self, personas: int) -> None:
+        self.stop()
+        argv = [sys.executable, "-m", "workers.openai_server", scenario_json(personas)]
+        argv += ["--port", str(self.port), "--mode", self.mode]
+        argv += ["--write-catalog", str(self.catalog)]
+        env = {**os.environ, "LOCAL_OPENAI_KEY": SERVED_KEY}
+        self._proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE)
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:  # its last line says it serves
+            if line.startswith(b"serving"):
+                return
+        raise SystemExit(f"bench.live_room: the local OpenAI server did not start ({argv})")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(timeout=30)
+            self._proc = None
+
+
+async def project_room(
+    lk: api.LiveKitAPI, worker: Worker, agent: str, personas: int, served: LocalOpenAI | None
+) -> dict:
+    if served is not None:
+        served.start(personas)
     room = f"bench-p{personas}-{secrets.token_hex(3)}"
     t0 = time.perf_counter()
     await lk.agent_dispatch.create_dispatch(
@@ -388,6 +443,8 @@ async def project_room(lk: api.LiveKitAPI, worker: Worker, agent: str, personas:
     if not ended:  # a room that does not end by its rule: delete it, report it
         with contextlib.suppress(api.TwirpError):
             await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+    if served is not None:
+        served.stop()
     return {"on_air_s": on_air, "ended_by_rule": ended, **sampler.figures()}
 
 
@@ -413,10 +470,14 @@ def summarise(rooms: list[dict[str, Any]]) -> dict[str, Any]:
 
 async def run_project(lk: api.LiveKitAPI, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     agent = f"bench-live-{secrets.token_hex(3)}"
+    served = LocalOpenAI(args.served, tmp) if args.served else None
+    env = {"AGENT_NAME": agent, "TRANSCRIPTS_DIR": str(tmp / "transcripts")}
+    if served is not None:
+        served.start(max(args.sizes))  # writes the catalog the worker reads at start
+        served.stop()
+        env.update(served.env())
     worker = start_worker(
-        ["-m", "workers.multi", "start"],
-        {"AGENT_NAME": agent, "TRANSCRIPTS_DIR": str(tmp / "transcripts")},
-        LOG_DIR / "bench-live-project-worker.log",
+        ["-m", "workers.multi", "start"], env, LOG_DIR / "bench-live-project-worker.log"
     )
     try:
         await worker.ready()
@@ -426,7 +487,7 @@ async def run_project(lk: api.LiveKitAPI, tmp: Path, args: argparse.Namespace) -
         for size in args.sizes:
             rooms = []
             for _ in range(args.rooms):
-                rooms.append(await project_room(lk, worker, agent, size))
+                rooms.append(await project_room(lk, worker, agent, size, served))
                 done += 1
                 # the next room must find a prewarmed idle process, as a real one would
                 await wait_until(lambda: not job_pids(worker.proc.pid), 10)
@@ -435,6 +496,8 @@ async def run_project(lk: api.LiveKitAPI, tmp: Path, args: argparse.Namespace) -
         return {"idle_job_process": idle, "by_personas": out}
     finally:
         worker.kill()
+        if served is not None:
+            served.stop()
 
 
 # ---- the stock layout ------------------------------------------------------------------------
@@ -609,7 +672,12 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "bench": "live_room",
         "machine": {**machine(), "livekit_server": server_version()},
-        "params": {"rooms": args.rooms, "sizes": args.sizes, "stock": not args.no_stock},
+        "params": {
+            "rooms": args.rooms,
+            "sizes": args.sizes,
+            "stock": not args.no_stock,
+            "models": args.served or "offline",
+        },
         "project": project,
         "stock": stock,
         "ratios_project_over_stock": ratios(project["by_personas"], stock["by_personas"]),

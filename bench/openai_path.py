@@ -1,6 +1,6 @@
 """The paid-model path's own cost per turn: from the end of one persona's line (its last audio
 frame handed to the speaker) to the next persona's first audio frame, in dispatch_checkin,
-with the OpenAI plugins talking to tests/openai_server (which answers at once and speaks with
+with the OpenAI plugins talking to workers/openai_server (which answers at once and speaks with
 eSpeak NG), against the same rooms on the offline model and voice (eSpeak in-process). Both
 sides synthesise the same audio with the same engine, so the difference is what the path adds:
 HTTP or WebSocket, SSE, base64, resampling, the plugins. Aim: p95 at most 50 ms above offline.
@@ -26,7 +26,8 @@ from bench._common import machine, percentile, rounded, run_async_bench, summary
 from config.catalog import load_catalog
 from config.scenario import load_scenario
 from config.settings import PROJECT_ROOT, Settings
-from tests.openai_rooms import (
+from workers.openai_server import OpenAIServer
+from workers.openai_server.rooms import (
     KEY_ENV,
     CapturedAudio,
     SpeakingStage,
@@ -34,7 +35,6 @@ from tests.openai_rooms import (
     run_served_room,
     served_catalog,
 )
-from tests.openai_server import OpenAIServer
 from workers.room.stage import StageCast, StageEvents
 
 AIM_MS = 50.0
@@ -78,7 +78,22 @@ def gaps(stage: TimedStage) -> list[float]:
     return [b[0] - a[1] for a, b in itertools.pairwise(segments) if a[2] != b[2]]
 
 
-async def _rooms(mode: str, rooms: int, tmp: Path) -> list[float]:
+STAGES = ("floor_gap_s", "llm_ttft_s", "llm_first_sentence_s", "tts_ttfb_s")
+
+
+def stage_times(records: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Each turn's time by stage, as its `utterance` record's latency has it (livekit's own
+    measures and the floor's gap): where the end-of-line to first-frame time goes."""
+    out: dict[str, list[float]] = {k: [] for k in STAGES}
+    for r in records:
+        if r.get("event") == "utterance":
+            for k in STAGES:
+                if isinstance(r.get("latency", {}).get(k), int | float):
+                    out[k].append(r["latency"][k])
+    return out
+
+
+async def _rooms(mode: str, rooms: int, tmp: Path, stages: dict[str, list[float]]) -> list[float]:
     catalog = load_catalog()
     scenario = load_scenario("dispatch_checkin", scenarios_dir=PROJECT_ROOT / "scenarios")
     data = json.loads((PROJECT_ROOT / "config" / "catalog.json").read_text())
@@ -91,19 +106,21 @@ async def _rooms(mode: str, rooms: int, tmp: Path) -> list[float]:
         stage = TimedStage()
         try:
             if mode == "offline":
-                await run_served_room(
+                _, _, records = await run_served_room(
                     catalog, scenario, Settings(_env_file=None), tmp / f"{mode}-{i}", stage,
                     lambda p: offline_models(p, scenario, names, voice=True),
                 )  # fmt: skip
             else:
                 served = served_catalog(data, server, {"tim": mode, "chris": mode})
-                await run_served_room(
+                _, _, records = await run_served_room(
                     served, scenario, Settings(_env_file=None), tmp / f"{mode}-{i}", stage
                 )
         finally:
             await server.stop()
         if i:
             measured.extend(gaps(stage))
+            for k, values in stage_times(records).items():
+                stages.setdefault(k, []).extend(values)
     return measured
 
 
@@ -119,9 +136,18 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     by_mode: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("offline", "pipeline", "realtime"):
-            measured = await _rooms(mode, rooms, Path(tmp))
+            stages: dict[str, list[float]] = {}
+            measured = await _rooms(mode, rooms, Path(tmp), stages)
             by_mode[mode] = summary_ms(measured)
             by_mode[mode]["p95_ms"] = rounded(percentile([v * 1000 for v in measured], 95))
+            by_mode[mode]["stages_ms"] = {
+                k: {
+                    "p50": rounded(percentile([v * 1000 for v in vs], 50)),
+                    "p95": rounded(percentile([v * 1000 for v in vs], 95)),
+                }
+                for k, vs in stages.items()
+                if vs
+            }
     aim = {}
     for mode in ("pipeline", "realtime"):
         above = by_mode[mode]["p95_ms"] - by_mode["offline"]["p95_ms"]

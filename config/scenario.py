@@ -41,6 +41,32 @@ _CLAUSE = re.compile(r"[^.,!?;:]+[.,!?;:]*")
 _NUMBER = re.compile(r"\d+")
 
 
+_PAD = (
+    " near the north gate of the main warehouse building before noon today please call the"
+    " driver when the truck reaches the yard and the paperwork is signed by the manager"
+)
+
+
+def largest_human_lines() -> list[str]:
+    """The worst case these limits admit (for bench/ear_bounds.py and the limits' tests):
+    `MAX_HUMAN_LINES` distinct lines, each with the most clauses and numbers allowed, padded
+    with dictionary words to the character limit."""
+    lines = []
+    for k in range(MAX_HUMAN_LINES):
+        parts = [
+            f"{name} {value}"
+            for name, value in zip(
+                ("Order", "item", "box", "shelf", "row", "bay", "door", "dock"),
+                (10_007 + 13 * k, 11 + k, 3 + k, 120 + k, 1 + k, 9 + k, 604 + k, 2 + k),
+                strict=True,
+            )
+        ]
+        line = ", ".join(parts)
+        line = (line + _PAD)[: MAX_HUMAN_LINE_CHARS - 1].rsplit(" ", 1)[0] + "."
+        lines.append(line)
+    return lines
+
+
 def spoken_clauses(line: str) -> list[str]:
     """A line's clauses, punctuation kept: a VAD may cut an utterance at any of these pauses."""
     return [c.strip() for c in _CLAUSE.findall(line) if c.strip()]

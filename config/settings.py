@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     model_timeout_s: float = Field(default=10.0, gt=0.0, le=120.0)
     model_max_retry: int = Field(default=3, ge=0, le=10)
     model_retry_interval_s: float = Field(default=2.0, ge=0.0, le=60.0)
+    # A 429 or 503 whose Retry-After asks for at most this many seconds is waited for and sent
+    # again (once per request); a longer wait fails the attempt as above (agents/retry_after.py)
+    model_retry_after_max_s: float = Field(default=10.0, ge=0.0, le=60.0)
 
     agent_name: str = "multi-persona"
     catalog_path: Path = PROJECT_ROOT / "config" / "catalog.json"
@@ -108,6 +111,10 @@ class Settings(BaseSettings):
     # livekit-agents' Prometheus endpoint (GET /metrics) with the worker's capacity gauges
     # (workers/main/metrics.py); unset: none.
     prometheus_port: int | None = Field(default=None, ge=0, le=65535)
+    # Where the job processes write the rooms' Prometheus counters and histograms for that
+    # endpoint (prometheus_client's multiprocess mode; livekit empties it when the worker
+    # starts). Unset, with PROMETHEUS_PORT set: a fresh temporary directory per worker.
+    prometheus_multiproc_dir: Path | None = None
     # Where persona capacity is counted: unset, in this process (one worker); a Redis URL
     # (redis://[:password@]host:6379/0), one capacity shared by every worker on it. A lease
     # there expires CAPACITY_LEASE_TTL_S after its last refresh (every CAPACITY_REFRESH_S),

@@ -169,6 +169,10 @@ def test_figures_have_the_promised_shape(bench_result: tuple[str, dict[str, Any]
         for row in r["by_mode"].values():  # dispatch_checkin: 5 lines, 4 changes of speaker
             assert row["n"] == 4 * r["params"]["rooms_per_mode"]
             assert 0 < row["p50_ms"] <= row["p95_ms"]
+        # where a pipeline turn's time goes, stage by stage (livekit's measures, the floor's)
+        stages = r["by_mode"]["pipeline"]["stages_ms"]
+        assert set(stages) == {"floor_gap_s", "llm_ttft_s", "llm_first_sentence_s", "tts_ttfb_s"}
+        assert all(0 <= s["p50"] <= s["p95"] for s in stages.values())
         assert set(r["aim"]) == {"pipeline", "realtime"}
     elif name == "selector":
         assert set(r["strategies"]) == set(r["one_campaign"]["strategies"])

@@ -11,21 +11,36 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
+from livekit import rtc
 
+from agents.espeak_tts import HUMAN_VOICE, synthesize_pcm
 from agents.sphinx_stt import (
     _MAX_GRAMMAR_ARCS,
     _MIN_BUDGET_S,
     _REALTIME_SHARE,
     PhraseGrammar,
     SphinxRecognizer,
+    to_pcm16k,
 )
-from bench.ear_bounds import largest_human_lines, speech_16k, white_noise
+from config.scenario import largest_human_lines
 from tests.test_scenario import SIXTEEN_NUMBERS
 
 # A decode may overrun its budget by the 50 ms chunk in flight (~40 ms of CPU idle, more on a
 # loaded machine, where every CPU second is slower) and the cepstral pass (~6 ms a second).
 _OVERRUN_S = 0.5
+
+
+def speech_16k(text: str) -> bytes:
+    rate, pcm = synthesize_pcm(text, HUMAN_VOICE)
+    return to_pcm16k(rtc.AudioFrame(pcm, rate, 1, len(pcm) // 2))
+
+
+def white_noise(seconds: float) -> bytes:
+    """Loud white noise: the costliest audio measured for the free-form search."""
+    samples = np.random.default_rng(1).standard_normal(int(16_000 * seconds)) * 3000.0
+    return samples.astype(np.int16).tobytes()
 
 
 def _known(_word: str) -> bool:

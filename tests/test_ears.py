@@ -60,12 +60,14 @@ async def mic(
 class Heard:
     def __init__(self) -> None:
         self.lines: list[tuple[str, str]] = []
+        self.eou_delays: list[float | None] = []
         self.speaking: list[str] = []
         self.changed = asyncio.Event()
         self._after: dict[int, asyncio.Event] = {}
 
-    def line(self, identity: str, text: str) -> None:
+    def line(self, identity: str, text: str, *, eou_delay_s: float | None = None) -> None:
         self.lines.append((identity, text))
+        self.eou_delays.append(eou_delay_s)
         self.changed.set()
         self.after(len(self.lines)).set()
 
@@ -114,6 +116,8 @@ async def test_two_people_speaking_at_once_are_both_heard_each_as_themselves(vad
         await ears.aclose()
     assert sorted(heard.lines) == [("jamie", LINES[0]), ("sam", LINES[1])]
     assert sorted(set(heard.speaking)) == ["jamie", "sam"]
+    # each line says how long its transcript took after the speech ended (the EOU delay)
+    assert all(d is not None and 0 <= d < 90 for d in heard.eou_delays), heard.eou_delays
 
 
 async def test_three_people_in_turn_are_heard_in_the_order_they_finished(vad):

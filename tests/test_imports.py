@@ -143,3 +143,17 @@ def test_the_layers_point_one_way(graph: Graph) -> None:
         and target.split(".")[0] not in MAY_IMPORT[module.split(".")[0]]
     )
     assert wrong == []
+
+
+def test_nothing_imports_tests_or_bench() -> None:
+    """DESIGN: nothing imports tests/ or bench/ (each may import itself): what both need
+    lives in the packages (the local OpenAI server is workers.openai_server)."""
+    graph = import_graph(PROJECT_ROOT, (*PACKAGES, "tests", "bench"))
+    wrong = sorted(
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        for target in targets
+        if target.split(".")[0] in ("tests", "bench")
+        and target.split(".")[0] != module.split(".")[0]
+    )
+    assert wrong == []

@@ -1,4 +1,4 @@
-"""When a persona's model fails, through the real OpenAI plugins against tests/openai_server:
+"""When a persona's model fails, through the real OpenAI plugins against workers/openai_server:
 the request is retried as the connection options say; then the persona falls back (the
 catalog's fallback model, else an apology: a required persona's ends the room as
 `model_failed`). Never a hung room, leases always released, a rejected key reported once by
@@ -20,9 +20,9 @@ from agents.fallback import APOLOGY_REQUIRED, MODEL_FAILED, chain
 from config.logging import configure_logging
 from config.scenario import load_scenario
 from config.settings import Settings
-from tests.openai_rooms import KEY_ENV, brains_for, run_served_room, served_catalog
-from tests.openai_server import Fault, OpenAIServer, scripted_brains
 from workers.capacity.selector import Selector
+from workers.openai_server import Fault, OpenAIServer, scripted_brains
+from workers.openai_server.rooms import KEY_ENV, brains_for, run_served_room, served_catalog
 
 pytestmark = pytest.mark.integration
 TIMEOUT_S = 60
@@ -101,6 +101,34 @@ async def test_a_failed_request_is_retried_and_the_conversation_goes_on_unchange
     assert _lines(events) == normal  # the retry answered: nothing lost, nothing apologised
 
 
+@pytest.mark.parametrize("status", [429, 503])
+async def test_a_retry_after_the_server_asks_for_is_waited_then_the_line_is_its_own(
+    status, catalog, catalog_data, scenarios_dir, tmp_path
+) -> None:
+    normal = await _normal(catalog, catalog_data, scenarios_dir, tmp_path)
+    busy = [("chat", Fault("status", status, retry_after=1.5), 1)]
+    result, _, events, server = await _room(
+        catalog, catalog_data, scenarios_dir, tmp_path / "busy", busy, model_retry_after_max_s=5
+    )
+    assert result.reason == "end_conversation"
+    assert _lines(events) == normal
+    first, second = server.faults.times["chat"][:2]
+    # livekit alone would have retried after MODEL_RETRY_INTERVAL_S (0.1 s here)
+    assert second - first >= 1.5
+
+
+async def test_a_retry_after_longer_than_the_bound_is_not_waited(
+    catalog, catalog_data, scenarios_dir, tmp_path
+) -> None:
+    busy = [("chat", Fault("status", 429, retry_after=30), 1)]
+    result, _, _events, server = await _room(
+        catalog, catalog_data, scenarios_dir, tmp_path, busy, model_retry_after_max_s=2
+    )
+    assert result.reason == "end_conversation"
+    first, second = server.faults.times["chat"][:2]
+    assert second - first < 2  # livekit's own retry, not the server's 30 s
+
+
 async def test_a_model_that_stays_down_makes_a_required_persona_apologise_and_end_the_room(
     catalog, catalog_data, scenarios_dir, tmp_path
 ) -> None:
@@ -108,7 +136,7 @@ async def test_a_model_that_stays_down_makes_a_required_persona_apologise_and_en
     result, stage, events, server = await _room(
         catalog, catalog_data, scenarios_dir, tmp_path, down
     )
-    assert result.reason == "end_conversation" and MODEL_FAILED in result.detail
+    assert result.reason == MODEL_FAILED and "every model failed" in result.detail
     lines = _lines(events)
     assert lines[-1] == ("tim", APOLOGY_REQUIRED)  # the opener: the first to need its model
     assert len(lines) == 1
@@ -141,7 +169,7 @@ async def test_a_rejected_key_is_reported_once_by_name_and_the_room_ends(
     result, _, _events, _ = await _room(
         catalog, catalog_data, scenarios_dir, tmp_path, [], key=wrong
     )
-    assert result.reason == "end_conversation" and MODEL_FAILED in result.detail
+    assert result.reason == MODEL_FAILED and "every model failed" in result.detail
     records = [json.loads(line) for line in logs.getvalue().splitlines() if line.startswith("{")]
     rejected = [r for r in records if r.get("event") == "model_key_rejected"]
     assert len(rejected) == 1, rejected

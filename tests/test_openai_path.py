@@ -1,5 +1,5 @@
 """The paid-model path, through the real, unmodified OpenAI plugins: every persona's LLM, TTS,
-STT or realtime model talks to tests/openai_server on loopback, which answers from the same
+STT or realtime model talks to workers/openai_server on loopback, which answers from the same
 scenario script as the offline model. A room on it must go exactly as on the offline model
 (lines, tool calls, the tenant's gate), with audio spoken, and each line in the transcript
 exactly what the server said."""
@@ -15,15 +15,10 @@ import pytest
 from agents.offline import offline_models
 from config.scenario import load_scenario
 from config.settings import Settings
-from tests.openai_rooms import (
-    KEY_ENV,
-    HearingStage,
-    brains_for,
-    run_served_room,
-    served_catalog,
-)
-from tests.openai_server import OpenAIServer
+from tests.openai_rooms import HearingStage
 from tests.test_session_hears_audio import spoken
+from workers.openai_server import OpenAIServer
+from workers.openai_server.rooms import KEY_ENV, brains_for, run_served_room, served_catalog
 from workers.room.stage.local import LocalStage
 
 pytestmark = pytest.mark.integration

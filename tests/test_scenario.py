@@ -8,13 +8,13 @@ import re
 
 import pytest
 
-from bench.ear_bounds import largest_human_lines
 from config.scenario import (
     MAX_HUMAN_LINES,
     MAX_SCENARIO_BYTES,
     ScenarioError,
     check_scenario,
     is_scenario_name,
+    largest_human_lines,
     load_scenario,
     parse_scenario,
 )

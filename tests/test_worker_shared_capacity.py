@@ -4,10 +4,11 @@ load, /stats and the Prometheus gauges, with Redis up, down and back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,24 @@ async def test_redis_down_rejects_reports_full_and_recovers(
         worker.selector.close()
 
 
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings, catalog: Catalog) -> AsyncIterator[Worker]:
+    """The real worker's server (build_server) running unregistered, its HTTP servers up."""
+    worker = Worker(settings, catalog, cpu_load=lambda: 0.0)
+    server = build_server(settings, catalog, worker=worker)
+    started = asyncio.Event()
+    server.on("worker_started", started.set)
+    run = asyncio.create_task(server.run(devmode=True, unregistered=True))
+    try:
+        async with asyncio.timeout(15):
+            await started.wait()
+        yield worker
+    finally:
+        async with asyncio.timeout(10):
+            await server.aclose()
+            await run
+
+
 def _scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         return r.read().decode()
@@ -131,21 +150,11 @@ async def test_the_gauges_are_on_livekits_prometheus_endpoint(
     settings = shared_settings(
         redis_url, tmp_path, prometheus_port=port, worker_http_port=free_port()
     )
-    worker = Worker(settings, catalog, cpu_load=lambda: 0.0)
-    server = build_server(settings, catalog, worker=worker)
-    started = asyncio.Event()
-    server.on("worker_started", started.set)
-    run = asyncio.create_task(server.run(devmode=True, unregistered=True))
-    try:
+    async with running_worker(settings, catalog) as worker:
         async with asyncio.timeout(10):
-            await started.wait()
             await handle(worker, job_request(Recorder(), DISPATCH, job_id="AJ_m"))
             await handle(worker, job_request(Recorder(), "{not json", job_id="AJ_bad"))
             text = await asyncio.to_thread(_scrape, port)
-    finally:
-        async with asyncio.timeout(10):
-            await server.aclose()
-            await run
     assert 'persona_active_rooms{persona="tim",role="dispatcher"} 1.0' in text
     assert 'persona_capacity{persona="tim",role="dispatcher"} 3.0' in text
     assert "capacity_store_up 1.0" in text

@@ -10,13 +10,17 @@ offered room is in `workers.main.admission`; its load, leases and stats endpoint
 
 from __future__ import annotations
 
+import atexit
 import gc
 import math
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from livekit.agents import JobContext, JobProcess, cli
@@ -65,6 +69,15 @@ def _livekit_log_level(level: str) -> str:
     return "WARN" if level == "WARNING" else level  # livekit spells it WARN
 
 
+def metrics_dir(settings: Settings) -> Path:
+    """PROMETHEUS_MULTIPROC_DIR, else a fresh directory of this worker's, removed at exit."""
+    if settings.prometheus_multiproc_dir is not None:
+        return settings.prometheus_multiproc_dir
+    path = Path(tempfile.mkdtemp(prefix="multi-persona-metrics-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def build_server(
     settings: Settings, catalog: Catalog, *, worker: Worker | None = None
 ) -> MultiPersonaServer:
@@ -81,6 +94,9 @@ def build_server(
         kwargs["port"] = settings.worker_http_port
     if settings.prometheus_port is not None:
         kwargs["prometheus_port"] = settings.prometheus_port  # /metrics, with workers.main.metrics
+        # the job processes' counters (workers/room/room_metrics.py): livekit puts this in the
+        # environment before its forkserver starts, so every job process writes there
+        kwargs["prometheus_multiproc_dir"] = str(metrics_dir(settings))
     server = MultiPersonaServer(
         worker,
         setup_fnc=prewarm,

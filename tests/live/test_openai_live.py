@@ -1,5 +1,5 @@
 """The paid-model path on the real server: a worker whose personas run the real OpenAI
-plugins against tests/openai_server, which listens inside the suite's network namespace."""
+plugins against workers/openai_server, which listens inside the suite's network namespace."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from tests.live.harness import (
     unique,
 )
 from tests.live.test_voices import MAX_OVERLAP_S, Recording, longest_overlap, record
-from tests.openai_rooms import KEY_ENV, brains_for, served_catalog
-from tests.openai_server import OpenAIServer
+from workers.openai_server import OpenAIServer
+from workers.openai_server.rooms import KEY_ENV, brains_for, served_catalog
 
 pytestmark = pytest.mark.live
 SCENARIOS = PROJECT_ROOT / "scenarios"

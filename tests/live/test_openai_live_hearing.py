@@ -1,5 +1,5 @@
 """The paid-model path on the real server: a pipeline lead hears a caller through the OpenAI
-STT and tests/openai_server's /audio/transcriptions."""
+STT and workers/openai_server's /audio/transcriptions."""
 
 from __future__ import annotations
 

@@ -9,6 +9,8 @@ worker to 1024/1024 descriptors, its health checks timed out and an offered room
 livekit offers no hook to serve them differently, so `bound_livekit_http_servers` intercepts the
 two attributes it stores them in and serves the very same application (livekit's routes) through
 `BoundedSite`, like `/stats`. The host is livekit's public `host` argument (WORKER_HTTP_HOST).
+The Prometheus server's `/metrics` is ours (workers/main/metrics.py): livekit's, in
+multiprocess mode, would drop this process's own collectors.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from aiohttp import web
 from livekit.agents.utils.http_server import HttpServer
 
 from workers.main.bounded_http import BoundedSite, Bounds
+from workers.main.metrics import metrics_response
 
 # Private (livekit-agents 1.8.9, AgentServer.run): the attribute each server is stored in,
 # assigned before it is started, and the name of its summary events. A test fails if livekit
@@ -44,7 +47,11 @@ class BoundedHttpServer:
                 f"expected ({name}): workers/main/livekit_http.py needs updating for this "
                 "livekit-agents version"
             )
-        return cls(server.app, server.host, server.port, name)
+        app = server.app
+        if name == "prometheus":  # livekit's only route there is /metrics: ours instead
+            app = web.Application()
+            app.router.add_get("/metrics", metrics_response)
+        return cls(app, server.host, server.port, name)
 
     @property
     def app(self) -> web.Application:

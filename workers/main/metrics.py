@@ -17,6 +17,13 @@ endpoint is scraped (with a shared capacity store: every worker's rooms):
 - `human_busy_seats{tenant}` and `human_seats{tenant}`: calls human agents are on now (every
   worker's, with a shared store), and the seats they have (the sum of their `capacity`).
 
+One `/metrics` serves every process: livekit's own handler, in multiprocess mode, serves only the
+job processes' files and drops this process's collectors (these gauges, livekit's own). Ours
+(`metrics_response`, put in its place by workers/main/livekit_http.py) serves this process's
+default registry and, with PROMETHEUS_MULTIPROC_DIR set, every family the job processes wrote
+there that this process does not have itself (the rooms' usage counters and latency histograms,
+workers/room/room_metrics.py), summed over the jobs.
+
 Every label value is bounded by the worker's own files and code, never by what a dispatcher
 sends (20,000 offers with distinct inline names once made 20,000 series): `persona`, `role`
 and `tenant` come from the catalog, `status` is one of three, `scenario` is a scenario name
@@ -26,13 +33,18 @@ named none), `reason` is one of the worker's own short codes, else `other`.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from config.catalog import Catalog
@@ -179,3 +191,32 @@ class WorkerMetrics(Collector):
         if self._registered:
             REGISTRY.unregister(self)
             self._registered = False
+
+
+class AllProcesses(Collector):
+    """This process's default registry, then the job processes' families it does not have."""
+
+    def __init__(self, multiproc_dir: str | None) -> None:
+        self._dir = multiproc_dir
+
+    def collect(self) -> Iterator[Metric]:
+        own = set()
+        for family in REGISTRY.collect():
+            own.add(family.name)
+            yield family
+        if self._dir and os.path.isdir(self._dir):
+            for family in multiprocess.MultiProcessCollector(None, self._dir).collect():
+                if family.name not in own:
+                    yield family
+
+
+def exposition(multiproc_dir: str | None = None) -> bytes:
+    """The text `/metrics` serves (blocking: it reads the job processes' files)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(AllProcesses(multiproc_dir or os.environ.get("PROMETHEUS_MULTIPROC_DIR")))
+    return generate_latest(registry)
+
+
+async def metrics_response(_request: web.Request) -> web.Response:
+    data = await asyncio.get_running_loop().run_in_executor(None, exposition)
+    return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})

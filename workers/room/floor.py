@@ -20,6 +20,7 @@ from typing import Any
 from livekit.agents import NOT_GIVEN, AgentSession, llm, utils
 from livekit.agents.voice import SpeechHandle
 
+from agents.fallback import MODEL_FAILED
 from agents.instructions import format_human_line
 from agents.persona import EndRequest, HandOverRequest, NextSpeakerRequest, PersonaAgent
 from config.catalog import Persona
@@ -62,6 +63,7 @@ class EndReason(StrEnum):
     MAX_TURNS = "max_turns"
     MAX_DURATION = "max_duration"
     END_CONVERSATION = "end_conversation"
+    MODEL_FAILED = "model_failed"  # a required persona's models all failed (its apology said)
     LOOP_GUARD = "loop_guard"
     HUMANS_LEFT = "humans_left"
     PERSONA_ERROR = "persona_error"
@@ -454,7 +456,8 @@ class Floor:
     async def _hear(self, line: HumanLine) -> tuple[str, str | None]:
         """A human spoke (or pressed a key): every persona hears it; exactly one answers.
         Returns who speaks next and any instructions for them."""
-        self._emit("human", identity=line.identity, text=line.text, **_key_field(line))
+        latency = {} if line.eou_delay_s is None else {"latency": {"eou_delay_s": line.eou_delay_s}}
+        self._emit("human", identity=line.identity, text=line.text, **_key_field(line), **latency)
         # a realtime lead heard it with its own model: relayed, it would be there twice
         heard_it = self._by_id.get(line.heard_by) if line.heard_by else None
         await self._relay(format_human_line(line.identity, line.text), exclude=heard_it)
@@ -502,7 +505,11 @@ class Floor:
         requests, self._requests = self._requests, []
         for req in requests:
             if isinstance(req, EndRequest):
-                self._end(EndReason.END_CONVERSATION, req.reason, req.persona)
+                if req.reason == MODEL_FAILED:  # the apology of agents/fallback.py
+                    detail = f"{speaker.label}: every model failed"
+                    self._end(EndReason.MODEL_FAILED, detail, req.persona)
+                else:
+                    self._end(EndReason.END_CONVERSATION, req.reason, req.persona)
                 return HUMANS, None  # not reached: the loop stops on the ending
         for req in requests:
             if isinstance(req, HandOverRequest):

@@ -65,13 +65,23 @@ class HumanLine:
     heard_by: str = ""
     # A key the caller pressed on a phone (DTMF): the floor applies the scenario's menu.
     key: str = ""
+    # Seconds from the end of the human's speech to its final transcript (the ear's), if known.
+    eou_delay_s: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "identity", normalise_identity(self.identity))
         object.__setattr__(self, "text", normalise_human_text(self.text))
 
     @classmethod
-    def of(cls, identity: str, text: str, *, heard_by: str = "", key: str = "") -> HumanLine | None:
+    def of(
+        cls,
+        identity: str,
+        text: str,
+        *,
+        heard_by: str = "",
+        key: str = "",
+        eou_delay_s: float | None = None,
+    ) -> HumanLine | None:
         """The normalised line, or None when nothing is left to say (it is dropped)."""
-        line = cls(identity, text, heard_by, key)
+        line = cls(identity, text, heard_by, key, eou_delay_s)
         return line if line.text else None

@@ -20,6 +20,7 @@ from config.catalog import Catalog
 from config.logging import get_logger
 from config.scenario import Scenario
 from workers.room.floor import Ending, EndReason, Floor, Speaker
+from workers.room.room_metrics import RoomMetrics
 from workers.room.seat import Seat
 from workers.room.stage import ModelsFor, Stage, StageCast, StageError, StageEvents
 from workers.room.stage.base import NotAnswered
@@ -69,6 +70,8 @@ async def run_room(
     is passed to `on_seat_failed` at once (to give its lease back) and the room goes on.
     A transcript that cannot be written (disk full) is logged once and never ends the room."""
     transcript = Transcript.create(transcripts_dir, room)
+    # the room's usage and latencies on Prometheus, as its transcript records them
+    transcript.subscribe(RoomMetrics(catalog))
     for listener in listeners:
         transcript.subscribe(listener)
     room_data = RoomData(scenario, catalog)

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterable, Callable
+from typing import Protocol
 
 from livekit import rtc
 from livekit.agents import stt, vad
@@ -25,7 +27,12 @@ from config.logging import get_logger
 
 log = get_logger("workers.room.stage.ears")
 
-HeardLine = Callable[[str, str], None]  # (identity, text)
+
+class HeardLine(Protocol):
+    def __call__(self, identity: str, text: str, *, eou_delay_s: float | None = None) -> None:
+        """A person's finished line; `eou_delay_s`: end of their speech -> final transcript."""
+
+
 StartedSpeaking = Callable[[str], None]  # (identity)
 
 
@@ -94,7 +101,7 @@ class Ears:
                 elif event.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
                     text = event.alternatives[0].text.strip() if event.alternatives else ""
                     if text:
-                        self._on_line(identity, text)
+                        self._on_line(identity, text, eou_delay_s=_eou_delay(event))
         except asyncio.CancelledError:
             raise
         except Exception as e:  # one person's broken audio must not end the room
@@ -104,3 +111,10 @@ class Ears:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await feeding
             await stream.aclose()
+
+
+def _eou_delay(event: stt.SpeechEvent) -> float | None:
+    """Seconds from the end of speech (livekit's StreamAdapter stamps it, wall clock) to now."""
+    if event.speech_end_time is None or event.speech_end_time <= 0:
+        return None
+    return round(max(time.time() - event.speech_end_time, 0.0), 4)

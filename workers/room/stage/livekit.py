@@ -69,10 +69,13 @@ class LiveHumans:
         self._here.discard(identity)
         self._changed.set()
 
-    def said(self, identity: str, text: str, *, heard_by: str = "") -> None:
+    def said(
+        self, identity: str, text: str, *, heard_by: str = "", eou_delay_s: float | None = None
+    ) -> None:
         """A human's finished turn, spoken or typed (an empty one is dropped). `heard_by`: the
-        persona whose model took it in itself (a realtime model hearing the audio)."""
-        line = HumanLine.of(identity, text, heard_by=heard_by)
+        persona whose model took it in itself (a realtime model hearing the audio);
+        `eou_delay_s`: from the end of speech to the final transcript, when an ear knows it."""
+        line = HumanLine.of(identity, text, heard_by=heard_by, eou_delay_s=eou_delay_s)
         if line is None:
             return
         self._lines.put_nowait(line)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -23,11 +24,12 @@ class Fault:
 class Faults:
     """Per route ("chat", "speech", "transcriptions", "realtime"), and optionally per persona,
     the faults still to inject, one per request, in order; and how many requests each route
-    (and "route/persona") saw."""
+    (and "route/persona") saw, and when (monotonic seconds)."""
 
     def __init__(self) -> None:
         self._queued: dict[str, deque[Fault]] = {}
         self.requests: dict[str, int] = {}
+        self.times: dict[str, list[float]] = {}
 
     def add(self, route: str, fault: Fault, times: int = 1, persona: str = "") -> None:
         key = f"{route}/{persona}" if persona else route
@@ -38,6 +40,7 @@ class Faults:
         own = f"{route}/{persona}"
         for key in (route, own):
             self.requests[key] = self.requests.get(key, 0) + 1
+            self.times.setdefault(key, []).append(time.monotonic())
         for key in (own, route):
             if queue := self._queued.get(key):
                 fault = queue.popleft()

@@ -1,5 +1,6 @@
-"""A local OpenAI-compatible server for the tests: the unmodified livekit-plugins-openai code
-runs against it on loopback, with no key and no network.
+"""A local OpenAI-compatible server: the unmodified livekit-plugins-openai code runs against it
+on loopback, with no paid key and no network. The tests and benchmarks start it in-process;
+`python -m workers.openai_server --port N` runs it for offline development.
 
 It speaks the real wire protocol (streamed chat completions, `/audio/speech`,
 `/audio/transcriptions`, the Realtime WebSocket). What it says is scripted: each persona's
@@ -10,7 +11,7 @@ the base URL it is given (`http://127.0.0.1:PORT/tim/v1`). `faults` makes it fai
 provider does (HTTP errors, stalls, broken streams, closed sockets).
 """
 
-from tests.openai_server.faults import Fault, Faults
-from tests.openai_server.server import OpenAIServer, scripted_brains
+from workers.openai_server.faults import Fault, Faults
+from workers.openai_server.server import OpenAIServer, scripted_brains
 
 __all__ = ["Fault", "Faults", "OpenAIServer", "scripted_brains"]

@@ -13,9 +13,9 @@ from aiohttp import web
 from agents.offline import OfflineLLM
 from config.catalog import Persona
 from config.scenario import Scenario
-from tests.openai_server.chat import chat_context, offered_tools, sse, sse_chunks
-from tests.openai_server.faults import Fault, Faults
-from tests.openai_server.speech import Ears, as_wav, speak, speak_stream
+from workers.openai_server.chat import chat_context, offered_tools, sse, sse_chunks
+from workers.openai_server.faults import Fault, Faults
+from workers.openai_server.speech import Ears, Voices, as_wav, speak, speak_stream
 
 KEY = "sk-local-test-server"
 
@@ -45,6 +45,7 @@ class OpenAIServer:
         human_lines: Sequence[str] = (),
         key: str = KEY,
         host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         self.brains = dict(brains)
         self.key = key
@@ -57,15 +58,16 @@ class OpenAIServer:
         self.relayed: dict[str, list[str]] = {}
         self.audio_in: dict[str, int] = {}
         self.ears = Ears(human_lines)
+        self.voices = Voices()
         self.sockets: set[web.WebSocketResponse] = set()
         self._runner: web.AppRunner | None = None
-        self.port = 0
+        self.port = port  # 0: a free port, chosen at start
 
     def base_url(self, persona: str) -> str:
         return f"http://{self.host}:{self.port}/{persona}/v1"
 
     async def start(self) -> None:
-        from tests.openai_server.realtime import realtime_socket
+        from workers.openai_server.realtime import realtime_socket
 
         app = web.Application(client_max_size=32 * 1024 * 1024)
         app.router.add_post("/{persona}/v1/chat/completions", self._chat)
@@ -81,7 +83,8 @@ class OpenAIServer:
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         sock = socket.socket()
-        sock.bind((self.host, 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
         await web.SockSite(self._runner, sock).start()
 
@@ -91,6 +94,7 @@ class OpenAIServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self.voices.aclose()
 
     # -- shared checks --------------------------------------------------------------------
 
@@ -179,7 +183,7 @@ class OpenAIServer:
         response = web.StreamResponse(headers=headers)
         await response.prepare(request)
         size = 0
-        async for chunk in speak_stream(text, body.get("voice", ""), persona):
+        async for chunk in speak_stream(self.voices.of(body.get("voice", ""), persona), text):
             size += len(chunk)
             delta = base64.b64encode(chunk).decode()
             await response.write(sse({"type": "speech.audio.delta", "audio": delta}))

@@ -16,9 +16,9 @@ import numpy as np
 from aiohttp import WSMsgType, web
 from livekit.agents import llm
 
-from tests.openai_server.chat import words
-from tests.openai_server.faults import Fault
-from tests.openai_server.speech import OPENAI_RATE, speak_stream
+from workers.openai_server.chat import words
+from workers.openai_server.faults import Fault
+from workers.openai_server.speech import OPENAI_RATE, speak_stream
 
 _ids = itertools.count(1)
 _WINDOW = 960  # 20 ms windows for the VAD
@@ -288,7 +288,7 @@ class RealtimeSession:
             )
         self.server.spoke(self.persona, text)  # its transcript is out: said, audio to follow
         n = 0
-        async for chunk in speak_stream(text, self.voice, self.persona):
+        async for chunk in speak_stream(self.server.voices.of(self.voice, self.persona), text):
             if fault is not None and fault.kind == "close" and n == 2:
                 await self.ws.close()  # mid-response: the client sees the socket go
                 raise asyncio.CancelledError
