@@ -42,6 +42,8 @@ SCRIPTS: dict[str, set[str]] = {
 # Scripts the smoke leaves out, and why.
 NOT_SMOKED = {
     "live_room": "needs root and `make livekit`: it runs in tests/live/livenet.sh's namespace",
+    "answer_latency": "needs root and `make livekit`; tests/live/test_answer_latency_bench.py "
+    "runs it --quick",
     "port_flood": "needs root and `make livekit`; tests/live/test_port_floods.py runs its flood",
     "room_overhead": "smoked, with its memory figures checked, by tests/test_bench_memory_smoke.py",
     "process_model": "smoked, with its memory figures checked, by tests/test_bench_memory_smoke.py",

@@ -454,7 +454,8 @@ class Floor:
     async def _hear(self, line: HumanLine) -> tuple[str, str | None]:
         """A human spoke (or pressed a key): every persona hears it; exactly one answers.
         Returns who speaks next and any instructions for them."""
-        self._emit("human", identity=line.identity, text=line.text, **_key_field(line))
+        heard = {"heard": dict(line.heard)} if line.heard else {}
+        self._emit("human", identity=line.identity, text=line.text, **_key_field(line), **heard)
         # a realtime lead heard it with its own model: relayed, it would be there twice
         heard_it = self._by_id.get(line.heard_by) if line.heard_by else None
         await self._relay(format_human_line(line.identity, line.text), exclude=heard_it)

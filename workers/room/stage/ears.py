@@ -2,9 +2,10 @@
 
 livekit's RoomIO links one participant, so a session hears one human at a time. Here each
 human gets an ear of their own: their audio frames go through their own VAD and STT stream
-(livekit's `stt.StreamAdapter`: the VAD cuts the audio into utterances and the STT transcribes
-each one), opened when they start to publish and closed when they leave. A silent person
-costs only VAD; the STT runs only on speech. Each finished utterance is a line attributed to
+(the VAD cuts the audio into utterances; a streaming STT decodes each as it is spoken, any
+other is transcribed when it ends, through livekit's `stt.StreamAdapter`), opened when they
+start to publish and closed when they leave. A silent person costs only VAD; the STT runs only
+on speech. Each finished utterance is a line attributed to
 that person; a person starting to speak is reported at once, so the floor can cut off a
 persona who is talking over them.
 
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterable, Callable
+import time
+from collections.abc import AsyncIterable, Callable, Mapping
+from typing import Protocol
 
 from livekit import rtc
 from livekit.agents import stt, vad
@@ -25,7 +28,15 @@ from config.logging import get_logger
 
 log = get_logger("workers.room.stage.ears")
 
-HeardLine = Callable[[str, str], None]  # (identity, text)
+
+class HeardLine(Protocol):
+    """A finished line: who said it, the text, and `heard`: when the ear heard it (wall-clock
+    seconds: `speech_end`, the VAD's estimate of the end of speech; `vad_end`, when the VAD
+    said so; `final`, when the transcript was ready)."""
+
+    def __call__(self, identity: str, text: str, *, heard: Mapping[str, float]) -> None: ...
+
+
 StartedSpeaking = Callable[[str], None]  # (identity)
 
 
@@ -40,8 +51,15 @@ class Ears:
         on_line: HeardLine,
         on_speaking: StartedSpeaking,
     ) -> None:
-        # one adapter serves every ear: each `stream()` is its own VAD stream and buffer
-        self._adapter = stt.StreamAdapter(stt=stt_model, vad=vad_model)
+        # A streaming STT (the offline one, given the VAD) decodes as the person speaks, so
+        # the text is ready at the end of speech; any other is wrapped in livekit's adapter,
+        # which transcribes each utterance after it ends (as livekit's own stt_node does).
+        # One serves every ear: each `stream()` is its own VAD stream and decoder state.
+        self._stt: stt.STT = (
+            stt_model
+            if stt_model.capabilities.streaming
+            else stt.StreamAdapter(stt=stt_model, vad=vad_model)
+        )
         self._on_line = on_line
         self._on_speaking = on_speaking
         self._ears: dict[str, asyncio.Task[None]] = {}
@@ -76,7 +94,7 @@ class Ears:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _listen(self, identity: str, frames: AsyncIterable[rtc.AudioFrame]) -> None:
-        stream = self._adapter.stream()
+        stream = self._stt.stream()
 
         async def feed() -> None:
             try:
@@ -87,14 +105,21 @@ class Ears:
                     stream.end_input()
 
         feeding = asyncio.create_task(feed(), name=f"ear-feed-{identity}")
+        heard: dict[str, float] = {}
         try:
             async for event in stream:
                 if event.type == stt.SpeechEventType.START_OF_SPEECH:
                     self._on_speaking(identity)
+                elif event.type == stt.SpeechEventType.END_OF_SPEECH:
+                    heard = {"vad_end": round(time.time(), 3)}
+                    if event.speech_end_time is not None:
+                        heard["speech_end"] = round(event.speech_end_time, 3)
                 elif event.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
                     text = event.alternatives[0].text.strip() if event.alternatives else ""
                     if text:
-                        self._on_line(identity, text)
+                        heard["final"] = round(time.time(), 3)
+                        self._on_line(identity, text, heard=heard)
+                    heard = {}
         except asyncio.CancelledError:
             raise
         except Exception as e:  # one person's broken audio must not end the room
