@@ -58,8 +58,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--settle", type=float, default=3.0, help="seconds after the last idle job prewarmed"
     )
+    p.add_argument("--idle-only", action="store_true", help="the idle worker only, no room")
     p.add_argument("--quick", action="store_true", help="smoke run: openai, 4 personas, 4 turns")
     args = p.parse_args(argv)
+    if args.idle_only:
+        args.personas = []
     if args.quick:
         args.voice, args.personas, args.turns, args.settle = "openai", [4], 4, 1.0
     return args
@@ -91,6 +94,8 @@ def _worker_env(voice: str, cwd: Path) -> dict[str, str]:
     )
     if voice == "openai":
         env["OPENAI_API_KEY"] = FAKE_KEY
+        # nothing is asked while idle; were it, it would reach nothing (a closed port)
+        env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{closed_port()}/v1"
     return env
 
 
@@ -199,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     rooms = {
         voice: {str(p): room_job(voice, p, args.turns) for p in args.personas} for voice in voices
     }
-    biggest = str(max(args.personas))
-    growth = {v: rooms[v][biggest]["growth"]["uss_mb"] for v in voices}
+    biggest = str(max(args.personas, default=0))
+    growth = {v: rooms[v][biggest]["growth"]["uss_mb"] for v in voices if args.personas}
     emit(
         {
             "bench": "room_overhead",

@@ -196,6 +196,22 @@ def test_job_processes_preload_what_the_worker_imports_but_not_its_main_module()
     assert "RuntimeWarning" not in done.stderr
 
 
+def test_the_main_process_loads_no_model_and_job_processes_get_them_preloaded():
+    """The worker's main process runs no model: importing the worker loads no model plugin
+    (silero's onnxruntime, openai's plugin: ~40 MB PSS), no offline voice; the forkserver
+    preloads them for the job processes, where livekit lets them register."""
+    import subprocess
+
+    heavy = ("livekit.plugins", "onnxruntime", "pocketsphinx", "agents.models", "agents.offline")
+    code = (
+        f"import sys, workers.multi\nprint([m for m in sys.modules if m.startswith({heavy!r})])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert {"agents.models", "agents.offline", "workers.job.runner"} <= set(multi.JOB_PRELOAD)
+
+
 def test_the_dev_key_alone_signs_without_pyjwts_short_key_warning():
     import warnings
 
