@@ -34,6 +34,7 @@ SCRIPTS: dict[str, set[str]] = {
     "vad_cost": {"by_listeners", "growth_first_to_last", "aim"},
     "offline_voice": {"tts", "stt", "end_to_final", "aim"},
     "ear_bounds": {"build", "decode", "worst_realtime_share"},
+    "ear_cost": {"runs", "per_silent_person", "per_speaking_person", "aims"},
     "selector": {"strategies", "one_campaign", "aim", "meets_aim_everywhere"},
     "selector_redis": {"memory", "redis"},
     "openai_path": {"by_mode", "aim", "load_average"},
@@ -170,6 +171,13 @@ def test_figures_have_the_promised_shape(bench_result: tuple[str, dict[str, Any]
             assert row["n"] == 4 * r["params"]["rooms_per_mode"]
             assert 0 < row["p50_ms"] <= row["p95_ms"]
         assert set(r["aim"]) == {"pipeline", "realtime"}
+    elif name == "ear_cost":
+        assert set(r["runs"]) == {"silent_1", "speaking_1", "speaking_1_silent_2"}
+        for run in r["runs"].values():  # one STT stream per person, whatever they do
+            assert run["stt_streams"] == run["silent"] + run["speaking"]
+        assert r["runs"]["silent_1"]["utterances_decoded"] == 0  # silence decodes nothing
+        assert r["per_speaking_person"]["lines_heard"] == 3
+        assert r["per_silent_person"]["core_share"]["1"] > 0
     elif name == "selector":
         assert set(r["strategies"]) == set(r["one_campaign"]["strategies"])
         assert set(r["strategies"]) == {"primary_first", "round_robin", "least_loaded", "random"}
