@@ -172,7 +172,12 @@ def test_figures_have_the_promised_shape(bench_result: tuple[str, dict[str, Any]
             assert 0 < row["p50_ms"] <= row["p95_ms"]
         assert set(r["aim"]) == {"pipeline", "realtime"}
     elif name == "ear_cost":
-        assert set(r["runs"]) == {"silent_1", "speaking_1", "speaking_1_silent_2"}
+        assert set(r["runs"]) == {
+            "silent_1",
+            "silent_1_room_noise",
+            "speaking_1",
+            "speaking_1_silent_2",
+        }
         for run in r["runs"].values():  # one STT stream per person, whatever they do
             assert run["stt_streams"] == run["silent"] + run["speaking"]
         assert r["runs"]["silent_1"]["utterances_decoded"] == 0  # silence decodes nothing

@@ -15,7 +15,7 @@ from livekit.plugins import silero
 
 from agents.espeak_tts import espeak_voice_for, synthesize_pcm
 from agents.sphinx_stt import SphinxSTT
-from workers.room.stage.ears import Ears
+from workers.room.stage.ears import QUIET_HOLD_S, Ears, SilenceGate
 
 pytestmark = pytest.mark.integration
 FRAME_MS = 10
@@ -180,3 +180,20 @@ async def test_a_streaming_stt_decodes_as_people_speak_and_a_silent_person_costs
     assert heard.lines == [("jamie", LINES[0]), ("sam", LINES[2])]
     assert (stt.streamed, stt.recognised) == (2, 0)
     assert "quiet" not in heard.speaking
+
+
+def test_the_silence_gate_spares_the_vad_a_quiet_microphone_but_never_a_pause_in_speech():
+    """A microphone quiet for more than QUIET_HOLD_S, while the VAD is not in speech, is not
+    sent to the VAD; any sound opens it at once; during speech every frame goes through."""
+    gate = SilenceGate()
+    quiet = rtc.AudioFrame(b"\x05\x00" * 160, 16000, 1, 160)  # 10 ms at peak 5
+    loud = rtc.AudioFrame(b"\x00\x10" * 160, 16000, 1, 160)  # peak 4096
+    hold = round(QUIET_HOLD_S / 0.01)
+    assert gate.passes(loud)
+    assert all(gate.passes(quiet) for _ in range(hold))  # a pause: the VAD sees it whole
+    assert not any(gate.passes(quiet) for _ in range(50))  # then quiet: spared
+    assert gate.passes(loud)  # sound again: through at once
+    gate.in_speech = True  # the VAD is in speech: its end needs every quiet frame
+    assert all(gate.passes(quiet) for _ in range(3 * hold))
+    gate.in_speech = False
+    assert not gate.passes(quiet)

@@ -1,13 +1,14 @@
 """Every human in the room heard: one listening pipeline per person.
 
-livekit's RoomIO links one participant, so a session hears one human at a time. Here each
-human gets an ear of their own: their audio frames go through their own VAD and STT stream
-(the VAD cuts the audio into utterances; a streaming STT decodes each as it is spoken, any
-other is transcribed when it ends, through livekit's `stt.StreamAdapter`), opened when they
-start to publish and closed when they leave. A silent person costs only VAD; the STT runs only
-on speech. Each finished utterance is a line attributed to
-that person; a person starting to speak is reported at once, so the floor can cut off a
-persona who is talking over them.
+livekit's RoomIO links one participant, so a session hears one human at a time. Here each human
+gets an ear of their own: their audio frames go through their own VAD and STT stream (the VAD
+cuts the audio into utterances; a streaming STT decodes each as it is spoken, any other is
+transcribed when it ends, through livekit's `stt.StreamAdapter`), opened when they start to
+publish and closed when they leave. The STT runs only on speech; a silent person costs only VAD,
+and once their microphone has been quiet for a second (muted, or nothing above about -60 dBFS)
+not even that, until it carries sound again (`SilenceGate`). Each finished utterance is a line
+attributed to that person; a person starting to speak is reported at once, so the floor can cut
+off a persona who is talking over them.
 
 The ears know nothing of LiveKit: the stage hands each one an async iterator of audio frames
 (a subscribed track's `rtc.AudioStream`, or scripted audio in tests).
@@ -21,12 +22,39 @@ import time
 from collections.abc import AsyncIterable, Callable, Mapping
 from typing import Protocol
 
+import numpy as np
 from livekit import rtc
 from livekit.agents import stt, vad
 
 from config.logging import get_logger
 
 log = get_logger("workers.room.stage.ears")
+
+# A frame whose samples all stay within this (int16; about -60 dBFS) carries no speech: a muted
+# or silent microphone. Once the VAD has seen this much of such quiet and is not in speech,
+# more of it is not sent to the VAD: it would only spend silero's inference (~3% of a core a
+# person, bench.ear_cost) to find nothing. Longer than any pause inside speech, so a line's
+# pauses always reach the VAD and the STT whole.
+QUIET_PEAK = 32
+QUIET_HOLD_S = 1.0
+
+
+class SilenceGate:
+    """Whether a person's next frame goes to their VAD: not once QUIET_HOLD_S of quiet frames
+    have passed while the VAD is not in speech (`in_speech`, set from the stream's events);
+    the first frame that is not quiet opens it again."""
+
+    def __init__(self) -> None:
+        self.in_speech = False
+        self._quiet_us = 0  # whole microseconds: 100 frames of 10 ms are exactly 1 s
+
+    def passes(self, frame: rtc.AudioFrame) -> bool:
+        samples = np.frombuffer(frame.data, dtype=np.int16)
+        if samples.size and int(np.abs(samples.astype(np.int32)).max()) > QUIET_PEAK:
+            self._quiet_us = 0
+            return True
+        self._quiet_us += frame.samples_per_channel * 1_000_000 // max(frame.sample_rate, 1)
+        return self.in_speech or self._quiet_us <= QUIET_HOLD_S * 1_000_000
 
 
 class HeardLine(Protocol):
@@ -96,10 +124,13 @@ class Ears:
     async def _listen(self, identity: str, frames: AsyncIterable[rtc.AudioFrame]) -> None:
         stream = self._stt.stream()
 
+        gate = SilenceGate()
+
         async def feed() -> None:
             try:
                 async for frame in frames:
-                    stream.push_frame(frame)
+                    if gate.passes(frame):
+                        stream.push_frame(frame)
             finally:
                 with contextlib.suppress(RuntimeError):  # the stream was closed meanwhile
                     stream.end_input()
@@ -109,8 +140,10 @@ class Ears:
         try:
             async for event in stream:
                 if event.type == stt.SpeechEventType.START_OF_SPEECH:
+                    gate.in_speech = True
                     self._on_speaking(identity)
                 elif event.type == stt.SpeechEventType.END_OF_SPEECH:
+                    gate.in_speech = False
                     heard = {"vad_end": round(time.time(), 3)}
                     if event.speech_end_time is not None:
                         heard["speech_end"] = round(event.speech_end_time, 3)
