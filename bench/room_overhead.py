@@ -1,19 +1,19 @@
 """What the real worker costs idle, and what a room adds: PSS and USS per process.
 
 Run from the project root: `python -m bench.room_overhead [--quick] [--voice both|openai|offline]
-[--personas 1 2 4] [--turns 20] [--settle 3]`. Prints one JSON object.
+[--personas 1 2 4] [--turns 20] [--settle 3] [--idle-only]`. Prints one JSON object.
 
 1. **The idle worker** (`idle_worker`): `python -m workers.multi start`, the user's command,
    with no LiveKit server: LIVEKIT_URL is a loopback port nothing listens on. The credentials
-   preflight (workers/main/livekit_check.py) takes a refused connection for "the server could not
-   be asked" and leaves it to livekit's registration retries, so the worker runs as it would
+   preflight (workers/main/livekit_check.py) takes a refused connection for "the server could
+   not be asked" and leaves it to livekit's registration retries, so the worker runs as it would
    while its server is away: main process, multiprocessing's resource tracker, livekit's
-   forkserver and the idle job processes livekit keeps prewarmed (`num_idle_processes`, its
-   default: one per core, up to 4). Once each of them has prewarmed (livekit's "process
-   initialized") and `--settle` seconds have passed, every process of the tree is read from
-   /proc/<pid>/smaps_rollup. `openai`: a (fake, never used) OPENAI_API_KEY, so prewarm loads
-   what a production job process loads; `offline`: no key, prewarm also loads the offline
-   voice (eSpeak NG, pocketsphinx).
+   forkserver and the idle job processes livekit keeps prewarmed (`num_idle_processes`: the
+   worker's `IDLE_PROCESSES`, half the cores by default). Once each of them has prewarmed
+   (livekit's "process initialized") and `--settle` seconds have passed, every process of the
+   tree is read from /proc/<pid>/smaps_rollup. `openai`: a (fake, never used) OPENAI_API_KEY, so
+   prewarm loads what a production job process loads; `offline`: no key, prewarm also loads the
+   offline voice (eSpeak NG, pocketsphinx).
 2. **A room's job process** (`room_job_process`): livekit runs one job per process, so a room
    costs one job process; R rooms at once cost R of them. The job process is started as the
    worker starts it (bench.process_model's layout (a): workers.multi's server, livekit's
