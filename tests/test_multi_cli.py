@@ -213,26 +213,28 @@ def test_the_main_process_loads_no_model_and_job_processes_get_them_preloaded():
     assert {"agents.models", "agents.offline", "workers.job.runner"} <= set(multi.JOB_PRELOAD)
 
 
-def test_the_prewarmed_pool_is_half_the_cores_unless_set(no_livekit_env, monkeypatch):
-    """livekit keeps one prewarmed job process per core by default (~70 MB PSS each, ~185 MB
-    offline); the worker keeps half the cores' worth, at least one, or IDLE_PROCESSES."""
+def test_the_prewarmed_pool_is_livekits_unless_idle_processes_is_set(no_livekit_env, monkeypatch):
+    """IDLE_PROCESSES sizes livekit's pool of prewarmed job processes (`start`; `dev` keeps
+    none); unset, livekit's own default stands."""
     from livekit.agents.worker import ServerEnvOption
 
-    assert [multi.idle_processes(None, cores) for cores in (1, 2, 3, 8)] == [1, 1, 1, 4]
-    assert multi.idle_processes(0, 8) == 0 and multi.idle_processes(3, 2) == 3
     given: dict[str, Any] = {}
 
     class Recorded(MultiPersonaServer):
         def __init__(self, worker: Any, **kwargs: Any) -> None:
+            given.clear()
             given.update(kwargs)
             super().__init__(worker, **kwargs)
 
     monkeypatch.setattr(multi, "MultiPersonaServer", Recorded)
-    monkeypatch.setenv("IDLE_PROCESSES", "3")
+    settings = Settings()
+    multi.build_server(settings, load_catalog(settings.catalog_path))
+    assert "num_idle_processes" not in given
+    monkeypatch.setenv("IDLE_PROCESSES", "1")
     settings = Settings()
     multi.build_server(settings, load_catalog(settings.catalog_path))
     option = given["num_idle_processes"]
-    assert ServerEnvOption.getvalue(option, False) == 3  # start
+    assert ServerEnvOption.getvalue(option, False) == 1  # start
     assert ServerEnvOption.getvalue(option, True) == 0  # dev
 
 

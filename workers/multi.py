@@ -87,6 +87,15 @@ def build_server(
         kwargs["port"] = settings.worker_http_port
     if settings.prometheus_port is not None:
         kwargs["prometheus_port"] = settings.prometheus_port  # /metrics, with workers.main.metrics
+    if settings.idle_processes is not None:
+        # Unset: livekit's one per core. Fewer saves each one's models (~97 MB PSS, ~186 MB
+        # offline: bench.room_overhead), but livekit counts a room being launched, while no
+        # room runs, as load_threshold / idle processes: with one, the worker reports itself
+        # full until that room's process has started, and another room offered meanwhile
+        # goes elsewhere (or nowhere).
+        kwargs["num_idle_processes"] = ServerEnvOption(
+            dev_default=0, prod_default=settings.idle_processes
+        )
     server = MultiPersonaServer(
         worker,
         setup_fnc=prewarm,
@@ -96,9 +105,6 @@ def build_server(
         load_threshold=ServerEnvOption(dev_default=math.inf, prod_default=settings.load_threshold),
         log_level=_livekit_log_level(settings.log_level),
         max_retry=settings.worker_connect_retries,
-        num_idle_processes=ServerEnvOption(
-            dev_default=0, prod_default=idle_processes(settings.idle_processes)
-        ),
         # imported once in the forkserver, so each job process starts warm
         preload_modules=list(JOB_PRELOAD),
         **kwargs,
@@ -122,16 +128,6 @@ def build_server(
 
     server.on("worker_started", on_started)
     return server
-
-
-def idle_processes(setting: int | None, cores: int | None = None) -> int:
-    """How many prewarmed job processes `start` keeps: IDLE_PROCESSES, else half the cores
-    (at least one; livekit's default is one per core). Each holds its own models (~70 MB PSS,
-    ~185 MB with the offline voice). livekit starts a replacement as soon as one takes a room,
-    so only a second room offered within that prewarm (a few seconds) waits for it."""
-    if setting is not None:
-        return setting
-    return max(1, (cores or os.cpu_count() or 1) // 2)
 
 
 # -- job process -----------------------------------------------------------------------------
