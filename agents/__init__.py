@@ -2,7 +2,9 @@
 and model construction (OpenAI plugins, or the offline scripted model).
 
 Importing the package registers every role module, so `build_agent` and `ROLE_BRIEFS` know
-all roles. May import config/ and livekit, never workers/ or tests/.
+all roles. May import config/ and livekit, never workers/ or tests/. Model construction
+(`agents.models`, `agents.offline`) is imported from its own modules, not here: the worker's
+main process imports the roles but runs no model, so it never loads the model plugins.
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ from __future__ import annotations
 from agents.dispatcher import DispatcherAgent
 from agents.driver import DriverAgent
 from agents.instructions import ROLE_BRIEFS, build_instructions
-from agents.models import SessionModels, build_models, build_text_models
-from agents.offline import OfflineLLM, offline_models
 from agents.outcome import Outcome, OutcomeEntry
 from agents.persona import (
     EndRequest,
@@ -35,7 +35,6 @@ __all__ = [
     "FloorRequests",
     "HandOverRequest",
     "NextSpeakerRequest",
-    "OfflineLLM",
     "Outcome",
     "OutcomeEntry",
     "PersonaAgent",
@@ -43,13 +42,9 @@ __all__ = [
     "ReferenceData",
     "RoomData",
     "SalesAgent",
-    "SessionModels",
     "SupportAgent",
     "VoicemailAgent",
     "build_agent",
     "build_instructions",
-    "build_models",
-    "build_text_models",
     "load_reference",
-    "offline_models",
 ]

@@ -14,11 +14,12 @@ in their words) and keeps that result (the expected line, as written) when it co
 much speech as the free-form decoding of the same audio (see `_grammar_holds`); otherwise, or
 with no phrases, the free-form text is the transcript.
 
-pocketsphinx decoders are not thread-safe: the process shares one pair (free-form ~90 MB,
-grammar ~27 MB; built on first use) behind one lock, which an utterance holds from its start
-to its end; each phrase set is one more search on the grammar decoder. Decoding runs in a
-worker thread, never on the event loop, and in 50 ms chunks: pocketsphinx holds the GIL inside
-each call, so one long call would stall the loop anyway.
+pocketsphinx decoders are not thread-safe: the process shares one pair (free-form ~90 MB;
+grammar ~27 MB, only once a scenario gives lines; each built on first use) behind one lock,
+which an utterance holds from its start to its end; each phrase set is one more search on the
+grammar decoder. Decoding runs in a worker thread, never on the event loop, and in 50 ms
+chunks: pocketsphinx holds the GIL inside each call, so one long call would stall the loop
+anyway.
 """
 
 from __future__ import annotations
@@ -336,9 +337,10 @@ def _is_filler(word: str) -> bool:
 
 
 class SphinxRecognizer:
-    """Two pocketsphinx decoders, built on first use, used under one lock: the free-form one
-    (the language model, ~90 MB) and the grammar one (no language model, ~27 MB; one search per
-    phrase grammar), so that one utterance can stream through both searches at once.
+    """Two pocketsphinx decoders, each built on first use, used under one lock: the free-form
+    one (the language model, ~90 MB) and the grammar one (no language model, ~27 MB; one search
+    per phrase grammar; built with the first grammar), so that one utterance can stream
+    through both searches at once.
     Thread-safe; blocking: call it from a worker thread."""
 
     def __init__(self) -> None:
@@ -349,36 +351,49 @@ class SphinxRecognizer:
 
     @property
     def ready(self) -> bool:
-        """Whether the decoders are built (the first use takes ~0.4 s and ~120 MB)."""
+        """Whether the free-form decoder is built (the first use takes ~0.3 s and ~90 MB)."""
         return self._decoder is not None
 
     def load(self) -> None:
-        """Build the decoders now (blocking, ~0.4 s, holds the GIL): in a worker's setup_fnc,
-        before any room runs, rather than on a room's first utterance."""
+        """Build the free-form decoder now (blocking, ~0.3 s, holds the GIL): in a worker's
+        setup_fnc, before any room runs, rather than on a room's first utterance. The grammar
+        decoder comes with the first grammar (SphinxSTT.prewarm, at the session's start)."""
         with self._lock:
             self._get_decoder()
+
+    @staticmethod
+    def _options() -> dict[str, Any]:
+        # fwdflat (a second pass over the whole utterance at end_utt) is one long C call
+        # that holds the GIL; off, eSpeak speech decodes better too (84% vs 78% of words)
+        return {
+            "samprate": SAMPLE_RATE,
+            "loglevel": "FATAL",
+            "fwdflat": False,
+            "maxhmmpf": _MAX_HMM_PER_FRAME,
+        }
 
     def _get_decoder(self) -> Any:
         if self._decoder is None:
             from pocketsphinx import Decoder
 
-            # fwdflat (a second pass over the whole utterance at end_utt) is one long C call
-            # that holds the GIL; off, eSpeak speech decodes better too (84% vs 78% of words)
-            options = {
-                "samprate": SAMPLE_RATE,
-                "loglevel": "FATAL",
-                "fwdflat": False,
-                "maxhmmpf": _MAX_HMM_PER_FRAME,
-            }
-            d = Decoder(**options)
+            d = Decoder(**self._options())
             d.add_jsgf_string(_CMN_SEARCH, _CMN_JSGF)
-            self._grammar_decoder = Decoder(lm=None, **options)
             self._decoder = d
         return self._decoder
 
     def _get_grammar_decoder(self) -> Any:
-        self._get_decoder()
+        """Built with the first phrase grammar: a process whose rooms expect no lines (no
+        `human_lines`, or no human at all) never holds its ~27 MB."""
+        if self._grammar_decoder is None:
+            from pocketsphinx import Decoder
+
+            self._grammar_decoder = Decoder(lm=None, **self._options())
         return self._grammar_decoder
+
+    @property
+    def grammar_ready(self) -> bool:
+        """Whether the grammar decoder is built (observability, tests)."""
+        return self._grammar_decoder is not None
 
     def grammar_for(self, phrases: Sequence[str]) -> PhraseGrammar | None:
         """The grammar of `phrases`, registered as a search; None if none of their words is

@@ -1,19 +1,19 @@
 """What the real worker costs idle, and what a room adds: PSS and USS per process.
 
 Run from the project root: `python -m bench.room_overhead [--quick] [--voice both|openai|offline]
-[--personas 1 2 4] [--turns 20] [--settle 3]`. Prints one JSON object.
+[--personas 1 2 4] [--turns 20] [--settle 3] [--idle-only]`. Prints one JSON object.
 
 1. **The idle worker** (`idle_worker`): `python -m workers.multi start`, the user's command,
    with no LiveKit server: LIVEKIT_URL is a loopback port nothing listens on. The credentials
-   preflight (workers/main/livekit_check.py) takes a refused connection for "the server could not
-   be asked" and leaves it to livekit's registration retries, so the worker runs as it would
+   preflight (workers/main/livekit_check.py) takes a refused connection for "the server could
+   not be asked" and leaves it to livekit's registration retries, so the worker runs as it would
    while its server is away: main process, multiprocessing's resource tracker, livekit's
-   forkserver and the idle job processes livekit keeps prewarmed (`num_idle_processes`, its
-   default: one per core, up to 4). Once each of them has prewarmed (livekit's "process
-   initialized") and `--settle` seconds have passed, every process of the tree is read from
-   /proc/<pid>/smaps_rollup. `openai`: a (fake, never used) OPENAI_API_KEY, so prewarm loads
-   what a production job process loads; `offline`: no key, prewarm also loads the offline
-   voice (eSpeak NG, pocketsphinx).
+   forkserver and the idle job processes livekit keeps prewarmed (`num_idle_processes`: the
+   worker's `IDLE_PROCESSES`, half the cores by default). Once each of them has prewarmed
+   (livekit's "process initialized") and `--settle` seconds have passed, every process of the
+   tree is read from /proc/<pid>/smaps_rollup. `openai`: a (fake, never used) OPENAI_API_KEY, so
+   prewarm loads what a production job process loads; `offline`: no key, prewarm also loads the
+   offline voice (eSpeak NG, pocketsphinx).
 2. **A room's job process** (`room_job_process`): livekit runs one job per process, so a room
    costs one job process; R rooms at once cost R of them. The job process is started as the
    worker starts it (bench.process_model's layout (a): workers.multi's server, livekit's
@@ -58,8 +58,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--settle", type=float, default=3.0, help="seconds after the last idle job prewarmed"
     )
+    p.add_argument("--idle-only", action="store_true", help="the idle worker only, no room")
     p.add_argument("--quick", action="store_true", help="smoke run: openai, 4 personas, 4 turns")
     args = p.parse_args(argv)
+    if args.idle_only:
+        args.personas = []
     if args.quick:
         args.voice, args.personas, args.turns, args.settle = "openai", [4], 4, 1.0
     return args
@@ -91,6 +94,8 @@ def _worker_env(voice: str, cwd: Path) -> dict[str, str]:
     )
     if voice == "openai":
         env["OPENAI_API_KEY"] = FAKE_KEY
+        # nothing is asked while idle; were it, it would reach nothing (a closed port)
+        env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{closed_port()}/v1"
     return env
 
 
@@ -199,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     rooms = {
         voice: {str(p): room_job(voice, p, args.turns) for p in args.personas} for voice in voices
     }
-    biggest = str(max(args.personas))
-    growth = {v: rooms[v][biggest]["growth"]["uss_mb"] for v in voices}
+    biggest = str(max(args.personas, default=0))
+    growth = {v: rooms[v][biggest]["growth"]["uss_mb"] for v in voices if args.personas}
     emit(
         {
             "bench": "room_overhead",

@@ -34,6 +34,7 @@ SCRIPTS: dict[str, set[str]] = {
     "vad_cost": {"by_listeners", "growth_first_to_last", "aim"},
     "offline_voice": {"tts", "stt", "end_to_final", "aim"},
     "ear_bounds": {"build", "decode", "worst_realtime_share"},
+    "ear_cost": {"runs", "per_silent_person", "per_speaking_person", "aims"},
     "selector": {"strategies", "one_campaign", "aim", "meets_aim_everywhere"},
     "selector_redis": {"memory", "redis"},
     "openai_path": {"by_mode", "aim", "load_average"},
@@ -43,6 +44,8 @@ SCRIPTS: dict[str, set[str]] = {
 # Scripts the smoke leaves out, and why.
 NOT_SMOKED = {
     "live_room": "needs root and `make livekit`: it runs in tests/live/livenet.sh's namespace",
+    "answer_latency": "needs root and `make livekit`; tests/live/test_answer_latency_bench.py "
+    "runs it --quick",
     "port_flood": "needs root and `make livekit`; tests/live/test_port_floods.py runs its flood",
     "bridge_relay": "needs root and `make livekit`; tests/live/test_bridge.py runs the bridge",
     "room_overhead": "smoked, with its memory figures checked, by tests/test_bench_memory_smoke.py",
@@ -174,6 +177,18 @@ def test_figures_have_the_promised_shape(bench_result: tuple[str, dict[str, Any]
         assert set(stages) == {"floor_gap_s", "llm_ttft_s", "llm_first_sentence_s", "tts_ttfb_s"}
         assert all(0 <= s["p50"] <= s["p95"] for s in stages.values())
         assert set(r["aim"]) == {"pipeline", "realtime"}
+    elif name == "ear_cost":
+        assert set(r["runs"]) == {
+            "silent_1",
+            "silent_1_room_noise",
+            "speaking_1",
+            "speaking_1_silent_2",
+        }
+        for run in r["runs"].values():  # one STT stream per person, whatever they do
+            assert run["stt_streams"] == run["silent"] + run["speaking"]
+        assert r["runs"]["silent_1"]["utterances_decoded"] == 0  # silence decodes nothing
+        assert r["per_speaking_person"]["lines_heard"] == 3
+        assert r["per_silent_person"]["core_share"]["1"] > 0
     elif name == "selector":
         assert set(r["strategies"]) == set(r["one_campaign"]["strategies"])
         assert set(r["strategies"]) == {"primary_first", "round_robin", "least_loaded", "random"}

@@ -181,6 +181,25 @@ async def test_a_line_empty_after_normalisation_is_dropped(
         assert [t for t in texts if t.startswith("[human ")] == ['[human caller said] "Hello?"']
 
 
+async def test_a_spoken_line_records_when_the_ear_heard_it(
+    catalog, tmp_path, scenarios_dir
+) -> None:
+    """An ear's timings (VAD end of speech, final transcript) reach the `human` record, where
+    the answer latency benchmark splits a spoken answer's time; a typed line has none."""
+    humans = LiveHumans()
+    humans.joined("caller")
+    heard = {"speech_end": 100.1, "vad_end": 100.6, "final": 100.65}
+    humans.said("caller", "Is the load on time?", heard=heard)
+    humans.said("caller", "Hello?")
+    room = HumanRoom(catalog, tmp_path, scenarios_dir)
+    await room.run(LocalStage(humans=humans))
+    spoken, typed = room.events("human")
+    assert spoken["heard"] == heard
+    # its end-of-utterance delay (end of speech -> final text), for the latency histogram
+    assert spoken["latency"] == {"eou_delay_s": 0.55}
+    assert "heard" not in typed and "latency" not in typed
+
+
 async def test_a_hostile_identity_is_bounded_and_cannot_close_the_tag(
     catalog, tmp_path, scenarios_dir
 ) -> None:

@@ -13,17 +13,11 @@ from livekit.agents import RunResult
 from livekit.agents.vad import VAD
 from livekit.plugins import openai, silero
 
-from agents import (
-    OfflineLLM,
-    RecordingFloor,
-    RoomData,
-    build_agent,
-    build_models,
-    build_text_models,
-    offline_models,
-)
+from agents import RecordingFloor, RoomData, build_agent
 from agents.espeak_tts import EspeakTTS
 from agents.fallback import ApologyLLM, chain
+from agents.models import build_models, build_text_models
+from agents.offline import OfflineLLM, offline_models
 from config.scenario import ScriptLine
 from config.settings import Settings
 from tests.fakes import cast_of, offline_session, scenario_for

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from livekit.agents import cli
 
+from config.catalog import load_catalog
 from config.settings import Settings
 from workers import multi
 from workers.main.livekit_check import export_livekit_env, missing_livekit
@@ -194,6 +195,47 @@ def test_job_processes_preload_what_the_worker_imports_but_not_its_main_module()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "RuntimeWarning" not in done.stderr
+
+
+def test_the_main_process_loads_no_model_and_job_processes_get_them_preloaded():
+    """The worker's main process runs no model: importing the worker loads no model plugin
+    (silero's onnxruntime, openai's plugin: ~40 MB PSS), no offline voice; the forkserver
+    preloads them for the job processes, where livekit lets them register."""
+    import subprocess
+
+    heavy = ("livekit.plugins", "onnxruntime", "pocketsphinx", "agents.models", "agents.offline")
+    code = (
+        f"import sys, workers.multi\nprint([m for m in sys.modules if m.startswith({heavy!r})])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert {"agents.models", "agents.offline", "workers.job.runner"} <= set(multi.JOB_PRELOAD)
+
+
+def test_the_prewarmed_pool_is_livekits_unless_idle_processes_is_set(no_livekit_env, monkeypatch):
+    """IDLE_PROCESSES sizes livekit's pool of prewarmed job processes (`start`; `dev` keeps
+    none); unset, livekit's own default stands."""
+    from livekit.agents.worker import ServerEnvOption
+
+    given: dict[str, Any] = {}
+
+    class Recorded(MultiPersonaServer):
+        def __init__(self, worker: Any, **kwargs: Any) -> None:
+            given.clear()
+            given.update(kwargs)
+            super().__init__(worker, **kwargs)
+
+    monkeypatch.setattr(multi, "MultiPersonaServer", Recorded)
+    settings = Settings()
+    multi.build_server(settings, load_catalog(settings.catalog_path))
+    assert "num_idle_processes" not in given
+    monkeypatch.setenv("IDLE_PROCESSES", "1")
+    settings = Settings()
+    multi.build_server(settings, load_catalog(settings.catalog_path))
+    option = given["num_idle_processes"]
+    assert ServerEnvOption.getvalue(option, False) == 1  # start
+    assert ServerEnvOption.getvalue(option, True) == 0  # dev
 
 
 def test_the_dev_key_alone_signs_without_pyjwts_short_key_warning():

@@ -325,6 +325,18 @@ def test_recognizer_builds_its_decoder_once_on_demand_or_on_load():
     assert recognizer.ready
 
 
+def test_the_grammar_decoder_is_built_only_when_a_scenario_gives_lines(support_lines):
+    """A process whose rooms expect no lines never holds the grammar decoder (~27 MB): the
+    worker's prewarm loads the free-form one only; the first phrase grammar builds it."""
+    recognizer = SphinxRecognizer()
+    recognizer.load()
+    assert recognizer.ready and not recognizer.grammar_ready
+    SphinxSTT(recognizer=recognizer).recognize_pcm(b"\x00\x00" * 16000)  # no phrases
+    assert not recognizer.grammar_ready
+    assert recognizer.grammar_for(support_lines) is not None
+    assert recognizer.grammar_ready
+
+
 async def test_prewarmed_stt_hears_like_a_cold_one(support_lines):
     stt = SphinxSTT(phrases=support_lines, recognizer=SphinxRecognizer())
     stt.prewarm()  # what livekit calls when the agent starts

@@ -26,13 +26,11 @@ from typing import Any
 from livekit.agents import JobContext, JobProcess, cli
 from livekit.agents.worker import ServerEnvOption
 
-from agents.models import load_vad, room_models_choice
-from agents.offline import warm_offline_voice
+from agents.endpoints import models_choice
 from config.catalog import Catalog, load_catalog
 from config.errors import ConfigError
 from config.logging import configure_logging, get_logger
 from config.settings import SETTINGS_ERRORS, Settings, describe_settings_error, get_settings
-from workers.job.runner import run_job
 from workers.main.fd_limit import fd_limit, raise_fd_limit
 from workers.main.livekit_check import (
     COMMANDS_NEEDING_LIVEKIT,
@@ -59,7 +57,16 @@ PRELOAD_LOCAL_INFERENCE = "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE"
 # not this module itself. Each job process runs the worker's main module again as
 # `__mp_main__` (multiprocessing's preparation of a child); had the forkserver imported it
 # already, runpy would print a RuntimeWarning in every job process.
-JOB_PRELOAD = ("workers.job.runner", "workers.main.worker_load", "workers.main.livekit_check")
+# The model plugins (silero, openai: ~40 MB) and the models built on them are job-process
+# code: the forkserver imports them (on its main thread, where livekit lets a plugin register)
+# and the main process, which runs no model, never does (bench.room_overhead).
+JOB_PRELOAD = (
+    "workers.job.runner",
+    "workers.main.worker_load",
+    "workers.main.livekit_check",
+    "agents.models",
+    "agents.offline",
+)
 
 
 # -- main process ----------------------------------------------------------------------------
@@ -97,6 +104,15 @@ def build_server(
         # the job processes' counters (workers/room/room_metrics.py): livekit puts this in the
         # environment before its forkserver starts, so every job process writes there
         kwargs["prometheus_multiproc_dir"] = str(metrics_dir(settings))
+    if settings.idle_processes is not None:
+        # Unset: livekit's one per core. Fewer saves each one's models (~97 MB PSS, ~186 MB
+        # offline: bench.room_overhead), but livekit counts a room being launched, while no
+        # room runs, as load_threshold / idle processes: with one, the worker reports itself
+        # full until that room's process has started, and another room offered meanwhile
+        # goes elsewhere (or nowhere).
+        kwargs["num_idle_processes"] = ServerEnvOption(
+            dev_default=0, prod_default=settings.idle_processes
+        )
     server = MultiPersonaServer(
         worker,
         setup_fnc=prewarm,
@@ -124,7 +140,7 @@ def build_server(
             fd_limit=fd_limit(),
             load_threshold=settings.load_threshold,
             personas=len(catalog.personas),
-            **room_models_choice(catalog.personas, settings),
+            **models_choice(catalog.personas, settings),
         )
 
     server.on("worker_started", on_started)
@@ -136,6 +152,9 @@ def build_server(
 
 def prewarm(proc: JobProcess) -> None:
     """setup_fnc: once per job process, before its job."""
+    from agents.models import load_vad  # job-process code (JOB_PRELOAD): not in the main
+    from agents.offline import warm_offline_voice
+
     ignore_stop_signals()
     settings = get_settings()
     # Job processes get the same renderer (their output goes straight to stderr).
@@ -173,6 +192,8 @@ def ignore_stop_signals() -> None:
 
 async def entrypoint(ctx: JobContext) -> None:
     """One job: run the cast the main process chose, each persona its own participant."""
+    from workers.job.runner import run_job  # preloaded by the forkserver (JOB_PRELOAD)
+
     settings = get_settings()
     catalog = ctx.proc.userdata.get("catalog") or load_catalog(settings.catalog_path)
     await run_job(ctx, settings, catalog)

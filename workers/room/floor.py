@@ -159,6 +159,18 @@ def bound_context(agent: Any, session: AgentSession, max_items: int) -> None:
         ctx.truncate(max_items=max_items - max_items // 10)
 
 
+def _heard(line: HumanLine) -> dict[str, Any]:
+    """When an ear heard a spoken line, and its end-of-utterance delay (end of speech to the
+    final transcript: the `room_end_of_utterance_delay_seconds` histogram)."""
+    if not line.heard:
+        return {}
+    fields: dict[str, Any] = {"heard": dict(line.heard)}
+    if "final" in line.heard and "speech_end" in line.heard:
+        delay = max(line.heard["final"] - line.heard["speech_end"], 0.0)
+        fields["latency"] = {"eou_delay_s": round(delay, 3)}
+    return fields
+
+
 def _key_field(line: HumanLine) -> dict[str, str]:
     return {"key": line.key} if line.key else {}
 
@@ -456,8 +468,9 @@ class Floor:
     async def _hear(self, line: HumanLine) -> tuple[str, str | None]:
         """A human spoke (or pressed a key): every persona hears it; exactly one answers.
         Returns who speaks next and any instructions for them."""
-        latency = {} if line.eou_delay_s is None else {"latency": {"eou_delay_s": line.eou_delay_s}}
-        self._emit("human", identity=line.identity, text=line.text, **_key_field(line), **latency)
+        self._emit(
+            "human", identity=line.identity, text=line.text, **_key_field(line), **_heard(line)
+        )
         # a realtime lead heard it with its own model: relayed, it would be there twice
         heard_it = self._by_id.get(line.heard_by) if line.heard_by else None
         await self._relay(format_human_line(line.identity, line.text), exclude=heard_it)

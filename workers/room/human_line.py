@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from agents.instructions import HUMAN_CUT_MARKER
 
@@ -65,8 +66,9 @@ class HumanLine:
     heard_by: str = ""
     # A key the caller pressed on a phone (DTMF): the floor applies the scenario's menu.
     key: str = ""
-    # Seconds from the end of the human's speech to its final transcript (the ear's), if known.
-    eou_delay_s: float | None = None
+    # When an ear heard it (wall-clock seconds): the VAD's end of speech and the final
+    # transcript, for the transcript's `human` record (where a spoken answer's time goes).
+    heard: Mapping[str, float] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "identity", normalise_identity(self.identity))
@@ -80,8 +82,8 @@ class HumanLine:
         *,
         heard_by: str = "",
         key: str = "",
-        eou_delay_s: float | None = None,
+        heard: Mapping[str, float] | None = None,
     ) -> HumanLine | None:
         """The normalised line, or None when nothing is left to say (it is dropped)."""
-        line = cls(identity, text, heard_by, key, eou_delay_s)
+        line = cls(identity, text, heard_by, key, heard)
         return line if line.text else None

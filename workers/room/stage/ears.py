@@ -1,12 +1,14 @@
 """Every human in the room heard: one listening pipeline per person.
 
-livekit's RoomIO links one participant, so a session hears one human at a time. Here each
-human gets an ear of their own: their audio frames go through their own VAD and STT stream
-(livekit's `stt.StreamAdapter`: the VAD cuts the audio into utterances and the STT transcribes
-each one), opened when they start to publish and closed when they leave. A silent person
-costs only VAD; the STT runs only on speech. Each finished utterance is a line attributed to
-that person; a person starting to speak is reported at once, so the floor can cut off a
-persona who is talking over them.
+livekit's RoomIO links one participant, so a session hears one human at a time. Here each human
+gets an ear of their own: their audio frames go through their own VAD and STT stream (the VAD
+cuts the audio into utterances; a streaming STT decodes each as it is spoken, any other is
+transcribed when it ends, through livekit's `stt.StreamAdapter`), opened when they start to
+publish and closed when they leave. The STT runs only on speech; a silent person costs only VAD,
+and once their microphone has been quiet for a second (muted, or nothing above about -60 dBFS)
+not even that, until it carries sound again (`SilenceGate`). Each finished utterance is a line
+attributed to that person; a person starting to speak is reported at once, so the floor can cut
+off a persona who is talking over them.
 
 The ears know nothing of LiveKit: the stage hands each one an async iterator of audio frames
 (a subscribed track's `rtc.AudioStream`, or scripted audio in tests).
@@ -17,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Mapping
 from typing import Protocol
 
+import numpy as np
 from livekit import rtc
 from livekit.agents import stt, vad
 
@@ -27,10 +30,39 @@ from config.logging import get_logger
 
 log = get_logger("workers.room.stage.ears")
 
+# A frame whose samples all stay within this (int16; about -60 dBFS) carries no speech: a muted
+# or silent microphone. Once the VAD has seen this much of such quiet and is not in speech,
+# more of it is not sent to the VAD: it would only spend silero's inference (~3% of a core a
+# person, bench.ear_cost) to find nothing. Longer than any pause inside speech, so a line's
+# pauses always reach the VAD and the STT whole.
+QUIET_PEAK = 32
+QUIET_HOLD_S = 1.0
+
+
+class SilenceGate:
+    """Whether a person's next frame goes to their VAD: not once QUIET_HOLD_S of quiet frames
+    have passed while the VAD is not in speech (`in_speech`, set from the stream's events);
+    the first frame that is not quiet opens it again."""
+
+    def __init__(self) -> None:
+        self.in_speech = False
+        self._quiet_us = 0  # whole microseconds: 100 frames of 10 ms are exactly 1 s
+
+    def passes(self, frame: rtc.AudioFrame) -> bool:
+        samples = np.frombuffer(frame.data, dtype=np.int16)
+        if samples.size and int(np.abs(samples.astype(np.int32)).max()) > QUIET_PEAK:
+            self._quiet_us = 0
+            return True
+        self._quiet_us += frame.samples_per_channel * 1_000_000 // max(frame.sample_rate, 1)
+        return self.in_speech or self._quiet_us <= QUIET_HOLD_S * 1_000_000
+
 
 class HeardLine(Protocol):
-    def __call__(self, identity: str, text: str, *, eou_delay_s: float | None = None) -> None:
-        """A person's finished line; `eou_delay_s`: end of their speech -> final transcript."""
+    """A finished line: who said it, the text, and `heard`: when the ear heard it (wall-clock
+    seconds: `speech_end`, the VAD's estimate of the end of speech; `vad_end`, when the VAD
+    said so; `final`, when the transcript was ready)."""
+
+    def __call__(self, identity: str, text: str, *, heard: Mapping[str, float]) -> None: ...
 
 
 StartedSpeaking = Callable[[str], None]  # (identity)
@@ -47,8 +79,15 @@ class Ears:
         on_line: HeardLine,
         on_speaking: StartedSpeaking,
     ) -> None:
-        # one adapter serves every ear: each `stream()` is its own VAD stream and buffer
-        self._adapter = stt.StreamAdapter(stt=stt_model, vad=vad_model)
+        # A streaming STT (the offline one, given the VAD) decodes as the person speaks, so
+        # the text is ready at the end of speech; any other is wrapped in livekit's adapter,
+        # which transcribes each utterance after it ends (as livekit's own stt_node does).
+        # One serves every ear: each `stream()` is its own VAD stream and decoder state.
+        self._stt: stt.STT = (
+            stt_model
+            if stt_model.capabilities.streaming
+            else stt.StreamAdapter(stt=stt_model, vad=vad_model)
+        )
         self._on_line = on_line
         self._on_speaking = on_speaking
         self._ears: dict[str, asyncio.Task[None]] = {}
@@ -83,25 +122,37 @@ class Ears:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _listen(self, identity: str, frames: AsyncIterable[rtc.AudioFrame]) -> None:
-        stream = self._adapter.stream()
+        stream = self._stt.stream()
+
+        gate = SilenceGate()
 
         async def feed() -> None:
             try:
                 async for frame in frames:
-                    stream.push_frame(frame)
+                    if gate.passes(frame):
+                        stream.push_frame(frame)
             finally:
                 with contextlib.suppress(RuntimeError):  # the stream was closed meanwhile
                     stream.end_input()
 
         feeding = asyncio.create_task(feed(), name=f"ear-feed-{identity}")
+        heard: dict[str, float] = {}
         try:
             async for event in stream:
                 if event.type == stt.SpeechEventType.START_OF_SPEECH:
+                    gate.in_speech = True
                     self._on_speaking(identity)
+                elif event.type == stt.SpeechEventType.END_OF_SPEECH:
+                    gate.in_speech = False
+                    heard = {"vad_end": round(time.time(), 3)}
+                    if event.speech_end_time is not None:
+                        heard["speech_end"] = round(event.speech_end_time, 3)
                 elif event.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
                     text = event.alternatives[0].text.strip() if event.alternatives else ""
                     if text:
-                        self._on_line(identity, text, eou_delay_s=_eou_delay(event))
+                        heard["final"] = round(time.time(), 3)
+                        self._on_line(identity, text, heard=heard)
+                    heard = {}
         except asyncio.CancelledError:
             raise
         except Exception as e:  # one person's broken audio must not end the room
@@ -111,10 +162,3 @@ class Ears:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await feeding
             await stream.aclose()
-
-
-def _eou_delay(event: stt.SpeechEvent) -> float | None:
-    """Seconds from the end of speech (livekit's StreamAdapter stamps it, wall clock) to now."""
-    if event.speech_end_time is None or event.speech_end_time <= 0:
-        return None
-    return round(max(time.time() - event.speech_end_time, 0.0), 4)

@@ -9,7 +9,7 @@ the humans subscribes to their audio (and nothing else) and reads their typed ch
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from livekit import rtc
@@ -70,12 +70,17 @@ class LiveHumans:
         self._changed.set()
 
     def said(
-        self, identity: str, text: str, *, heard_by: str = "", eou_delay_s: float | None = None
+        self,
+        identity: str,
+        text: str,
+        *,
+        heard_by: str = "",
+        heard: Mapping[str, float] | None = None,
     ) -> None:
         """A human's finished turn, spoken or typed (an empty one is dropped). `heard_by`: the
-        persona whose model took it in itself (a realtime model hearing the audio);
-        `eou_delay_s`: from the end of speech to the final transcript, when an ear knows it."""
-        line = HumanLine.of(identity, text, heard_by=heard_by, eou_delay_s=eou_delay_s)
+        persona whose model took it in itself (a realtime model hearing the audio); `heard`:
+        when an ear heard it (stage/ears.py)."""
+        line = HumanLine.of(identity, text, heard_by=heard_by, heard=heard)
         if line is None:
             return
         self._lines.put_nowait(line)
