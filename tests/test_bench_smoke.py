@@ -48,6 +48,8 @@ NOT_SMOKED = {
     "runs it --quick",
     "port_flood": "needs root and `make livekit`; tests/live/test_port_floods.py runs its flood",
     "bridge_relay": "needs root and `make livekit`; tests/live/test_bridge.py runs the bridge",
+    "phone_calls": "needs root, `make livekit` and `make sip`; tests/live/test_phone_calls.py "
+    "places its calls",
     "room_overhead": "smoked, with its memory figures checked, by tests/test_bench_memory_smoke.py",
     "process_model": "smoked, with its memory figures checked, by tests/test_bench_memory_smoke.py",
 }
