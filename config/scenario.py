@@ -105,6 +105,11 @@ class Rules(StrictModel):
         "ear of their own, or only the `first` caller at a time (livekit's RoomIO). A realtime "
         "lead hears through its own model, one person at a time, either way",
     )
+    answered_by: Literal["floor", "lead"] = Field(
+        default="floor",
+        description="who answers a person: `floor`, the persona they name, else the one "
+        "holding the floor, else the lead; or always the `lead` (every persona still hears it)",
+    )
     wait_for_human_s: float | None = Field(
         default=None,
         ge=0,

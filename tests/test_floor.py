@@ -530,3 +530,21 @@ async def test_a_stop_before_the_stage_opened_ends_the_room_without_a_turn(
     fakes = {"tim": FakeLLM([say("Chris, status?")]), "chris": FakeLLM([say("On my way.")])}
     result = await _run_on(stage, catalog, tmp_path, scenarios_dir, fakes)
     assert result.reason == "shutdown" and result.turns == 0
+
+
+@pytest.mark.parametrize(("answered_by", "second"), [("floor", "sam"), ("lead", "tim")])
+async def test_a_person_naming_a_persona_is_answered_by_it_unless_only_the_lead_answers(
+    catalog, tmp_path, scenarios_dir, answered_by, second
+):
+    responders = {
+        "dispatcher": [say("Morning all."), say("Tim here.")],
+        "sales": [say("Sam here.")],
+    }
+    scenario = _scenario(
+        "all_four", scenarios_dir, turn_policy="addressed", max_turns=2, answered_by=answered_by
+    )
+    room = Room(catalog, tmp_path, scenario, responders)
+    result = await room.run(human_lines=["Sam, how is the FreshFields account?"])
+    assert room.order == ["tim", second]
+    answered = [e["to"] for e in room.events(result, "floor") if e["reason"] == "answers the human"]
+    assert answered == [second]

@@ -1,24 +1,27 @@
 """The page in a real browser (Debian's chromium, headless, driven by puppeteer-core) against
 the real server and worker, all inside the live suite's namespace: the page creates the room
 through the API, shows a tile per persona with its name and role, plays every persona's voice
-(audio energy measured in the page), gets a chat line answered, and leaving ends the room.
+(audio energy measured in the page), gets a chat line answered, greets a person who opens a
+room's link after the personas are waiting, and leaving ends the room.
 
 Without chromium, node or puppeteer-core these tests skip with one line (`make browser`
 installs them); with CI=true they fail."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from config.catalog import load_catalog
 from config.settings import PROJECT_ROOT
 from tests.live.browser import Browser, browser, missing
-from tests.live.harness import WorkerProcess, current_events, transcript_of
+from tests.live.harness import WorkerProcess, current_events, transcript_of, unique
 from tests.live.web import WebProcess, web_server
 
 pytestmark = pytest.mark.live
@@ -146,3 +149,44 @@ async def test_a_chat_line_is_answered_and_leaving_ends_the_room(
     await page.until("window.webRoom.snapshot().left")
     ended = await transcript_of(worker, room, timeout=30)
     assert ended[-1]["event"] == "room_ended" and ended[-1]["reason"] == "humans_left"
+
+
+async def test_a_person_who_opens_the_link_late_is_greeted_once(
+    page: Browser, web: WebProcess, worker: WorkerProcess
+):
+    """The room is made first (the rooms API) and the personas are in it, waiting; only then
+    does the person open the room's link. The opener greets them, once."""
+    room = unique("late")
+    body = {"scenario": "inbound_support", "identity": "web-early", "room": room}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{web.url}api/v1/rooms/create", json=body) as res:
+            assert res.status == 201, await res.text()
+        accepted = await worker.wait_for("job_accepted", room=room)
+        async with asyncio.timeout(60):  # every persona joined and waiting for a human
+            while True:
+                async with http.get(f"{web.url}api/v1/rooms/{room}") as res:
+                    people = (await res.json()).get("participants", [])
+                if len([p for p in people if p["kind"] == "agent"]) == len(accepted["cast"]):
+                    break
+                await asyncio.sleep(0.2)
+    assert not [e for e in current_events(worker, room) if e["event"] == "utterance"]
+
+    await page.call("goto", url=f"{web.url}?room={room}")
+    await page.until("document.getElementById('link-room').textContent.length > 0")
+    await page.call("type", selector="#display-name", text="Jamie")
+    await page.call("press", key="Enter")
+    await page.until("window.webRoom.snapshot().connected")
+    greeting = await page.until(
+        "window.webRoom.snapshot().transcript"
+        ".find(l => l.identity.startsWith('agent_') && l.final && l.text.trim())",
+        timeout=60,
+    )
+    assert greeting["text"].strip()
+    await page.call("click", selector="#leave")
+    events = await transcript_of(worker, room, timeout=30)
+    assert events[-1]["reason"] == "humans_left"
+    (awaited,) = [e for e in events if e["event"] == "human_awaited"]
+    assert awaited["arrived"] is True and awaited["waited_s"] > 0
+    spoken = [e for e in events if e["event"] == "utterance"]
+    assert len(spoken) == 1, spoken  # one greeting, to the person who came
+    assert spoken[0]["persona"] == accepted["cast"]["support"]

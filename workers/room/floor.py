@@ -503,14 +503,17 @@ class Floor:
         choice = self.scenario.dtmf.get(line.key) if line.key else None
         if choice is not None:
             return await self._menu_choice(choice, line.key)
-        responder = self._by_id[
-            answers_human(
-                line.text,
-                self._names(self.active),
-                holder=self._holder.id if self._holder is not None else None,
-                lead=self._lead.id,
-            )
-        ]
+        if self.scenario.rules.answered_by == "lead":
+            responder = self._lead
+        else:
+            responder = self._by_id[
+                answers_human(
+                    line.text,
+                    self._names(self.active),
+                    holder=self._holder.id if self._holder is not None else None,
+                    lead=self._lead.id,
+                )
+            ]
         self._emit("floor", to=responder.id, reason="answers the human")
         return responder.id, None
 
