@@ -125,6 +125,11 @@ class Settings(BaseSettings):
     # later than that loses the room, so the wait stays well under it.
     capacity_when_unavailable: Literal["wait", "refuse"] = "wait"
     capacity_wait_s: float = Field(default=2.0, ge=0.0, le=2.5)
+    # Where the human agents' run-time availability is kept without CAPACITY_URL (with it, in
+    # Redis, so every worker sees one state): a JSON file `python -m workers.humans set` writes
+    # atomically and the worker reads at each transfer. The catalog's `availability` is where
+    # a human starts until someone sets it.
+    humans_state_path: Path = Path(".state") / "humans.json"
     # The web page and rooms API (`python -m workers.web`). WEB_API_KEY is required by every
     # /api/ call when set, and must be set to bind anything but loopback. A secret.
     web_host: str = "127.0.0.1"

@@ -60,12 +60,16 @@ class MemoryStore:
         for persona in personas:
             if persona is upto:
                 return
-            self._rooms[persona.id] -= 1
+            self.release(((persona.id, persona.id),))
 
     def release(self, leases: Sequence[tuple[str, str]]) -> None:
         rooms = self._rooms
         for _, pid in leases:
-            rooms[pid] -= 1
+            n = rooms[pid] - 1
+            if n:
+                rooms[pid] = n
+            else:  # forgotten at zero: a call's key is claimed once, then never again
+                del rooms[pid]
 
     def refresh(self) -> Refreshed:
         return Refreshed(sum(self._rooms.values()))  # nothing expires in memory

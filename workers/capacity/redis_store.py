@@ -242,6 +242,24 @@ def settle_window(timeout_s: float) -> float:
     return DEFAULT_CHECK_S + 2 * timeout_s + 0.5
 
 
+def bounded_client(url: str, timeout_s: float) -> Any:
+    """A Redis client whose every call gives up after `timeout_s` (connect and read) and is
+    never retried by redis-py itself (it retries 3 times with backoff by default): callers
+    retry once, themselves, where that is safe."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+        decode_responses=True,
+    )
+
+
 def _default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
@@ -264,8 +282,6 @@ class RedisStore:
         settle_s: float = 0.0,
     ) -> None:
         import redis  # only a worker with CAPACITY_URL needs the client
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
 
         try:
             check_capacity_url(url)
@@ -290,15 +306,7 @@ class RedisStore:
             redis.TimeoutError,
             redis.AuthenticationError,
         )
-        # redis-py retries 3 times with backoff by default: we retry once, ourselves.
-        self._client = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False,
-            decode_responses=True,
-        )
+        self._client = bounded_client(url, timeout_s)
         self._scripts = {
             name: self._client.register_script(text)
             for name, text in (

@@ -915,6 +915,13 @@ class Selector:
             },
         }
 
+    @property
+    def store_lock(self) -> threading.Lock:
+        """Held around every call to the store. A MemoryStore is not thread-safe on its own:
+        whoever else keeps leases in this selector's store (the human desk's claims, which are
+        not personas' and never in this selector's counts) takes this lock around its calls."""
+        return self._lock
+
     def close(self) -> None:
         """Close the store's connections (a shared store's leases expire unless released)."""
         self.store.close()
