@@ -132,3 +132,61 @@ class Events(list[dict[str, Any]]):
             while not holds(self):
                 self._changed.clear()
                 await self._changed.wait()
+
+
+class StayingCaller:
+    """The room's caller (the floor's Humans) for a call that outlasts its script: says its
+    `lines` one at a time when the floor turns to it, then stays on the line until `leave()`.
+    `say()` is a line said at any moment (heard before the next persona turn)."""
+
+    def __init__(self, lines: Sequence[str], identity: str = "caller") -> None:
+        from workers.room.human_line import HumanLine
+
+        self._line_of = HumanLine.of
+        self._identity = identity
+        self._script = [text for text in lines]
+        self._said: list[Any] = []
+        self._gone = False
+        self._changed = asyncio.Event()
+
+    def say(self, text: str, identity: str = "") -> None:
+        line = self._line_of(identity or self._identity, text)
+        if line is not None:
+            self._said.append(line)
+            self._changed.set()
+
+    def leave(self) -> None:
+        self._gone = True
+        self._changed.set()
+
+    def leave_after(self, first: str, then: str) -> Any:
+        """A transcript listener: the caller hangs up at the first `then` after a `first`."""
+        seen: list[str] = []
+
+        def listen(record: dict[str, Any]) -> None:
+            if record["event"] == first:
+                seen.append(first)
+            elif record["event"] == then and seen:
+                self.leave()
+
+        return listen
+
+    def next_line(self, *, pause: bool) -> Any:
+        return self._said.pop(0) if self._said else None
+
+    async def wait_line(self) -> Any:
+        if self._script:
+            return self._line_of(self._identity, self._script.pop(0))
+        while not self._said and not self._gone:
+            self._changed.clear()
+            await self._changed.wait()
+        return self._said.pop(0) if self._said else None
+
+    def present(self) -> bool:
+        return not self._gone
+
+    def left(self) -> bool:
+        return self._gone
+
+    async def arrival(self, timeout_s: float) -> bool:
+        return True

@@ -5,7 +5,9 @@ with the identity `staff_<id>`. A human with a `phone` is dialled on the tenant'
 trunk (the one `workers.telephony sync` marked); one with a `sip_uri` is dialled directly,
 with the trunk given inline in the request (`SIPOutboundConfig`: the URI's host and port),
 which livekit-server 1.13.5 and livekit-sip 1.8.0 accept (measured: tests/live/
-test_human_agents.py), so no trunk has to be made per person. `hang_up` removes the leg from
+test_human_agents.py), so no trunk has to be made per person. An inline trunk must present
+a caller id (`sip_number`; without one the server answers "no numbers on outbound trunk"):
+the tenant's outbound number, else the tenant's id (From: "brightcart" <sip:brightcart@...>). `hang_up` removes the leg from
 the consult room: livekit-sip then CANCELs a ringing INVITE or BYEs an answered call."""
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ class SipRinger:
         api_secret: str,
         consult_room: str,
         trunk_key: str | None,
-        caller_id: str = "",
+        caller_id: str,
     ) -> None:
         self.consult_room = consult_room
         self._url = http_url(url)
@@ -116,8 +118,7 @@ class SipRinger:
             user, host = sip_uri_parts(human.sip_uri)
             request.trunk.CopyFrom(api.SIPOutboundConfig(hostname=host))
             request.sip_call_to = user
-            if self._caller_id:
-                request.sip_number = self._caller_id
+            request.sip_number = self._caller_id
         else:
             trunk = await self._tenant_trunk(lk)
             if trunk is None:

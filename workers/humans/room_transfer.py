@@ -16,6 +16,7 @@ from config.logging import get_logger
 from config.scenario import Scenario
 from workers.humans.briefing import RoomNotes, briefing_text
 from workers.humans.desk import HumanDesk
+from workers.humans.policy import assigned_agents
 from workers.humans.ring import Ringer
 from workers.humans.transfer import Connected, Failed, HumanOnLine, Record, Transfer
 from workers.room.transcript import Transcript
@@ -23,17 +24,6 @@ from workers.room.transcript import Transcript
 log = get_logger("workers.humans.room_transfer")
 
 Leave = Callable[[Sequence[str]], Awaitable[None]]  # the personas (ids) leave the caller's room
-
-
-def assigned_agents(scenario: Scenario, catalog: Catalog) -> tuple[str, ...]:
-    """The contact's assigned agents: the scenario's own list, else the catalog's table."""
-    context = scenario.context
-    own = context.get("assigned_agents")
-    if own:
-        return tuple(own)
-    contact = context.get("contact")
-    tenant = catalog.tenant_of(scenario.campaign).id
-    return catalog.assigned_humans(tenant, contact) if contact else ()
 
 
 @dataclass
@@ -140,15 +130,16 @@ def transfer_for_room(
                 record=transcript.write,
             )
 
+        tenant = catalog.tenant_of(scenario.campaign).id
         transfer = Transfer(
             call=room,
-            tenant=catalog.tenant_of(scenario.campaign).id,
+            tenant=tenant,
             desk=desk,
             ringer=ringer,
             hand_over=hand_over,
             record=transcript.write,
             ring_timeout_s=scenario.transfer.ring_timeout_s,
-            assigned=assigned_agents(scenario, catalog),
+            assigned=assigned_agents(catalog, tenant, scenario.context),
         )
         return RoomTransfer(transfer, scenario, notes, leave, transcript.write)
 

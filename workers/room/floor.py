@@ -683,11 +683,11 @@ class Floor:
     ) -> HumanLine | object | None:
         """The next human line; None when the person hung up or `deadline` passed first;
         _CALLERS_GONE when every caller has left."""
-        if self.humans.left():
-            return _CALLERS_GONE
-        line = self.humans.next_line(pause=False)
+        line = self.humans.next_line(pause=False)  # what was said before anyone left
         if line is not None:
             return line
+        if self.humans.left():
+            return _CALLERS_GONE
         waiting = asyncio.ensure_future(self.humans.wait_line())
         wait_for: set[asyncio.Future[Any]] = {waiting}
         if not gone.done():
