@@ -7,8 +7,9 @@ with the trunk given inline in the request (`SIPOutboundConfig`: the URI's host 
 which livekit-server 1.13.5 and livekit-sip 1.8.0 accept (measured: tests/live/
 test_human_agents.py), so no trunk has to be made per person. An inline trunk must present
 a caller id (`sip_number`; without one the server answers "no numbers on outbound trunk"):
-the tenant's outbound number, else the tenant's id (From: "brightcart" <sip:brightcart@...>). `hang_up` removes the leg from
-the consult room: livekit-sip then CANCELs a ringing INVITE or BYEs an answered call."""
+the tenant's outbound number, else the tenant's id (From: "brightcart" <sip:brightcart@...>).
+`hang_up` removes the leg from the consult room: livekit-sip then CANCELs a ringing INVITE
+(measured 0.02-0.05 s from the request) or BYEs an answered call."""
 
 from __future__ import annotations
 
