@@ -414,9 +414,10 @@ _UAS_DECLINE = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 """
 
 
-def _answering(ring_ms: int, say: Path | None) -> str:
-    """SIPp XML: ring `ring_ms`, answer (PCMA), then play `say` (a person speaking) once
-    answered, and stay on the line until the far end hangs up (BYE)."""
+def _answering(ring_ms: int, say: Path | None, say_times: int) -> str:
+    """SIPp XML: ring `ring_ms`, answer (PCMA), then play `say` (a person speaking)
+    `say_times` times, 20 s apart, once answered, and stay on the line until the far end hangs
+    up (BYE)."""
     sdp_answer = """  <send><![CDATA[
       SIP/2.0 200 OK
       [last_Via:]
@@ -436,7 +437,13 @@ def _answering(ring_ms: int, say: Path | None) -> str:
       m=audio [media_port] RTP/AVP 8
       a=rtpmap:8 PCMA/8000
   ]]></send>"""
-    play = f'  <nop><action><exec play_pcap_audio="{say}"/></action></nop>\n' if say else ""
+    # said again every 20 s: a person is first briefed in private, and only then on the line
+    # with the caller, whenever that is on a loaded machine
+    play = "".join(
+        f'  <nop><action><exec play_pcap_audio="{say}"/></action></nop>\n'
+        '  <pause milliseconds="20000"/>\n'
+        for _ in range(say_times if say else 0)
+    )
     return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="person">
   <recv request="INVITE"/>
@@ -457,6 +464,7 @@ def person_phone(
     *,
     ring_ms: int = 0,
     say: Path | None = None,
+    say_times: int = 1,
 ) -> SippCall:
     """A person's phone at sip:<anyone>@LIVE_ADDR:`port` for one call: `answer` (after
     `ring_ms` of ringing; `say` played once answered; on the line until hung up), `decline`
@@ -466,7 +474,7 @@ def person_phone(
         "decline": _UAS_DECLINE,
         "busy": _UAS_BUSY,
         "never": _UAS_NEVER,
-    }.get(behaviour) or _answering(ring_ms, say)
+    }.get(behaviour) or _answering(ring_ms, say, say_times)
     xml.write_text(text)
     log = directory / f"person-{port}.log"
     argv = ["sipp", "-i", LIVE_ADDR, "-p", str(port), "-m", "1", "-nostdin", "-sf", str(xml)]

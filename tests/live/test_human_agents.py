@@ -176,7 +176,7 @@ async def test_a_person_rings_then_answers_is_briefed_then_talks_with_the_caller
     caller's room as staff_nina, support says goodbye and leaves; omar's phone (never
     answered) is cancelled. The caller hanging up ends the room and frees nina's seat."""
     hello = pcap_of(tmp_path, "Hi Jamie, this is Nina, how can I help?", "nova", "nina")
-    nina = person_phone(tmp_path, NINA, "answer", ring_ms=3000, say=hello)
+    nina = person_phone(tmp_path, NINA, "answer", ring_ms=3000, say=hello, say_times=6)
     omar = person_phone(tmp_path, OMAR, "never")
     phone = caller(tmp_path, telephony, "+15550003101")
     with calls_ended(nina, omar, phone):
@@ -194,6 +194,12 @@ async def test_a_person_rings_then_answers_is_briefed_then_talks_with_the_caller
         assert await omar.result(30) == 0, omar.output()  # cancelled while ringing
         after = order.index("hand_over_human")
         assert not [e for e in events[after:] if e["event"] == "utterance"]
+        # nina talks with the caller: her speech reaches the caller's room, heard as staff_nina
+        events = await reached(
+            person_worker,
+            "+15550003101",
+            lambda ev: [h for h in named(ev, "human") if h["identity"] == "staff_nina"],
+        )
         await hang_up_caller(telephony, events)
         events = await reached(
             person_worker, "+15550003101", lambda ev: ev[-1]["event"] == "room_ended"

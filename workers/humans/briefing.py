@@ -2,7 +2,7 @@
 they need, and what was done, read from the room's own transcript as it is written.
 
 `RoomNotes` is a transcript listener (workers/room/transcript.py `subscribe`): it keeps the
-few records a briefing needs (the phone call, the caller's lines, the tools the personas ran),
+few records a briefing needs (the phone call, the tools the personas ran),
 so the briefing is built from what happened in the room, not from what a model remembers."""
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from config.humans import HUMAN_IDENTITY_PREFIX
-
-MAX_LINES = 20  # a briefing is a few sentences: the newest caller lines and tool calls
+MAX_LINES = 20  # a briefing is a few sentences: the newest tool calls
 MAX_BRIEFING_CHARS = 1200  # about a minute of speech
 
 
@@ -22,19 +20,12 @@ class RoomNotes:
     """The transcript records a briefing is made from (a Transcript listener)."""
 
     phone_number: str = ""
-    caller_lines: list[str] = field(default_factory=list)
     done: list[str] = field(default_factory=list)  # "Alex ran open_ticket" lines
 
     def __call__(self, record: Mapping[str, Any]) -> None:
         event = record.get("event")
         if event == "call" and record.get("direction") == "inbound" and not self.phone_number:
             self.phone_number = str(record.get("phone_number") or "")
-        elif event == "human" and not str(record.get("identity", "")).startswith(
-            HUMAN_IDENTITY_PREFIX
-        ):
-            text = str(record.get("text") or "").strip()
-            if text:
-                self.caller_lines = [*self.caller_lines, text][-MAX_LINES:]
         elif event == "tool_call" and not record.get("is_error"):
             tool = str(record.get("tool") or "")
             if tool and tool not in _FLOOR_TOOLS:
@@ -90,8 +81,6 @@ def briefing_text(
         lines.append("What was done so far: " + "; ".join(notes.done[-4:]) + ".")
     else:
         lines.append("Nothing was done for them yet.")
-    if notes.caller_lines:
-        lines.append(f'Their last words were: "{notes.caller_lines[-1]}"')
     lines.append("Connecting you now.")
     text = " ".join(lines)
     return text if len(text) <= MAX_BRIEFING_CHARS else text[: MAX_BRIEFING_CHARS - 3] + "..."

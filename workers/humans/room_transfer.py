@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from agents.espeak_tts import EspeakTTS
 from config.catalog import Catalog, Persona
 from config.humans import HumanAgent
 from config.logging import get_logger
@@ -65,7 +66,8 @@ class RoomTransfer:
             persona=persona.id,
             skill=skill,
             briefing=self._briefing(persona, reason, summary),
-            tts=getattr(session, "tts", None),
+            # a realtime persona speaks through its model: the briefing has the offline voice
+            tts=getattr(session, "tts", None) or EspeakTTS(voice=persona.voice, key=persona.id),
         )
         if isinstance(result, Connected):
             self._connected = result

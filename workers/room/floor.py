@@ -206,7 +206,6 @@ class Floor:
     ) -> None:
         self.scenario = scenario
         self._transfer = transfer  # how a persona reaches a person (None: nobody can be rung)
-        self.with_human = False  # a person has the caller: the personas do not answer
         self.rules = scenario.rules
         self._emit = emit
         self.humans = humans
@@ -653,7 +652,6 @@ class Floor:
         human lines are still recorded). If the person hangs up within TAKE_BACK_S, `speaker`
         takes the caller back; after that the personas leave (or stay as note takers, per
         scenario), and the room ends when the caller leaves."""
-        self.with_human = True
         await self._say(speaker, f"You're now with {person}. Goodbye!", kind="goodbye")
         deadline = time.monotonic() + TAKE_BACK_S
         gone = asyncio.ensure_future(transfer.wait_gone())
@@ -665,7 +663,6 @@ class Floor:
                     if self.scenario.transfer.after_hand_over == "leave":
                         await transfer.leave([s.id for s in self.speakers])
                 if window and gone.done():
-                    self.with_human = False
                     return await self._transfer_failed(speaker, "hung_up_at_once")
                 line = await self._human_line_or(gone, deadline if window else None)
                 if line is _CALLERS_GONE:
