@@ -20,13 +20,14 @@ def brief(notes: RoomNotes, **context: object) -> str:
 
 def test_the_briefing_says_who_calls_what_they_need_and_what_was_done():
     notes = RoomNotes()
-    for record in [
+    records: list[dict[str, object]] = [
         {"event": "call", "direction": "inbound", "phone_number": "+15550003101"},
         {"event": "human", "identity": "sip_+15550003101", "text": "My blender broke."},
         {"event": "tool_call", "tool": "open_ticket", "output": '{"ticket_id": "TKT-0001"}'},
         {"event": "tool_call", "tool": "lookup_ticket", "output": "no such", "is_error": True},
         {"event": "tool_call", "tool": "hand_over", "output": "ok"},
-    ]:
+    ]
+    for record in records:
         notes(record)
     text = brief(notes, caller={"name": "Jamie Rivera", "account": "BC-55102"}, contact="c-7")
     assert text.startswith("Hello Nina Park, this is Alex at BrightCart")
