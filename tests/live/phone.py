@@ -465,10 +465,12 @@ def person_phone(
     ring_ms: int = 0,
     say: Path | None = None,
     say_times: int = 1,
+    calls: int = 1,
 ) -> SippCall:
     """A person's phone at sip:<anyone>@LIVE_ADDR:`port` for one call: `answer` (after
     `ring_ms` of ringing; `say` played once answered; on the line until hung up), `decline`
-    (603), `busy` (486) or `never` (rings until cancelled). Each phone its own media port."""
+    (603), `busy` (486) or `never` (rings until cancelled), for `calls` calls (at once, too).
+    Each phone its own media ports."""
     xml = directory / f"person-{port}-{behaviour}.xml"
     text = {
         "decline": _UAS_DECLINE,
@@ -477,7 +479,7 @@ def person_phone(
     }.get(behaviour) or _answering(ring_ms, say, say_times)
     xml.write_text(text)
     log = directory / f"person-{port}.log"
-    argv = ["sipp", "-i", LIVE_ADDR, "-p", str(port), "-m", "1", "-nostdin", "-sf", str(xml)]
+    argv = ["sipp", "-i", LIVE_ADDR, "-p", str(port), "-m", str(calls), "-nostdin", "-sf", str(xml)]
     argv += ["-mi", LIVE_ADDR, "-mp", str(16100 + 20 * (port % 100)), "-timeout", "600s"]
     argv += [
         "-timeout_error",
