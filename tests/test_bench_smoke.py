@@ -38,11 +38,13 @@ SCRIPTS: dict[str, set[str]] = {
     "selector_redis": {"memory", "redis"},
     "openai_path": {"by_mode", "aim", "load_average"},
     "capacity_outage": {"trials", "longest_outage_losing_nothing_s", "over_limit_moments"},
+    "human_desk": {"memory", "redis"},
 }
 # Scripts the smoke leaves out, and why.
 NOT_SMOKED = {
     "live_room": "needs root and `make livekit`: it runs in tests/live/livenet.sh's namespace",
     "port_flood": "needs root and `make livekit`; tests/live/test_port_floods.py runs its flood",
+    "bridge_relay": "needs root and `make livekit`; tests/live/test_bridge.py runs the bridge",
     "room_overhead": "smoked, with its memory figures checked, by tests/test_bench_memory_smoke.py",
     "process_model": "smoked, with its memory figures checked, by tests/test_bench_memory_smoke.py",
 }

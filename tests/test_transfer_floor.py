@@ -128,9 +128,11 @@ async def test_the_first_to_answer_is_briefed_takes_the_caller_and_the_persona_l
 
 
 async def test_a_contacts_assigned_people_are_rung_first(tmp_path):
-    """The catalog assigns jamie-rivera to nina: she alone is rung (omar is free too)."""
+    """The scenario names the contact's assigned agent, nina: she alone is rung (omar is free
+    too)."""
     phones = Phones({"nina": "answer", "omar": "answer"})
-    events, _, desk = await run(tmp_path, scenario({"contact": "jamie-rivera"}), phones, Bridges())
+    sc = scenario({"assigned_agents": ["nina"]})
+    events, _, desk = await run(tmp_path, sc, phones, Bridges())
     (requested,) = named(events, "transfer_requested")
     assert requested["assigned"] == ["nina"] and requested["rung"] == ["nina"]
     assert not phones.phones["omar"].rang.is_set()

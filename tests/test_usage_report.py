@@ -216,3 +216,46 @@ def test_each_turn_records_the_floor_gap_and_the_model_latency(run_main, monkeyp
         latency = line["latency"]
         assert 0 <= latency["floor_gap_s"] <= line["started"] - before["at"] + 0.002
         assert latency["llm_ttft_s"] >= 0
+
+
+def _transfer_room(folder: Path, room: str, legs: dict[str, str], winner: str | None) -> None:
+    """A room's transcript as a transfer to people writes it: each ring leg's start and
+    outcome, the winner's hand-over and their time on the line."""
+    records: list[dict] = [
+        {
+            "event": "room_started",
+            "room": room,
+            "campaign": "inbound-support",
+            "tenant": "brightcart",
+            "at": 1.0,
+            "cast": [{"persona": "alex", "role": "support"}],
+        }
+    ]
+    for human, status in legs.items():
+        records.append({"event": "ring_leg", "human": human, "status": "ringing"})
+        records.append({"event": "ring_leg", "human": human, "status": status})
+    if winner is not None:
+        records.append({"event": "hand_over_human", "from_persona": "alex", "human": winner})
+        records.append(
+            {"event": "human_left", "human": winner, "reason": "hung_up", "talked_s": 90}
+        )
+    records.append({"event": "room_ended", "reason": "humans_left", "duration_s": 120, "turns": 3})
+    (folder / f"{room}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_the_report_by_human_agent_is_each_persons_call_log(run_main, tmp_path):
+    _transfer_room(tmp_path, "r1", {"ana": "answered", "ben": "cancelled"}, "ana")
+    _transfer_room(tmp_path, "r2", {"ana": "declined", "ben": "answered"}, "ben")
+    _transfer_room(tmp_path, "r3", {"ana": "timed_out", "ben": "timed_out"}, None)
+    result = run_main(report_main, str(tmp_path), "--by", "human_agent", "--json")
+    assert result.returncode == 0, result.stderr
+    groups = {g["key"]: g for g in json.loads(result.stdout)["groups"]}
+    assert set(groups) == {"ana", "ben"}
+    ana = groups["ana"]
+    assert (ana["rooms"], ana["calls_handled"], ana["talk_s"]) == (3, 1, 90)
+    assert ana["ring_legs"] == {"answered": 1, "declined": 1, "timed_out": 1}
+    assert groups["ben"]["ring_legs"] == {"answered": 1, "cancelled": 1, "timed_out": 1}
+    table = run_main(report_main, str(tmp_path), "--by", "human_agent")
+    header, *lines = table.stdout.splitlines()
+    assert header.split()[:3] == ["human_agent", "rooms", "calls"]
+    assert any(line.split()[:3] == ["ana", "3", "1"] for line in lines)

@@ -30,6 +30,18 @@ class PersonaUse:
 
 
 @dataclass
+class HumanPart:
+    """One human agent's part in a room: how each ring leg to them ended (`ring_leg`
+    statuses: answered, declined, timed_out, cancelled, ...), whether the caller was handed
+    to them (`hand_over_human`), and how long they were on the line (`human_left`)."""
+
+    human: str
+    legs: dict[str, int] = field(default_factory=dict)
+    handled: bool = False
+    talk_s: float = 0.0
+
+
+@dataclass
 class RoomSummary:
     path: Path
     room: str = ""
@@ -42,6 +54,7 @@ class RoomSummary:
     reason: str = ""  # how the room ended (room_ended's reason)
     currency: str = ""
     personas: dict[str, PersonaUse] = field(default_factory=dict)
+    humans: dict[str, HumanPart] = field(default_factory=dict)  # human agents rung or reached
     partial: str = ""  # why the record is incomplete, if it is
     problem: str = ""  # why the file could not be read at all, if it could not
 
@@ -124,6 +137,10 @@ def _take(summary: RoomSummary, record: dict[str, Any]) -> bool:
                     if amount and key.endswith(("_tokens", "_count", "_duration")):
                         name = f"{model.get('kind', '')}.{key}"
                         use.usage[name] = use.usage.get(name, 0.0) + amount
+    elif event in HUMAN_EVENTS and record.get("human"):
+        _take_human(
+            summary.humans.setdefault(str(record["human"]), HumanPart(str(record["human"]))), record
+        )
     elif event == "utterance":
         summary.turns = max(summary.turns, int(_number(record.get("turn")) or 0))
     elif event == "room_ended":
@@ -132,6 +149,21 @@ def _take(summary: RoomSummary, record: dict[str, Any]) -> bool:
         summary.turns = int(_number(record.get("turns")) or summary.turns)
         return True
     return False
+
+
+HUMAN_EVENTS = frozenset({"ring_leg", "hand_over_human", "human_left"})
+
+
+def _take_human(part: HumanPart, record: dict[str, Any]) -> None:
+    event = record["event"]
+    if event == "ring_leg":
+        status = str(record.get("status", ""))
+        if status and status != "ringing":  # a leg's outcome, not its start
+            part.legs[status] = part.legs.get(status, 0) + 1
+    elif event == "hand_over_human":
+        part.handled = True
+    else:
+        part.talk_s += _number(record.get("talked_s")) or 0.0
 
 
 def _number(value: Any) -> float | None:

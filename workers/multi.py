@@ -73,6 +73,7 @@ def build_server(
     # own value is kept
     os.environ.setdefault(PRELOAD_LOCAL_INFERENCE, "0")
     worker.seat_returns.open()  # its path goes to job processes in the environment too
+    worker.desk_service.open()  # the human agents' desk: likewise
     # livekit's default host "" is every address; its servers are bounded like /stats
     # (workers.main.livekit_http)
     kwargs: dict[str, Any] = {"host": settings.worker_http_host}

@@ -1,12 +1,15 @@
-"""`python -m workers.report [TRANSCRIPTS...] [--by persona|tenant|campaign|day] [--json]`:
-what the rooms were, who handled them, how they ended and what they cost.
+"""`python -m workers.report [TRANSCRIPTS...] [--by persona|tenant|campaign|human_agent|day]
+[--json]`: what the rooms were, who handled them, how they ended and what they cost.
 
 Reads room transcripts (files, or folders of `*.jsonl`; default `TRANSCRIPTS_DIR`) and sums
-them per persona, tenant, campaign or UTC day: rooms, how they ended, turns, time and cost in
-the catalog's currency, with the usage behind it in `--json`. A room counts once for each of
-its personas under `--by persona`, with that persona's own cost. Files that cannot be read, or
-that are cut (a room still running, a worker that died), are listed below the table and never
-stop the report. Exit 0 with a report, 2 on bad arguments (a path that does not exist).
+them per persona, tenant, campaign, human agent or UTC day: rooms, how they ended, turns, time
+and cost in the catalog's currency, with the usage behind it in `--json`. A room counts once
+for each of its personas under `--by persona`, with that persona's own cost; under
+`--by human_agent`, once for each human agent a transfer rang in it: the calls they took, how
+their ring legs ended and their time on the line (the per-agent call log). Files that cannot
+be read, or that are cut (a room still running, a worker that died), are listed below the
+table and never stop the report. Exit 0 with a report, 2 on bad arguments (a path that does
+not exist).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 from workers.call_log import RoomSummary, read_room, transcript_files
 from workers.cli_input import EXIT_BAD_INPUT, EXIT_OK, BadInput, read_settings
 
-GROUPINGS = ("persona", "tenant", "campaign", "day")
+GROUPINGS = ("persona", "tenant", "campaign", "human_agent", "day")
 
 
 @dataclass
@@ -38,6 +41,17 @@ class Group:
     endings: Counter[str] = field(default_factory=Counter)
     usage: dict[str, float] = field(default_factory=dict)
     currencies: set[str] = field(default_factory=set)
+    # human agents only: calls taken, ring legs by outcome, time on the line
+    handled: int = 0
+    legs: Counter[str] = field(default_factory=Counter)
+    talk_s: float = 0.0
+
+    def add_human(self, room: RoomSummary, human: str) -> None:
+        part = room.humans[human]
+        self.handled += part.handled
+        self.legs.update(part.legs)
+        self.talk_s += part.talk_s
+        self.add(room)
 
     def add(self, room: RoomSummary, *, persona: str | None = None) -> None:
         self.rooms += 1
@@ -67,6 +81,9 @@ class Group:
             "currency": ",".join(sorted(self.currencies)),
             "rooms_with_unpriced_models": self.unpriced,
             "usage": {k: round(v, 3) for k, v in sorted(self.usage.items())},
+            "calls_handled": self.handled,
+            "ring_legs": dict(sorted(self.legs.items())),
+            "talk_s": round(self.talk_s, 3),
         }
 
 
@@ -80,29 +97,50 @@ def group_rooms(rooms: Iterable[RoomSummary], by: str) -> list[Group]:
         if by == "persona":
             for pid in room.personas:
                 group(pid).add(room, persona=pid)
+        elif by == "human_agent":
+            for human in room.humans:
+                group(human).add_human(room, human)
         else:
             group({"tenant": room.tenant, "campaign": room.campaign, "day": room.day}[by]).add(room)
     return sorted(groups.values(), key=lambda g: (-g.rooms, g.key))
 
 
 def render_table(groups: Sequence[Group], by: str) -> str:
-    header = (by, "rooms", "turns", "minutes", "cost", "ended by")
-    rows = [
-        (
-            g.key,
-            str(g.rooms) + (f" ({g.partial} partial)" if g.partial else ""),
-            str(g.turns),
-            f"{g.duration_s / 60:.1f}",
-            f"{g.cost:.4f} {','.join(sorted(g.currencies))}".rstrip()
-            + (" +unpriced" if g.unpriced else ""),
-            ", ".join(f"{reason} {n}" for reason, n in g.endings.most_common()),
-        )
-        for g in groups
-    ]
+    if by == "human_agent":
+        header: tuple[str, ...] = (by, "rooms", "calls", "talk min", "ring legs", "ended by")
+        rows = [
+            (
+                g.key,
+                str(g.rooms) + (f" ({g.partial} partial)" if g.partial else ""),
+                str(g.handled),
+                f"{g.talk_s / 60:.1f}",
+                ", ".join(f"{status} {n}" for status, n in g.legs.most_common()),
+                _endings(g),
+            )
+            for g in groups
+        ]
+    else:
+        header = (by, "rooms", "turns", "minutes", "cost", "ended by")
+        rows = [
+            (
+                g.key,
+                str(g.rooms) + (f" ({g.partial} partial)" if g.partial else ""),
+                str(g.turns),
+                f"{g.duration_s / 60:.1f}",
+                f"{g.cost:.4f} {','.join(sorted(g.currencies))}".rstrip()
+                + (" +unpriced" if g.unpriced else ""),
+                _endings(g),
+            )
+            for g in groups
+        ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
     head = "  ".join(cell.ljust(w) for cell, w in zip(header, widths, strict=True))
     return "\n".join([head.rstrip(), *(line.rstrip() for line in lines)])
+
+
+def _endings(g: Group) -> str:
+    return ", ".join(f"{reason} {n}" for reason, n in g.endings.most_common())
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:

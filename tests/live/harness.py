@@ -346,3 +346,13 @@ async def joined(token: str) -> AsyncIterator[rtc.Room]:
 
 def now() -> float:
     return time.time()
+
+
+async def until(holds: Callable[[], bool], what: str, timeout: float) -> None:
+    """Wait until `holds()` (polled every 50 ms), or fail saying `what` did not happen."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not holds():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout} s: {what}") from None

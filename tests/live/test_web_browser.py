@@ -12,16 +12,24 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import wave
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from agents.espeak_tts import espeak_voice_for, synthesize_pcm
 from config.catalog import load_catalog
 from config.settings import PROJECT_ROOT
 from tests.live.browser import Browser, browser, missing
-from tests.live.harness import WorkerProcess, current_events, transcript_of, unique
+from tests.live.harness import (
+    WorkerProcess,
+    current_events,
+    transcript_event,
+    transcript_of,
+    unique,
+)
 from tests.live.web import WebProcess, web_server
 
 pytestmark = pytest.mark.live
@@ -190,3 +198,44 @@ async def test_a_person_who_opens_the_link_late_is_greeted_once(
     spoken = [e for e in events if e["event"] == "utterance"]
     assert len(spoken) == 1, spoken  # one greeting, to the person who came
     assert spoken[0]["persona"] == accepted["cast"]["support"]
+
+
+def _spoken_wav(path: Path, text: str) -> Path:
+    """`text` in a caller's eSpeak voice as a mono WAV, the way a person speaks once the
+    microphone is on: 2 s of silence first (Chromium's fake microphone plays from the moment
+    the page opens it, before the track is published), 2 s after (the listener's VAD needs
+    the end of speech). Chromium plays it once."""
+    rate, pcm = synthesize_pcm(text, espeak_voice_for("fable", "caller"))
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        silence = bytes(2 * rate * 2)  # 2 s of 16-bit samples
+        out.writeframes(silence + pcm + silence)
+    return path
+
+
+async def test_a_line_spoken_into_the_pages_microphone_is_heard_and_answered(
+    module_tmp: Path, web: WebProcess, worker: WorkerProcess
+):
+    line = "Hi, my blender arrived with a cracked jar. Order 88123."
+    wav = _spoken_wav(module_tmp / "browser-line.wav", line)
+    async with browser(wav) as page:
+        joined = await greeted(page, web, worker)
+        room = joined["room"]
+        said = (
+            "window.webRoom.snapshot().transcript.filter(l => l.identity.startsWith('agent_')"
+            " && l.final && l.text.trim()).length"
+        )
+        before = await page.eval(said)
+        # the fake microphone starts playing when the page opens it: after the greeting
+        await page.call("click", selector="#mic")
+        await page.until("window.webRoom.snapshot().micEnabled")
+        heard = await transcript_event(worker, room, "human", timeout=60)
+        assert heard["text"] == line and heard["identity"] == joined["identity"]
+        await page.until(f"{said} > {before}", timeout=60)  # the answer, heard in the page
+        await page.call("click", selector="#leave")
+    events = await transcript_of(worker, room, timeout=30)
+    assert [e["text"] for e in events if e["event"] == "human"] == [line]
+    replies = [e for e in events if e["event"] == "utterance" and e["at"] > heard["at"]]
+    assert replies and replies[0]["text"].strip()

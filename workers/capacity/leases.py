@@ -96,19 +96,21 @@ class LeaseBook:
     def release_persona(self, job_id: str, persona_id: str) -> bool:
         """Give back the one lease `job_id` holds for `persona_id` (an optional persona that
         failed to start); the job keeps the rest. False when the job holds no such lease."""
+        return self.release_one(job_id, lambda lease: _persona_id(lease) == persona_id)
+
+    def release_one(self, job_id: str, match: Callable[[Releasable], bool]) -> bool:
+        """Give back the first lease of `job_id` that `match`es (a persona's, a human agent's
+        seat in one call); the job keeps the rest. False when the job holds no such lease."""
         with self._lock:
             entry = self._jobs.get(job_id)
             if entry is None:
                 return False
-            found = next(
-                (i for i, lease in enumerate(entry.leases) if _persona_id(lease) == persona_id),
-                None,
-            )
+            found = next((i for i, lease in enumerate(entry.leases) if match(lease)), None)
             if found is None:
                 return False
             lease = entry.leases.pop(found)
             # labels are "role:persona" or the persona id, not in the leases' order
-            entry.labels[:] = _without_first(entry.labels, persona_id)
+            entry.labels[:] = _without_first(entry.labels, _persona_id(lease))
         lease.release()
         return True
 

@@ -15,14 +15,13 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import socket
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from config.logging import get_logger
 from workers.capacity.leases import LeaseBook
+from workers.capacity.private_socket import PrivateSocketPath
 
 log = get_logger("workers.capacity.seat_returns")
 
@@ -37,17 +36,15 @@ class SeatReturns:
     def __init__(self, leasebook: LeaseBook) -> None:
         self.leasebook = leasebook
         self._sock: socket.socket | None = None
-        self._dir: Path | None = None
+        self._path = PrivateSocketPath("seat-returns-", "seats.sock", SEAT_RETURNS_ENV)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def open(self) -> Path:
-        self._dir = Path(tempfile.mkdtemp(prefix="seat-returns-"))  # mode 0700
-        path = self._dir / "seats.sock"
+        path = self._path.make()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind(str(path))
         sock.setblocking(False)
         self._sock = sock
-        os.environ[SEAT_RETURNS_ENV] = str(path)
         return path
 
     def listen(self) -> None:
@@ -83,9 +80,7 @@ class SeatReturns:
             if self._loop is not None and not self._loop.is_closed():
                 self._loop.remove_reader(sock.fileno())
             sock.close()
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
+        self._path.remove()
 
 
 def return_seat(job_id: str, persona_id: str) -> bool:

@@ -85,15 +85,20 @@ class LocalDesk:
             return []
 
     async def claim(self, call: str, human: HumanAgent) -> bool:
+        self._keep_alive()
         try:
-            seat = await asyncio.to_thread(self.core.claim, self.job_id, call, human.id)
+            return await asyncio.to_thread(self._claim_and_keep, call, human)
         except CapacityStoreUnavailable as e:
             log.warning("human_desk_unavailable", ask="claim", human=human.id, error=str(e))
             return False
+
+    def _claim_and_keep(self, call: str, human: HumanAgent) -> bool:
+        """In one thread, so a claim cancelled meanwhile still leaves its seat in this desk
+        (given back by `release` or `aclose`), never in nobody's hands."""
+        seat = self.core.claim(self.job_id, call, human.id)
         if seat is None:
             return False
         self._seats[(call, human.id)] = seat
-        self._keep_alive()
         return True
 
     async def release(self, call: str, human: HumanAgent) -> None:

@@ -11,13 +11,17 @@ endpoint is scraped (with a shared capacity store: every worker's rooms):
 - `capacity_store_up`: 1 when the capacity counts could be read, else 0;
 - `cast_rejections_total{reason}`: rooms this worker refused, by reason;
 - `rooms_total{scenario,outcome}`: rooms this worker was offered, by scenario and outcome
-  (`accepted`, `voicemail`, `rejected`).
+  (`accepted`, `voicemail`, `rejected`);
+- `human_agents{tenant,status}`: the catalog's human agents by what they are now: `available`
+  (could be rung), `busy` (set busy, or every seat taken) or `offline`;
+- `human_busy_seats{tenant}` and `human_seats{tenant}`: calls human agents are on now (every
+  worker's, with a shared store), and the seats they have (the sum of their `capacity`).
 
 Every label value is bounded by the worker's own files and code, never by what a dispatcher
-sends (20,000 offers with distinct inline names once made 20,000 series): `persona` and `role`
-come from the catalog, `scenario` is a scenario name found in SCENARIOS_DIR when the worker
-started, else `inline` (or `unknown` when the metadata named none), `reason` is one of the
-worker's own short codes, else `other`.
+sends (20,000 offers with distinct inline names once made 20,000 series): `persona`, `role`
+and `tenant` come from the catalog, `status` is one of three, `scenario` is a scenario name
+found in SCENARIOS_DIR when the worker started, else `inline` (or `unknown` when the metadata
+named none), `reason` is one of the worker's own short codes, else `other`.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFam
 from prometheus_client.registry import Collector
 
 from config.catalog import Catalog
+from config.humans import AVAILABILITY
 from config.logging import get_logger
+from workers.humans.core import HumanStatus, per_tenant
 
 log = get_logger("workers.main.metrics")
 
@@ -58,8 +64,12 @@ class WorkerMetrics(Collector):
         catalog: Catalog,
         selector_stats: Callable[[], dict[str, Any]],
         scenario_names: Iterable[str] = (),
+        *,
+        humans: Callable[[], list[HumanStatus]] | None = None,
     ) -> None:
         self._scenario_names = frozenset(scenario_names)
+        self._humans = humans if catalog.human_agents else None
+        self._tenants = sorted({h.tenant for h in catalog.human_agents})
         self._capacity = {
             p.id: (p.role, p.max_concurrent if p.active else 0) for p in catalog.personas
         }
@@ -128,6 +138,37 @@ class WorkerMetrics(Collector):
         for (scenario, outcome), n in sorted(self.rooms.items()):
             rooms.add_metric([scenario, outcome], n)
         yield rooms
+        if self._humans is not None:
+            yield from self._collect_humans(self._humans)
+
+    def _collect_humans(
+        self, humans: Callable[[], list[HumanStatus]]
+    ) -> Iterator[GaugeMetricFamily]:
+        agents = GaugeMetricFamily(
+            "human_agents",
+            "Human agents by status now: available, busy (set busy or every seat taken), offline",
+            labels=["tenant", "status"],
+        )
+        busy = GaugeMetricFamily(
+            "human_busy_seats", "Calls human agents are on now", labels=["tenant"]
+        )
+        seats = GaugeMetricFamily(
+            "human_seats", "Seats human agents have (their capacity)", labels=["tenant"]
+        )
+        try:
+            totals = per_tenant(humans())
+        except Exception as e:  # the store is down: no human figures this scrape
+            log.warning("metrics_humans_unreadable", error=repr(e))
+            return
+        for tenant in self._tenants:
+            counts = totals.get(tenant, {})
+            for status in AVAILABILITY:
+                agents.add_metric([tenant, status], counts.get(status, 0))
+            busy.add_metric([tenant], counts.get("busy_seats", 0))
+            seats.add_metric([tenant], counts.get("seats", 0))
+        yield agents
+        yield busy
+        yield seats
 
     def register(self) -> None:
         if not self._registered:

@@ -33,6 +33,10 @@ from workers.capacity.open_store import open_capacity_store
 from workers.capacity.seat_returns import SeatReturns
 from workers.capacity.selector import Selector
 from workers.capacity.store import CapacityStoreUnavailable, LeaseRefresher
+from workers.humans.availability import open_availability
+from workers.humans.claims import HumanClaims
+from workers.humans.core import DeskCore, per_tenant
+from workers.humans.service import DeskService
 from workers.main.admission import RequestHandler
 from workers.main.bounded_http import summarize_accept_errors
 from workers.main.cpu_load import CpuLoad
@@ -63,8 +67,20 @@ class Worker:
         self.leasebook = leasebook if leasebook is not None else LeaseBook()
         # optional personas' leases handed back by job processes (opened by build_server)
         self.seat_returns = SeatReturns(self.leasebook)
+        # human agents: their claims in the same store as the personas' leases (under the
+        # selector's lock), their seats held in the lease book under the job (opened by
+        # build_server, answering job processes from attach)
+        self.desk = DeskCore(
+            catalog,
+            HumanClaims(self.selector.store, lock=self.selector.store_lock),
+            open_availability(settings),
+        )
+        self.desk_service = DeskService(self.desk, self.leasebook)
         self.metrics = WorkerMetrics(
-            catalog, self.selector.stats, shipped_scenarios(settings.scenarios_dir)
+            catalog,
+            self.selector.stats,
+            shipped_scenarios(settings.scenarios_dir),
+            humans=self.desk.overview,
         )
         self.admission = RequestHandler(
             settings, catalog, self.selector, self.leasebook, self.metrics
@@ -160,7 +176,20 @@ class Worker:
             **selector,
             "own_rooms": self.selector.own_rooms(),
             "jobs": self.leasebook.held(),
+            "humans": self.humans_stats(),
         }
+
+    def humans_stats(self) -> dict[str, Any]:
+        """Human agents per tenant (available / busy / offline, seats taken) and each one's
+        state and seats; with a shared store, every worker's seats. A store that cannot
+        answer is said, not raised."""
+        if not self.catalog.human_agents:
+            return {"tenants": {}, "agents": []}
+        try:
+            rows = self.desk.overview()
+        except CapacityStoreUnavailable as e:
+            return {"error": str(e)}
+        return {"tenants": per_tenant(rows), "agents": [row.to_dict() for row in rows]}
 
     def attach(self, server: AgentServer) -> None:
         """From `worker_started`: watch job ends, start the stats endpoint."""
@@ -181,6 +210,7 @@ class Worker:
             )
         self._start(self.start_stats())
         self.seat_returns.listen()
+        self._start(self.desk_service.listen())
         if self.selector.store.shared:
             refresher = LeaseRefresher(
                 self.selector.store,
@@ -222,7 +252,9 @@ class Worker:
             await self.stats_server.aclose()
             self.stats_server = None
         self.seat_returns.close()
+        await self.desk_service.aclose()
         released = self.leasebook.release_all()
+        self.desk.states.close()
         self.metrics.unregister()
         self.selector.close()  # a shared store's connections; its leases were released above
         log.info("worker_closed", released_jobs=released)
