@@ -6,6 +6,7 @@ transfers. The tests wait on what the room records, never on the clock."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,8 @@ from livekit import api
 
 from agents.espeak_tts import espeak_voice_for, synthesize_pcm
 from config.catalog import load_catalog
-from config.settings import Settings
-from tests.live.harness import WorkerProcess, read_jsonl, server_api, unique
+from config.settings import PROJECT_ROOT, Settings
+from tests.live.harness import PYTHON, WorkerProcess, read_jsonl, server_api, unique, worker_env
 from tests.live.phone import (
     Play,
     SippCall,
@@ -90,6 +91,19 @@ async def reached(
             events = [e for p in paths for e in read_jsonl(p)]
             if events and done(events):
                 return events
+            await asyncio.sleep(0.2)
+
+
+async def decided(workers: list[WorkerProcess], number: str) -> list[dict]:
+    """The transcript of `number`'s call, whichever worker took it, once its transfer has an
+    outcome (the person on the line, or the transfer failed)."""
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            for w in workers:
+                paths = w.transcripts.glob(f"call-*{number.lstrip('+')}*.jsonl")
+                events = [e for p in paths for e in read_jsonl(p)]
+                if named(events, "hand_over_human") or named(events, "transfer_failed"):
+                    return events
             await asyncio.sleep(0.2)
 
 
@@ -235,3 +249,51 @@ async def test_nobody_answers_the_caller_leaves_a_voicemail(
         assert statuses == {"nina": "declined", "omar": "timed_out"}
         await hang_up_caller(telephony, events)
         await reached(person_worker, "+15550003102", lambda ev: ev[-1]["event"] == "room_ended")
+
+
+async def test_two_workers_on_one_redis_two_calls_one_person_of_capacity_one(
+    telephony: TelephonyStack, module_tmp: Path, tmp_path: Path
+):
+    """Two workers sharing one Redis (CAPACITY_URL), omar offline for all of them, two
+    callers asking for a person at once: nina (capacity 1, her phone answers every call) is
+    claimed by exactly one call; the other call's claim is refused or finds nobody free, and
+    its caller gets voicemail."""
+    agent = unique("pair")
+    await asyncio.to_thread(sync_catalog, telephony, agent)
+    env = {
+        "LIVEKIT_URL": telephony.url,
+        "CAPACITY_URL": "redis://127.0.0.1:6379/3",  # the stack's Redis, a database of its own
+        "HUMANS_STATE_PATH": str(tmp_path / "humans.json"),
+    }
+    offline = await asyncio.to_thread(
+        subprocess.run,
+        [PYTHON, "-m", "workers.humans", "set", "omar", "offline"],
+        cwd=PROJECT_ROOT,
+        env=worker_env(agent, tmp_path, **env),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert offline.returncode == 0, offline.stderr
+    workers = [
+        WorkerProcess.start(module_tmp, agent_name=agent, name=f"pair-{i}", **env) for i in (1, 2)
+    ]
+    nina = person_phone(tmp_path, NINA, "answer", calls=2)
+    callers: list[SippCall] = []
+    try:
+        for w in workers:  # a call placed before a worker is registered is never offered
+            await w.ready()
+        callers += [caller(tmp_path, telephony, n) for n in ("+15550003201", "+15550003202")]
+        first, second = await asyncio.gather(
+            decided(workers, "+15550003201"), decided(workers, "+15550003202")
+        )
+    finally:
+        for phone in (nina, *callers):
+            phone.kill()
+        for w in workers:
+            w.kill()
+    got = [ev for ev in (first, second) if named(ev, "hand_over_human")]
+    lost = [ev for ev in (first, second) if named(ev, "transfer_failed")]
+    assert len(got) == 1 and len(lost) == 1, (got, lost)
+    assert named(got[0], "call_claimed")[0]["human"] == "nina"
+    (failed,) = named(lost[0], "transfer_failed")
+    assert failed["reason"] in ("no_one_free", "no_answer") and failed["then"] == "voicemail"
+    assert all(e["rung"] in (["nina"], []) for e in named(lost[0], "transfer_requested"))
