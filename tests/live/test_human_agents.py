@@ -1,6 +1,6 @@
 """Human agents on real phones: SIPp answers as BrightCart's people (the shipped catalog's
 sip:nina@10.77.0.1:5081 and sip:omar@10.77.0.1:5082), a SIPp caller phones the line that
-reaches a person (+15550100100, scenario support_to_human), asks for a person, and support
+reaches a person (+15550100300, scenario support_to_human), asks for a person, and support
 transfers. The tests wait on what the room records, never on the clock."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from workers.humans.transfer import Connected, Transfer
 
 pytestmark = pytest.mark.live
 
-PERSON_LINE = "+15550100100"
+PERSON_LINE = "+15550100300"
 NINA, OMAR = 5081, 5082
 WAIT_S = 180  # a bound, never a pause: a loaded 2-core machine is slow
 CATALOG = load_catalog()
