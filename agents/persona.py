@@ -61,7 +61,16 @@ class NextSpeakerRequest:
     to_persona: str
 
 
-FloorRequest = HandOverRequest | EndRequest | NextSpeakerRequest
+@dataclass(frozen=True)
+class TransferRequest:
+    """Hand the caller to a person (a human agent): the floor rings them after this line."""
+
+    persona: str
+    reason: str  # why a person is needed, in a few words
+    summary: str  # what the person needs to know: who the caller is, what they want
+
+
+FloorRequest = HandOverRequest | EndRequest | NextSpeakerRequest | TransferRequest
 
 # A finished human turn, as the persona that hears the humans heard it (its text).
 HumanTurn = Callable[[str], None]
@@ -93,6 +102,8 @@ class RecordingFloor:
                 return f"ok: {to} speaks next"
             case EndRequest():
                 return "ok: the conversation will end after your reply"
+            case TransferRequest():
+                return "ok: a person will be rung after your reply"
             case _:
                 raise TypeError(f"not a floor request: {request!r}")
 
@@ -281,6 +292,23 @@ class PersonaAgent(Agent):
         """
         return self._submit(
             EndRequest(self.persona.id, require_text("reason", reason, max_len=MAX_SHORT_CHARS))
+        )
+
+    async def transfer_to_human(self, reason: str, summary: str) -> str:
+        """Hand the caller to a person on the staff, when you cannot help or they ask for one.
+        Tell the caller you are connecting them; they hear a hold line until someone answers.
+
+        Args:
+            reason: why a person is needed, in a few words
+            summary: what the person needs to know: who the caller is, what they need, what
+                you have done
+        """
+        return self._submit(
+            TransferRequest(
+                self.persona.id,
+                require_text("reason", reason, max_len=MAX_SHORT_CHARS),
+                require_text("summary", summary, max_len=MAX_TEXT_CHARS),
+            )
         )
 
     async def next_speaker(self, to: str) -> str:

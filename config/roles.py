@@ -3,11 +3,16 @@ and give it a module in agents/."""
 
 from __future__ import annotations
 
+# A persona hands the caller to a person (workers/humans/transfer.py): a role tool like the
+# others, so a tenant's tier gates it; every role but voicemail may list it (voicemail is where
+# a transfer nobody answered ends up).
+TRANSFER_TOOL = "transfer_to_human"
+
 ROLE_TOOLS: dict[str, tuple[str, ...]] = {
-    "dispatcher": ("lookup_load", "update_eta", "report_incident"),
-    "driver": ("report_status", "request_assistance"),
-    "sales": ("qualify_lead", "quote_price"),
-    "support": ("search_knowledge_base", "open_ticket", "lookup_ticket"),
+    "dispatcher": ("lookup_load", "update_eta", "report_incident", TRANSFER_TOOL),
+    "driver": ("report_status", "request_assistance", TRANSFER_TOOL),
+    "sales": ("qualify_lead", "quote_price", TRANSFER_TOOL),
+    "support": ("search_knowledge_base", "open_ticket", "lookup_ticket", TRANSFER_TOOL),
     "voicemail": ("take_message",),
 }
 ROLES: tuple[str, ...] = tuple(ROLE_TOOLS)

@@ -449,7 +449,12 @@ TENANT_CASES = [
     ("sam", "mixed-ops", ["qualify_lead", "quote_price", *COMMON]),  # enterprise
     ("sam", "inbound-support", ["qualify_lead", *COMMON]),  # starter: no quotes
     ("alex", "mixed-ops", ["search_knowledge_base", "open_ticket", "lookup_ticket", *COMMON]),
-    ("alex", "inbound-support", ["search_knowledge_base", "open_ticket", *COMMON]),
+    # brightcart allows transfers to its people
+    (
+        "alex",
+        "inbound-support",
+        ["search_knowledge_base", "open_ticket", "transfer_to_human", *COMMON],
+    ),
     ("casey", "mixed-ops", ["search_knowledge_base", "open_ticket", *COMMON]),  # own list
     ("chris", "mixed-ops", ["report_status", "request_assistance", *COMMON]),
     ("maria", "inbound-support", ["report_status", *COMMON]),

@@ -31,8 +31,9 @@ def test_the_shipped_catalog_routes_a_number_to_the_phone_scenario(catalog, scen
     want = wanted(
         catalog, source="c", scenarios_dir=scenarios_dir, agent_name="multi-persona", environ={}
     )
-    (route,) = want.inbound
+    route, person = want.inbound  # the support line; the line that reaches a person
     assert list(route.trunk.numbers) == ["+15550100000"]
+    assert json.loads(person.rule.room_config.agents[0].metadata)["scenario"] == "support_to_human"
     rule = route.rule
     assert rule.rule.dispatch_rule_individual.room_prefix == "call-brightcart-support"
     (agent,) = rule.room_config.agents

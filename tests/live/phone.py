@@ -91,6 +91,28 @@ class TelephonyStack:
                 os.kill(pid, signal.SIGTERM)
 
 
+def sync_catalog(stack: TelephonyStack, agent_name: str) -> None:
+    """The shipped catalog's numbers and trunks on the telephony server, its calls dispatched
+    to `agent_name`."""
+    from config.catalog import load_catalog
+    from tests.live.harness import server_api
+    from workers.telephony import provision
+    from workers.telephony.resources import wanted
+
+    async def sync() -> None:
+        want = wanted(
+            load_catalog(),
+            source="config/catalog.json",
+            scenarios_dir=PROJECT_ROOT / "scenarios",
+            agent_name=agent_name,
+            environ=os.environ,
+        )
+        async with server_api(stack.url) as lk:
+            await provision.sync(lk, want)
+
+    asyncio.run(sync())
+
+
 # -- audio as RTP in a pcap ------------------------------------------------------------------
 
 RTP_RATE = 8000
@@ -374,6 +396,97 @@ def answering_phone(directory: Path, behaviour: str, port: int = 5080) -> SippCa
         xml = directory / f"uas-{behaviour}.xml"
         xml.write_text(_UAS_BUSY if behaviour == "busy" else _UAS_NEVER)
         argv += ["-sf", str(xml)]
+    out = log.open("wb")
+    proc = subprocess.Popen(argv, cwd=directory, stdout=out, stderr=subprocess.STDOUT)
+    out.close()
+    return SippCall(proc, log)
+
+
+# -- SIPp as a person's phone (human agents, rung by a transfer) ---------------------------
+
+_UAS_DECLINE = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="decline">
+  <recv request="INVITE"/>
+{_reply("180 Ringing")}
+{_reply("603 Decline")}
+  <recv request="ACK"/>
+</scenario>
+"""
+
+
+def _answering(ring_ms: int, say: Path | None, say_times: int) -> str:
+    """SIPp XML: ring `ring_ms`, answer (PCMA), then play `say` (a person speaking)
+    `say_times` times, 20 s apart, once answered, and stay on the line until the far end hangs
+    up (BYE)."""
+    sdp_answer = """  <send><![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8
+      a=rtpmap:8 PCMA/8000
+  ]]></send>"""
+    # said again every 20 s: a person is first briefed in private, and only then on the line
+    # with the caller, whenever that is on a loaded machine
+    play = "".join(
+        f'  <nop><action><exec play_pcap_audio="{say}"/></action></nop>\n'
+        '  <pause milliseconds="20000"/>\n'
+        for _ in range(say_times if say else 0)
+    )
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="person">
+  <recv request="INVITE"/>
+{_reply("180 Ringing")}
+  <pause milliseconds="{ring_ms}"/>
+{sdp_answer}
+  <recv request="ACK"/>
+{play}  <recv request="BYE"/>
+{_reply("200 OK")}
+</scenario>
+"""
+
+
+def person_phone(
+    directory: Path,
+    port: int,
+    behaviour: str,
+    *,
+    ring_ms: int = 0,
+    say: Path | None = None,
+    say_times: int = 1,
+    calls: int = 1,
+) -> SippCall:
+    """A person's phone at sip:<anyone>@LIVE_ADDR:`port` for one call: `answer` (after
+    `ring_ms` of ringing; `say` played once answered; on the line until hung up), `decline`
+    (603), `busy` (486) or `never` (rings until cancelled), for `calls` calls (at once, too).
+    Each phone its own media ports."""
+    xml = directory / f"person-{port}-{behaviour}.xml"
+    text = {
+        "decline": _UAS_DECLINE,
+        "busy": _UAS_BUSY,
+        "never": _UAS_NEVER,
+    }.get(behaviour) or _answering(ring_ms, say, say_times)
+    xml.write_text(text)
+    log = directory / f"person-{port}.log"
+    argv = ["sipp", "-i", LIVE_ADDR, "-p", str(port), "-m", str(calls), "-nostdin", "-sf", str(xml)]
+    argv += ["-mi", LIVE_ADDR, "-mp", str(16100 + 20 * (port % 100)), "-timeout", "600s"]
+    argv += [
+        "-timeout_error",
+        "-trace_msg",
+        "-message_file",
+        str(directory / f"person-{port}-msg.log"),
+    ]
     out = log.open("wb")
     proc = subprocess.Popen(argv, cwd=directory, stdout=out, stderr=subprocess.STDOUT)
     out.close()

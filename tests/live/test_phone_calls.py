@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -16,7 +15,6 @@ import pytest
 from livekit import api
 
 from agents.espeak_tts import espeak_voice_for, synthesize_pcm
-from config.catalog import load_catalog
 from config.settings import PROJECT_ROOT
 from tests.live.harness import (
     PYTHON,
@@ -38,11 +36,10 @@ from tests.live.phone import (
     caller_scenario,
     calls_ended,
     dtmf_pcap,
+    sync_catalog,
     unanswered_scenario,
     write_rtp_pcap,
 )
-from workers.telephony import provision
-from workers.telephony.resources import wanted
 
 pytestmark = pytest.mark.live
 
@@ -57,19 +54,7 @@ def phone_worker(telephony: TelephonyStack, module_tmp: Path) -> Iterator[Worker
     """The shipped catalog synced to the telephony server for this module's agent name, and a
     worker registered there under that name."""
     agent = unique("phone")
-
-    async def sync() -> None:
-        want = wanted(
-            load_catalog(),
-            source="config/catalog.json",
-            scenarios_dir=PROJECT_ROOT / "scenarios",
-            agent_name=agent,
-            environ=os.environ,
-        )
-        async with server_api(telephony.url) as lk:
-            await provision.sync(lk, want)
-
-    asyncio.run(sync())
+    sync_catalog(telephony, agent)
     proc = WorkerProcess.start(
         module_tmp, agent_name=agent, name="phone-worker", LIVEKIT_URL=telephony.url
     )

@@ -22,7 +22,9 @@ from config.logging import bind_context, get_logger
 from config.settings import Settings
 from workers.capacity.leases import Releasable
 from workers.capacity.seat_returns import return_seat
+from workers.humans.room_transfer import RoomTransfer
 from workers.job.gc_policy import room_listeners
+from workers.job.human_transfer import job_transfer
 from workers.job.internals import (
     accept_metadata,
     fail_job_process,
@@ -39,6 +41,7 @@ from workers.room.seat import Seat
 from workers.room.stage import ModelsFor
 from workers.room.stage.livekit import LiveKitStage
 from workers.room.tracing import RoomTrace, configure_tracing
+from workers.room.transcript import Transcript
 from workers.telephony.dial import dialer_for
 
 log = get_logger("workers.job.runner")
@@ -127,6 +130,16 @@ async def _run_plan(
             api_secret=livekit.api_secret.get_secret_value() if livekit else "",
         ),
     )
+    people = job_transfer(
+        job_id=ctx.job.id,
+        room=room,
+        catalog=catalog,
+        plan=plan,
+        stage=stage,
+        url=url,
+        api_key=livekit.api_key if livekit else "",
+        api_secret=livekit.api_secret.get_secret_value() if livekit else "",
+    )
     # the stage subscribes the persona that hears humans to their audio, and nothing else
     joining = asyncio.ensure_future(ctx.connect(auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE))
     ender = RoomEnder(stage, joining)
@@ -139,10 +152,14 @@ async def _run_plan(
     watch.start()
     try:
         return await _run_joined(
-            ctx, settings, catalog, plan, room, stage, joining, ender, own_leases
-        )
+            ctx, settings, catalog, plan, room, stage, joining, ender, own_leases,
+            people[0] if people is not None else None,
+        )  # fmt: skip
     finally:
         watch.stop()
+        if people is not None:  # the room has ended: any seat it still held goes back
+            with contextlib.suppress(Exception):
+                await people[1].aclose()
 
 
 async def _run_joined(
@@ -155,6 +172,7 @@ async def _run_joined(
     joining: asyncio.Future[Any],
     ender: RoomEnder,
     own_leases: list[Releasable],
+    transfer: Callable[[Transcript], RoomTransfer] | None = None,
 ) -> RoomResult | None:
     try:
         await joining
@@ -188,6 +206,7 @@ async def _run_joined(
             listeners=listeners,
             on_floor=ender.seat,
             on_seat_failed=seat_giver(ctx.job.id, own_leases),
+            transfer=transfer,
         )
     finally:
         if tracing is not None:

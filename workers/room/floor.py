@@ -15,22 +15,33 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from livekit.agents import NOT_GIVEN, AgentSession, llm, utils
 from livekit.agents.voice import SpeechHandle
 
 from agents.fallback import MODEL_FAILED
 from agents.instructions import format_human_line
-from agents.persona import EndRequest, HandOverRequest, NextSpeakerRequest, PersonaAgent
+from agents.persona import (
+    EndRequest,
+    FloorRequest,
+    HandOverRequest,
+    NextSpeakerRequest,
+    PersonaAgent,
+    TransferRequest,
+)
 from config.catalog import Persona
 from config.logging import get_logger
 from config.scenario import DtmfChoice, Scenario
+from workers.humans.transfer import Failed
 from workers.room.human_line import HumanLine
 from workers.room.latency import turn_latency
 from workers.room.seat import Seat
 from workers.room.stage.base import Humans
 from workers.room.turns import HUMANS, answers_human, next_speaker, repeat_key
+
+if TYPE_CHECKING:
+    from workers.humans.room_transfer import RoomTransfer
 
 log = get_logger("workers.room.floor")
 
@@ -48,6 +59,13 @@ CONTEXT_MAX_ITEMS = 200
 
 # How long a room that ended mid-turn waits for livekit to say what the cut-off persona got out.
 CUT_OFF_WAIT_S = 2.0
+
+# While people are rung and the winner is briefed the caller is never left in silence: the
+# transferring persona says a short hold line this often.
+HOLD_EVERY_S = 8.0
+# A person who hangs up within this long after joining the caller was cut off or picked up
+# by mistake: the persona takes the caller back. Later, the call is over when the caller leaves.
+TAKE_BACK_S = 10.0
 
 
 def _spoken_text(items: Sequence[Any]) -> str:
@@ -171,6 +189,17 @@ def _heard(line: HumanLine) -> dict[str, Any]:
     return fields
 
 
+_CALLERS_GONE = object()  # _human_line_or: every caller has left
+
+# transfer_failed reasons, as the persona tells the caller
+_NOBODY = {
+    "no_one_free": "Nobody on the team is free to take the call right now.",
+    "no_answer": "Nobody on the team answered.",
+    "all_declined": "Nobody on the team could take the call right now.",
+    "hung_up_at_once": "The colleague who answered had to drop off the call.",
+}
+
+
 def _key_field(line: HumanLine) -> dict[str, str]:
     return {"key": line.key} if line.key else {}
 
@@ -187,8 +216,10 @@ class Floor:
         humans: Humans,
         max_failures: int = 2,
         context_items: int = CONTEXT_MAX_ITEMS,
+        transfer: RoomTransfer | None = None,
     ) -> None:
         self.scenario = scenario
+        self._transfer = transfer  # how a persona reaches a person (None: nobody can be rung)
         self.rules = scenario.rules
         self._emit = emit
         self.humans = humans
@@ -201,7 +232,7 @@ class Floor:
         self._current: Speaker | None = None
         self._holder: Speaker | None = None
         self._previous: Speaker | None = None
-        self._requests: list[HandOverRequest | EndRequest | NextSpeakerRequest] = []
+        self._requests: list[FloorRequest] = []
         self._loop_task: asyncio.Future[None] | None = None
         self._last_said_at: float | None = None  # when the previous line ended (latency)
 
@@ -235,7 +266,7 @@ class Floor:
         return [s for s in self.speakers if not s.standby]
 
     # -- tool requests (called from the current speaker's tools) --------------------------
-    def submit(self, request: HandOverRequest | EndRequest | NextSpeakerRequest) -> str:
+    def submit(self, request: FloorRequest) -> str:
         requester = (
             request.from_persona if isinstance(request, HandOverRequest) else request.persona
         )
@@ -244,6 +275,16 @@ class Floor:
         if isinstance(request, EndRequest):
             self._requests.append(request)
             return "The conversation will end after this line. Say a short goodbye."
+        if isinstance(request, TransferRequest):
+            if self._transfer is None:
+                raise ValueError("no person can be rung from this room; keep helping the caller")
+            if any(isinstance(r, TransferRequest) for r in self._requests):
+                raise ValueError("a transfer is already requested")
+            self._requests.append(request)
+            return (
+                "A person will be rung after this line. Tell the caller now, in one short "
+                "sentence, that you are connecting them to a colleague and they should hold."
+            )
         target = self._by_id.get(request.to_persona)
         if target is None or target is self._current:
             others = ", ".join(s.label for s in self.speakers if s is not self._current)
@@ -529,6 +570,9 @@ class Floor:
                 target, instructions = await self._hand_over(speaker, req)
                 return target.id, instructions
         for req in requests:
+            if isinstance(req, TransferRequest):
+                return await self._transfer_to_human(speaker, req)
+        for req in requests:
             if isinstance(req, NextSpeakerRequest):
                 target = self._by_id[req.to_persona]
                 self._emit(
@@ -557,6 +601,123 @@ class Floor:
             f"{speaker.persona.name} just handed this conversation to you with the summary "
             f"above. Open with one short bridge line to the person you now help, then continue."
         )
+
+    # -- a person takes the caller (workers/humans/transfer.py rings them) ------------------
+    async def _transfer_to_human(
+        self, speaker: Speaker, req: TransferRequest
+    ) -> tuple[str, str | None]:
+        """Ring people while the caller hears a hold line; then hand the caller to the one who
+        answered, or, failing that, to voicemail or back to `speaker`. Returns who speaks next."""
+        transfer = self._transfer
+        assert transfer is not None  # submit() refused the request otherwise
+        hold = asyncio.ensure_future(self._hold(speaker, transfer))
+        try:
+            result = await transfer.run(speaker.persona, req.reason, req.summary, speaker.session)
+        finally:
+            hold.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await hold
+        if isinstance(result, Failed):
+            return await self._transfer_failed(speaker, result.reason)
+        return await self._with_human(speaker, transfer, result.human.name)
+
+    async def _hold(self, speaker: Speaker, transfer: RoomTransfer) -> None:
+        """A short hold line every HOLD_EVERY_S until the transfer is done."""
+        while True:
+            await asyncio.sleep(HOLD_EVERY_S)
+            winner = transfer.winner_name()
+            text = (
+                f"{winner} is taking your call and will be with you in a moment."
+                if winner
+                else "Thanks for holding, I'm still connecting you."
+            )
+            await self._say(speaker, text, kind="hold")
+
+    async def _say(self, speaker: Speaker, text: str, *, kind: str) -> None:
+        """`speaker` says a fixed line (not its model's), recorded as `persona_line`."""
+        try:
+            await speaker.session.say(text, add_to_chat_ctx=False)
+        except RuntimeError as e:  # its session closed meanwhile
+            log.warning("persona_line_not_said", persona=speaker.id, error=repr(e))
+            return
+        self._emit(
+            "persona_line", persona=speaker.id, identity=speaker.identity, kind=kind, text=text
+        )
+
+    async def _transfer_failed(self, speaker: Speaker, reason: str) -> tuple[str, str | None]:
+        """Nobody took the call: the voicemail persona (seated on standby) takes a message,
+        or `speaker` tells the caller and carries on. A person who answered and dropped off
+        at once: `speaker` takes the caller back."""
+        vm = next((s for s in self.speakers if s.persona.role == "voicemail"), None)
+        then = self.scenario.transfer.on_no_answer
+        if reason == "hung_up_at_once":
+            then = "carry_on"
+        elif then == "voicemail" and vm is None:
+            then = "carry_on"  # no voicemail persona seated in this room
+            log.warning("transfer_voicemail_not_seated", persona=speaker.id)
+        self._emit("transfer_failed", reason=reason, then=then, persona=speaker.id)
+        why = _NOBODY.get(reason, reason)
+        if then == "voicemail" and vm is not None:
+            summary = f"{why} Take the caller's message for a callback."
+            target, instructions = await self._hand_over(
+                speaker, HandOverRequest(speaker.id, vm.id, summary)
+            )
+            return target.id, instructions
+        return speaker.id, f"{why} Tell the caller so in one sentence, and keep helping them."
+
+    async def _with_human(
+        self, speaker: Speaker, transfer: RoomTransfer, person: str
+    ) -> tuple[str, str | None]:
+        """A person has the caller. `speaker` says goodbye; the personas stay silent (the
+        human lines are still recorded). If the person hangs up within TAKE_BACK_S, `speaker`
+        takes the caller back; after that the personas leave (or stay as note takers, per
+        scenario), and the room ends when the caller leaves."""
+        await self._say(speaker, f"You're now with {person}. Goodbye!", kind="goodbye")
+        deadline = time.monotonic() + TAKE_BACK_S
+        gone = asyncio.ensure_future(transfer.wait_gone())
+        window = True  # the take-back window is open
+        try:
+            while True:
+                if window and time.monotonic() >= deadline:
+                    window = False
+                    if self.scenario.transfer.after_hand_over == "leave":
+                        await transfer.leave([s.id for s in self.speakers])
+                if window and gone.done():
+                    return await self._transfer_failed(speaker, "hung_up_at_once")
+                line = await self._human_line_or(gone, deadline if window else None)
+                if line is _CALLERS_GONE:
+                    self._end(EndReason.HUMANS_LEFT, "the caller left")
+                    return HUMANS, None
+                if isinstance(line, HumanLine):
+                    self._emit("human", identity=line.identity, text=line.text, **_key_field(line))
+                    if not transfer.personas_left:  # note takers keep the conversation
+                        await self._relay(format_human_line(line.identity, line.text), exclude=None)
+        finally:
+            gone.cancel()
+
+    async def _human_line_or(
+        self, gone: asyncio.Future[str], deadline: float | None
+    ) -> HumanLine | object | None:
+        """The next human line; None when the person hung up or `deadline` passed first;
+        _CALLERS_GONE when every caller has left."""
+        line = self.humans.next_line(pause=False)  # what was said before anyone left
+        if line is not None:
+            return line
+        if self.humans.left():
+            return _CALLERS_GONE
+        waiting = asyncio.ensure_future(self.humans.wait_line())
+        wait_for: set[asyncio.Future[Any]] = {waiting}
+        if not gone.done():
+            wait_for.add(gone)
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            await asyncio.wait(wait_for, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not waiting.done():
+                waiting.cancel()
+        if waiting.done() and not waiting.cancelled():
+            return waiting.result() or _CALLERS_GONE
+        return None
 
     def _next_by_policy(self, speaker: Speaker, text: str) -> str:
         active = self.active

@@ -8,10 +8,12 @@ lease as soon as that persona fails to start (`on_seat_failed`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agents.outcome import OutcomeEntry
 from agents.persona import build_agent
@@ -26,6 +28,9 @@ from workers.room.stage import ModelsFor, Stage, StageCast, StageError, StageEve
 from workers.room.stage.base import NotAnswered
 from workers.room.transcript import Listener, Transcript
 from workers.room.usage import usage_records
+
+if TYPE_CHECKING:
+    from workers.humans.room_transfer import RoomTransfer
 
 log = get_logger("workers.room.runner")
 
@@ -61,6 +66,7 @@ async def run_room(
     listeners: Sequence[Listener] = (),
     on_floor: Callable[[Floor], None] | None = None,
     on_seat_failed: SeatFailed | None = None,
+    transfer: Callable[[Transcript], RoomTransfer] | None = None,
 ) -> RoomResult:
     """Run the scenario with these seats on this stage until a stop rule fires.
 
@@ -76,7 +82,9 @@ async def run_room(
         transcript.subscribe(listener)
     room_data = RoomData(scenario, catalog)
     room_data.outcome.subscribe(lambda entry: transcript.write("outcome_entry", **_entry(entry)))
-    floor = Floor(scenario, emit=transcript.write, humans=stage.humans)
+    # how a persona reaches a person (workers/humans/room_transfer.py), bound to this transcript
+    room_transfer = transfer(transcript) if transfer is not None else None
+    floor = Floor(scenario, emit=transcript.write, humans=stage.humans, transfer=room_transfer)
     if on_floor is not None:
         on_floor(floor)
     started = time.monotonic()
@@ -159,6 +167,9 @@ async def run_room(
         transcript.write("error", error=repr(e))
         log.exception("room_failed", room=room)
     finally:
+        if room_transfer is not None:  # every leg hung up, the bridge closed, seat released
+            with contextlib.suppress(asyncio.CancelledError):  # bounded: CLEANUP_S
+                await asyncio.shield(room_transfer.aclose())
         await _finish(stage, transcript, room_data, floor, ending, started)
     return RoomResult(
         ending.reason.value,

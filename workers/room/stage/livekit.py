@@ -9,7 +9,7 @@ the humans subscribes to their audio (and nothing else) and reads their typed ch
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from livekit import rtc
@@ -20,6 +20,7 @@ from livekit.agents.voice import room_io
 from livekit.agents.voice.remote_session import TOPIC_SESSION_MESSAGES as SESSION_STREAM_TOPIC
 
 from config.catalog import Persona
+from config.humans import HUMAN_IDENTITY_PREFIX
 from config.logging import get_logger
 from workers.room.human_line import MAX_HUMAN_SCAN, HumanLine
 from workers.room.seat import Seat
@@ -111,7 +112,11 @@ class LiveHumans:
         return bool(self._here)
 
     def left(self) -> bool:
-        return self._seen_any and not self._here
+        """Every caller who came has left. A person on the staff (`staff_<id>`, bridged in by
+        a transfer) is heard like anyone, but a room does not go on for them alone."""
+        return self._seen_any and not any(
+            not identity.startswith(HUMAN_IDENTITY_PREFIX) for identity in self._here
+        )
 
     async def arrival(self, timeout_s: float) -> bool:
         try:
@@ -272,6 +277,10 @@ class LiveKitStage(Stage):
         self._open_events: StageEvents | None = None  # kept after a close starts
         self._stopping = False
         self._outputs: list[Any] = []  # persona voice outputs, closed after their sessions
+        self._voice_of: dict[str, Any] = {}  # persona id -> its voice output
+        self._persona_rooms: dict[str, rtc.Room] = {}  # persona id -> its connection
+        self._listener_room: rtc.Room | None = None
+        self._left: set[str] = set()  # personas that left the room (after a hand-over)
         self._reports: dict[str, dict[str, Any]] = {}  # persona id -> SessionReport.to_dict()
         self._calls: PhoneCalls | None = None  # the room's phone calls, once open
         # every human their own ear (stage/ears.py), or RoomIO's one linked human
@@ -305,7 +314,7 @@ class LiveKitStage(Stage):
 
     def _persona_dropped(self, seat: Seat, reason: Any) -> None:
         """The server or the network dropped a persona's own connection (not our close)."""
-        if self._stopping or self._open_events is None:
+        if self._stopping or self._open_events is None or seat.persona.id in self._left:
             return
         log.warning("persona_connection_lost", persona=seat.persona.id, reason=str(reason))
         self._open_events.persona_lost(seat.persona.id, seat.required)
@@ -362,7 +371,8 @@ class LiveKitStage(Stage):
                 return_exceptions=True,
             )
             rooms = {own.persona.id: self._ctx.room, **started_or_raise(rest, joined)}
-            listener_room = rooms.get(cast.listener)
+            self._persona_rooms = rooms
+            listener_room = self._listener_room = rooms.get(cast.listener)
             if listener_room is not None:
                 # at once, not after session start: a caller may type before the opener speaks
                 listener_room.register_text_stream_handler(TOPIC_CHAT, self._on_chat)
@@ -396,6 +406,7 @@ class LiveKitStage(Stage):
                     # its first word, in a room of personas alone too
                     output = persona_audio_output(room, voice_track(seat.persona))
                     self._outputs.append(output)
+                    self._voice_of[seat.persona.id] = output
                     await output.start()
                     session.output.audio = output
                 options = room_options(seat.persona, hears_humans=listens and not ears)
@@ -422,6 +433,34 @@ class LiveKitStage(Stage):
         except BaseException:
             await self.close()
             raise
+
+    async def personas_leave(self, personas: Sequence[str]) -> None:
+        """After a hand-over to a person: each persona's session closes and its voice track
+        is unpublished, and its connection leaves the room, except two that stay silent and
+        publish nothing: the job's own (the job lives as long as the call it bridged) and
+        the listener's, whose ears keep transcribing the caller and the person."""
+        self._left.update(personas)
+        leaving = {p: self._sessions.pop(p) for p in personas if p in self._sessions}
+        self._report_on(leaving)  # their reports, as the room's end writes the others'
+        await close_sessions(list(leaving.values()))
+        for persona in personas:
+            output = self._voice_of.pop(persona, None)
+            if output is not None:
+                self._outputs.remove(output)
+                try:
+                    await output.aclose()
+                except Exception as e:
+                    log.warning("voice_output_close_failed", error=repr(e))
+            room = self._persona_rooms.get(persona)
+            if room is None or room is self._ctx.room or room is self._listener_room:
+                continue
+            if room in self._rooms:
+                self._rooms.remove(room)
+            try:
+                await room.disconnect()
+            except Exception as e:
+                log.warning("room_disconnect_failed", error=repr(e))
+        log.info("personas_left", personas=list(personas))
 
     def _watch_calls(self, events: StageEvents) -> PhoneCalls:
         def key(identity: str, digit: str) -> None:
@@ -542,7 +581,10 @@ class LiveKitStage(Stage):
         if self._reported:
             return
         self._reported = True
-        for persona_id, session in self._sessions.items():
+        self._report_on(self._sessions)
+
+    def _report_on(self, sessions: Mapping[str, AgentSession]) -> None:
+        for persona_id, session in sessions.items():
             try:
                 self._reports[persona_id] = self._ctx.make_session_report(session).to_dict()
             except Exception as e:  # a report must never block teardown
