@@ -166,3 +166,42 @@ def test_simulate_exports_the_rooms_trace_over_otlp_http(otlp_receiver, tmp_path
                 names.update(span.name for span in scope.spans)
     assert services == {"trace-test"}
     assert {"room", "turn", "tool_call", "agent_session"} <= names
+
+
+def test_each_ring_leg_of_a_transfer_is_a_span_from_ringing_to_its_outcome(spans):
+    provider = configure_tracing(
+        None, service="test", exporter=spans, processor=SimpleSpanProcessor
+    )
+    assert provider is not None
+    room = RoomTrace(provider)
+    room({"event": "room_started", "room": "r", "tenant": "brightcart", "at": 10.0, "cast": []})
+    room({"event": "transfer_requested", "persona": "alex", "rung": "nina,omar", "at": 11.0})
+    for human in ("nina", "omar"):
+        room({"event": "ring_leg", "human": human, "status": "ringing", "at": 11.5})
+    room({"event": "ring_leg", "human": "nina", "status": "answered", "at": 14.5})
+    room(
+        {
+            "event": "ring_leg",
+            "human": "omar",
+            "status": "cancelled",
+            "after_win_s": 0.03,
+            "sip_status_code": None,
+            "at": 14.53,
+        }
+    )
+    room({"event": "hand_over_human", "from_persona": "alex", "human": "nina", "at": 40.0})
+    room({"event": "room_ended", "reason": "humans_left", "turns": 2, "at": 90.0})
+    provider.shutdown()
+    finished = {s.name: s for s in spans.get_finished_spans() if s.name != "ring_leg"}
+    legs = {
+        s.attributes["human_agent"]: s for s in spans.get_finished_spans() if s.name == "ring_leg"
+    }
+    assert {h: legs[h].attributes["status"] for h in legs} == {
+        "nina": "answered",
+        "omar": "cancelled",
+    }
+    assert (legs["nina"].end_time - legs["nina"].start_time) / 1e9 == pytest.approx(3.0)
+    assert legs["omar"].attributes["after_win_s"] == 0.03
+    assert "sip_status_code" not in legs["omar"].attributes  # unknown: left off, not null
+    assert all(leg.parent.span_id == finished["room"].context.span_id for leg in legs.values())
+    assert [e.name for e in finished["room"].events] == ["transfer_requested", "hand_over_human"]

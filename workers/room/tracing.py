@@ -1,6 +1,6 @@
-"""OpenTelemetry traces of rooms: one trace per room, a span for each persona turn and tool call,
-events for floor decisions, hand-overs and human lines, and livekit-agents' own spans (model
-calls) nested under the room.
+"""OpenTelemetry traces of rooms: one trace per room, a span for each persona turn, tool call and
+ring leg of a transfer to people, events for floor decisions, hand-overs (to personas and to
+people) and human lines, and livekit-agents' own spans (model calls) nested under the room.
 
 Off unless `OTEL_EXPORTER_OTLP_ENDPOINT` is set (OTLP over HTTP, as OpenTelemetry's own variable
 means it; `/v1/traces` is appended). `configure_tracing` installs the provider in the process
@@ -80,6 +80,7 @@ class RoomTrace:
         self._token: object | None = None
         self._base: dict[str, Any] = {}
         self._roles: dict[str, str] = {}
+        self._ringing: dict[str, int | None] = {}  # human -> when their leg started ringing
 
     def __call__(self, record: dict[str, Any]) -> None:
         handler = getattr(self, f"_on_{record.get('event')}", None)
@@ -147,6 +148,24 @@ class RoomTrace:
             is_error=bool(record.get("is_error")),
             args=str(record.get("args")) if self._content else None,
             output=str(record.get("output")) if self._content else None,
+        )
+
+    def _on_ring_leg(self, record: dict[str, Any]) -> None:
+        """A transfer's leg to one person: a span from ringing to how it ended (answered,
+        declined, timed out, cancelled, ...)."""
+        human = str(record.get("human", ""))
+        status = str(record.get("status", ""))
+        if status == "ringing":
+            self._ringing[human] = self._at(record)
+            return
+        self._child(
+            "ring_leg",
+            record,
+            self._ringing.pop(human, self._at(record)),
+            human_agent=human,
+            status=status,
+            sip_status_code=record.get("sip_status_code"),
+            after_win_s=record.get("after_win_s"),
         )
 
     def _on_room_ended(self, record: dict[str, Any]) -> None:
