@@ -5,6 +5,7 @@ at once, each with its own caller number, so the whole module costs about one ca
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from livekit import api
+from livekit import api, rtc
 
 from agents.espeak_tts import espeak_voice_for, synthesize_pcm
 from config.settings import PROJECT_ROOT
@@ -22,6 +23,7 @@ from tests.live.harness import (
     active_personas,
     current_events,
     dispatch,
+    human_token,
     read_jsonl,
     server_api,
     unique,
@@ -40,6 +42,7 @@ from tests.live.phone import (
     unanswered_scenario,
     write_rtp_pcap,
 )
+from tests.live.test_voices import microphone, speak
 
 pytestmark = pytest.mark.live
 
@@ -279,3 +282,50 @@ async def test_the_dispatcher_phones_a_driver_busy_and_unanswered_calls_end_as_n
     async with asyncio.timeout(30):
         while await active_personas(phone_worker):
             await asyncio.sleep(0.2)
+
+
+async def test_a_phone_caller_and_a_person_in_the_room_are_both_heard(
+    telephony: TelephonyStack, phone_worker: WorkerProcess, tmp_path: Path, spoken_line: Path
+):
+    """A caller on the phone and a person who joins the call's room with the SDK (a
+    supervisor, say): each is heard by an ear of their own, their lines attributed to each,
+    and each answered."""
+    sam_says = "Hi, my blender arrived with a cracked jar."  # a scenario line, heard exactly
+    xml = caller_scenario([Play(spoken_line, 0)], listen_ms=GREETING_MS, hang_up=False)
+    phone = call(tmp_path, telephony, SUPPORT_LINE, caller="+15550005555", scenario_xml=xml)
+    caller = "+15550005555"
+
+    def heard_from(prefix: str) -> Callable[[list[dict]], bool]:
+        def done(events: list[dict]) -> bool:
+            return any(h["identity"].startswith(prefix) for h in named(events, "human"))
+
+        return done
+
+    def answered(events: list[dict]) -> bool:
+        """Both are heard, and a persona spoke after the last of them."""
+        humans = named(events, "human")
+        return heard_from("desk-sam")(events) and any(
+            u["at"] > humans[-1]["at"] for u in named(events, "utterance")
+        )
+
+    with calls_ended(phone):
+        placed_call = await call_reached(phone_worker, caller, lambda ev: bool(named(ev, "call")))
+        room = rtc.Room()
+        await room.connect(telephony.url, human_token(placed_call[0]["room"], "desk-sam"))
+        try:
+            source = await microphone(room)
+            await call_reached(phone_worker, caller, heard_from("sip_"))
+            await speak(source, sam_says)
+            events = await call_reached(phone_worker, caller, answered)
+        finally:
+            await room.disconnect()
+        with contextlib.suppress(Exception):  # the room may have ended already
+            await hang_up_on(telephony, events)
+        assert await phone.result(WAIT_S) == 0, phone.output()
+    (placed,) = named(events, "call")
+    said = {h["identity"]: h["text"] for h in named(events, "human")}
+    assert set(said) == {placed["identity"], "desk-sam"}
+    assert "blender" in said[placed["identity"]]
+    assert said["desk-sam"] == sam_says
+    for human in named(events, "human"):  # each line answered by a persona after it
+        assert any(u["at"] > human["at"] for u in named(events, "utterance")), human
