@@ -338,3 +338,49 @@ async def test_two_people_speaking_a_second_apart_are_both_heard_and_answered_in
     kinds = [e["event"] for e in talk[:4]]
     assert kinds == ["human", "utterance", "human", "utterance"], talk
     assert len(heard) == 2
+
+
+async def test_a_second_person_barging_in_cuts_off_the_answer_to_the_first(
+    worker: WorkerProcess,
+):
+    """25: ana speaks and the lead answers her; while it speaks, ben (another person with his
+    own microphone) speaks over it: the answer is cut off by a human, ben's line is heard,
+    attributed to him, and answered."""
+    room = unique("barge-two")
+    async with server_api() as lk:
+        await dispatch(lk, worker.agent_name, room, json.dumps({"scenario": "inbound_support"}))
+        async with (
+            joined(human_token(room, "caller-ana")) as ana,
+            joined(human_token(room, "caller-ben")) as ben,
+        ):
+            ana_mic, ben_mic = await microphone(ana), await microphone(ben)
+            await transcript_event(worker, room, "utterance", timeout=60)  # the greeting
+            await speak(ana_mic, "Hi, my blender arrived with a cracked jar. Order 88123.")
+            await transcript_event(worker, room, "human", timeout=30)
+            async with asyncio.timeout(60):  # the lead is answering ana, out loud
+                while not any(
+                    p.attributes.get("lk.agent.state") == "speaking"
+                    for p in ana.remote_participants.values()
+                ):
+                    await asyncio.sleep(0.05)
+            await speak(ben_mic, "Yes please, I have photos of it.", voice="onyx")
+            cut = await transcript_event(worker, room, "interrupted", timeout=30)
+            async with asyncio.timeout(60):
+                while True:
+                    events = current_events(worker, room)
+                    bens = [
+                        e for e in events if e["event"] == "human" and e["identity"] == "caller-ben"
+                    ]
+                    if bens and any(
+                        e["event"] == "utterance" and e["at"] > bens[0]["at"] for e in events
+                    ):
+                        break
+                    await asyncio.sleep(0.1)
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+    events = await transcript_of(worker, room)
+    assert cut["by"] == "human"
+    heard = [e for e in events if e["event"] == "human"]
+    assert [h["identity"] for h in heard] == ["caller-ana", "caller-ben"], heard
+    answers = [e for e in events if e["event"] == "utterance"]
+    assert any(a.get("interrupted") for a in answers[1:]), answers  # the answer to ana, cut
+    assert answers[-1]["at"] > heard[-1]["at"]  # ben is answered
