@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from workers.telephony import sipp
+
 ROOT = Path(__file__).resolve().parent.parent
 LIVENET = ROOT / "tests" / "live" / "livenet.sh"
 PCMA = 8
@@ -93,58 +95,17 @@ class Stack:
 
 # SIPp: INVITE (PCMA), answered -> ACK, then on the line until the far end hangs up (BYE,
 # answered) or `hold_ms` passes (the phone hangs up itself).
-_HEADER = """\
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:[field0]@[local_ip]:[local_port]>;tag=[pid]SIPpTag[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>{peer}
-      Call-ID: [call_id]
-      CSeq: {cseq}
-      Contact: sip:[field0]@[local_ip]:[local_port]
-      Max-Forwards: 70"""
-
-CALLER_XML = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+def caller_xml(hold_ms: int, silence: Path) -> str:
+    return f"""{sipp.XML_HEAD}
 <scenario name="bench-caller">
-  <send retrans="500"><![CDATA[
-      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-{invite}
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 8
-      a=rtpmap:8 PCMA/8000
-  ]]></send>
-  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="183" optional="true"/>
-  <recv response="200" rtd="true"/>
-  <send><![CDATA[
-      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-{ack}
-      Content-Length: 0
-  ]]></send>
-  <nop><action><exec play_pcap_audio="{silence}"/></action></nop>
+{sipp.dial()}  <recv response="200" rtd="true"/>
+{sipp.ack()}
+{sipp.play(silence)}
   <recv request="BYE" timeout="{hold_ms}" ontimeout="hang_up"/>
-  <send><![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-  ]]></send>
+{sipp.OK}
   <nop next="end"/>
   <label id="hang_up"/>
-  <send retrans="500"><![CDATA[
-      BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-{bye}
-      Content-Length: 0
-  ]]></send>
+{sipp.hang_up()}
   <recv response="200"/>
   <label id="end"/>
 </scenario>
@@ -170,16 +131,6 @@ def silence_pcap(path: Path, seconds: float) -> Path:
         out.append(packet)
     path.write_bytes(b"".join(out))
     return path
-
-
-def caller_xml(hold_ms: int, silence: Path) -> str:
-    return CALLER_XML.format(
-        silence=silence,
-        invite=_HEADER.format(peer="", cseq="1 INVITE"),
-        ack=_HEADER.format(peer="[peer_tag_param]", cseq="1 ACK"),
-        bye=_HEADER.format(peer="[peer_tag_param]", cseq="2 BYE"),
-        hold_ms=hold_ms,
-    )
 
 
 def place_calls(

@@ -25,30 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from tests.live.phone import LIVE_ADDR, SippCall
+from workers.telephony import sipp
 
 PCMA = 8
 SPEECH_RMS = 400  # an RTP packet (20 ms) louder than this carries speech, not silence
 
-_OK = """  <send><![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-  ]]></send>"""
-
-# the phone's answers to the INVITE (180, 200): its dialog tag and contact
-_ANSWER = """\
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:[local_ip]:[local_port];transport=[transport]>"""
-
-_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+_SCENARIO = """{head}
 <scenario name="listening-human">
   <recv request="INVITE" crlf="true">
     <action>
@@ -57,25 +39,8 @@ _SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
       <ereg regexp="sip:[^&gt;]*" search_in="hdr" header="Contact:" assign_to="far_contact"/>
     </action>
   </recv>
-  <send><![CDATA[
-      SIP/2.0 180 Ringing
+{ringing}
 {answer}
-      Content-Length: 0
-  ]]></send>
-  <send retrans="500"><![CDATA[
-      SIP/2.0 200 OK
-{answer}
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 8
-      a=rtpmap:8 PCMA/8000
-  ]]></send>
   <recv request="ACK" crlf="true"/>
   <nop><action><log message="call-id [call_id]"/></action></nop>
   <recv request="BYE" optional="true" next="far_hung_up"/>
@@ -124,7 +89,15 @@ class ListeningPhone:
         media_port: int = 17000,
     ) -> ListeningPhone:
         xml = directory / f"human-{port}.xml"
-        xml.write_text(_SCENARIO.format(ok=_OK, answer=_ANSWER, line=line))
+        xml.write_text(
+            _SCENARIO.format(
+                head=sipp.XML_HEAD,
+                ringing=sipp.reply("180 Ringing", contact=True),
+                answer=sipp.answer(retrans=True),
+                ok=sipp.OK,
+                line=line,
+            )
+        )
         log = directory / f"human-{port}-logs.log"
         out_path = directory / f"human-{port}.out"
         argv = ["sipp", "-i", LIVE_ADDR, "-p", str(port), "-m", "1", "-nostdin", "-sf", str(xml)]

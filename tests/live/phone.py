@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from config.settings import PROJECT_ROOT
+from workers.telephony import sipp
 
 LIVENET = PROJECT_ROOT / "tests" / "live" / "livenet.sh"
 SIPP_SHARE = Path("/usr/share/sip-tester")  # Debian sip-tester: g711a.pcap, dtmf_2833_*.pcap
@@ -192,79 +193,20 @@ class Play:
     then_ms: int
 
 
-_HEADER = """\
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:[field0]@[local_ip]:[local_port]>;tag=[pid]SIPpTag[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>{peer}
-      Call-ID: [call_id]
-      CSeq: {cseq}
-      Contact: sip:[field0]@[local_ip]:[local_port]
-      Max-Forwards: 70"""
-
-
-def _dial() -> str:
-    """The INVITE (PCMA and RFC 2833 key presses offered) and the provisional answers."""
-    invite = _HEADER.format(peer="", cseq="1 INVITE")
-    return f"""  <send retrans="500"><![CDATA[
-      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-{invite}
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 8 101
-      a=rtpmap:8 PCMA/8000
-      a=rtpmap:101 telephone-event/8000
-      a=fmtp:101 0-16
-  ]]></send>
-  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="183" optional="true"/>
-"""
-
-
 def caller_scenario(steps: Sequence[Play], *, listen_ms: int, hang_up: bool = True) -> str:
     """SIPp XML: INVITE (PCMA + telephone-event), answered -> ACK, wait `listen_ms`, each step
     in turn; then the caller hangs up (BYE), or with `hang_up=False` stays on the line until
     the far end hangs up (its BYE, answered 200 OK): the test ends such a call when what it
     waits for has happened, not after a fixed time."""
-    plays = "\n".join(
-        f'  <nop><action><exec play_pcap_audio="{s.pcap}"/></action></nop>\n'
-        f'  <pause milliseconds="{s.then_ms}"/>'
-        for s in steps
-    )
-    dial = _dial()
-    ack = _HEADER.format(peer="[peer_tag_param]", cseq="1 ACK")
-    bye = _HEADER.format(peer="[peer_tag_param]", cseq="2 BYE")
-    ending = f"""  <send retrans="500"><![CDATA[
-      BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-{bye}
-      Content-Length: 0
-  ]]></send>
-  <recv response="200" crlf="true"/>"""
-    if not hang_up:
-        ending = """  <recv request="BYE"/>
-  <send><![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-  ]]></send>"""
-    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+    plays = "\n".join(f'{sipp.play(s.pcap)}\n  <pause milliseconds="{s.then_ms}"/>' for s in steps)
+    if hang_up:
+        ending = f'{sipp.hang_up()}\n  <recv response="200" crlf="true"/>'
+    else:
+        ending = f'  <recv request="BYE"/>\n{sipp.OK}'
+    return f"""{sipp.XML_HEAD}
 <scenario name="caller">
-{dial}  <recv response="200" rtd="true"/>
-  <send><![CDATA[
-      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-{ack}
-      Content-Length: 0
-  ]]></send>
+{sipp.dial(key_presses=True)}  <recv response="200" rtd="true"/>
+{sipp.ack()}
   <pause milliseconds="{listen_ms}"/>
 {plays}
 {ending}
@@ -276,10 +218,9 @@ def unanswered_scenario() -> str:
     """SIPp XML: an INVITE that waits for an answer. livekit-sip drops a call no trunk or rule
     takes without a final response ("flood"): this phone keeps waiting, and the test reads the
     refusal from livekit-sip's log (`TelephonyStack.refusal`)."""
-    dial = _dial()
-    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+    return f"""{sipp.XML_HEAD}
 <scenario name="unanswered">
-{dial}  <recv response="200"/>
+{sipp.dial(key_presses=True)}  <recv response="200"/>
 </scenario>
 """
 
@@ -352,33 +293,20 @@ def calls_ended(*placed: SippCall) -> Iterator[None]:
 # -- SIPp as the phone that is called ------------------------------------------------------
 
 
-def _reply(status: str) -> str:
-    """SIPp XML: answer the last request received with `status` (e.g. "486 Busy Here")."""
-    return f"""  <send><![CDATA[
-      SIP/2.0 {status}
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-  ]]></send>"""
-
-
-_UAS_BUSY = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+_UAS_BUSY = f"""{sipp.XML_HEAD}
 <scenario name="busy">
   <recv request="INVITE"/>
-{_reply("486 Busy Here")}
+{sipp.reply("486 Busy Here")}
   <recv request="ACK"/>
 </scenario>
 """
 
-_UAS_NEVER = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+_UAS_NEVER = f"""{sipp.XML_HEAD}
 <scenario name="rings-forever">
   <recv request="INVITE"/>
-{_reply("180 Ringing")}
+{sipp.reply("180 Ringing")}
   <recv request="CANCEL"/>
-{_reply("200 OK")}
+{sipp.reply("200 OK")}
 </scenario>
 """
 
@@ -404,11 +332,11 @@ def answering_phone(directory: Path, behaviour: str, port: int = 5080) -> SippCa
 
 # -- SIPp as a person's phone (human agents, rung by a transfer) ---------------------------
 
-_UAS_DECLINE = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+_UAS_DECLINE = f"""{sipp.XML_HEAD}
 <scenario name="decline">
   <recv request="INVITE"/>
-{_reply("180 Ringing")}
-{_reply("603 Decline")}
+{sipp.reply("180 Ringing")}
+{sipp.reply("603 Decline")}
   <recv request="ACK"/>
 </scenario>
 """
@@ -418,41 +346,21 @@ def _answering(ring_ms: int, say: Path | None, say_times: int) -> str:
     """SIPp XML: ring `ring_ms`, answer (PCMA), then play `say` (a person speaking)
     `say_times` times, 20 s apart, once answered, and stay on the line until the far end hangs
     up (BYE)."""
-    sdp_answer = """  <send><![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 8
-      a=rtpmap:8 PCMA/8000
-  ]]></send>"""
     # said again every 20 s: a person is first briefed in private, and only then on the line
     # with the caller, whenever that is on a loaded machine
     play = "".join(
-        f'  <nop><action><exec play_pcap_audio="{say}"/></action></nop>\n'
-        '  <pause milliseconds="20000"/>\n'
+        f'{sipp.play(say)}\n  <pause milliseconds="20000"/>\n'
         for _ in range(say_times if say else 0)
     )
-    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+    return f"""{sipp.XML_HEAD}
 <scenario name="person">
   <recv request="INVITE"/>
-{_reply("180 Ringing")}
+{sipp.reply("180 Ringing")}
   <pause milliseconds="{ring_ms}"/>
-{sdp_answer}
+{sipp.answer()}
   <recv request="ACK"/>
 {play}  <recv request="BYE"/>
-{_reply("200 OK")}
+{sipp.reply("200 OK")}
 </scenario>
 """
 

@@ -10,5 +10,5 @@ scenario's menu choices, and records the call in the transcript.
 
 Modules, one job each: `resources` (what the catalog asks the server for), `provision` (make
 the server match, idempotently), `cli` (the command line), `call` (one phone call inside a
-room's job).
+room's job), `dial` (a room phoning out), `sipp` (SIPp scenario text for phones on a line).
 """
