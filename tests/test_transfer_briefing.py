@@ -3,7 +3,7 @@ records (workers/humans/briefing.py), never from what a model remembers."""
 
 from __future__ import annotations
 
-from workers.humans.briefing import MAX_BRIEFING_CHARS, RoomNotes, briefing_text
+from workers.humans.briefing import CLOSING, MAX_BRIEFING_CHARS, RoomNotes, briefing_text
 
 
 def brief(notes: RoomNotes, **context: object) -> str:
@@ -30,8 +30,8 @@ def test_the_briefing_says_who_calls_what_they_need_and_what_was_done():
     for record in records:
         notes(record)
     text = brief(notes, caller={"name": "Jamie Rivera", "account": "BC-55102"}, contact="c-7")
-    assert text.startswith("Hello Nina Park, this is Alex at BrightCart")
-    assert "Jamie Rivera, BC-55102, contact c-7, calling from +15550003101" in text
+    assert text.startswith("Nina Park, a call from Alex at BrightCart.")
+    assert "Jamie Rivera, BC-55102, contact c-7, on a number ending 3 1 0 1." in text
     assert "the caller asked for a person" in text and "Order 88123 arrived broken" in text
     # what was done: the tools that ran, not the failed one nor the floor's own
     assert "open ticket" in text and "TKT-0001" in text
@@ -43,5 +43,22 @@ def test_a_caller_with_nothing_known_and_nothing_done_is_said_so_and_the_length_
     assert "a caller we have no name for" in text and "Nothing was done for them yet." in text
     notes = RoomNotes()
     for i in range(50):
-        notes({"event": "tool_call", "tool": "open_ticket", "output": "x" * 500 + str(i)})
-    assert len(brief(notes)) <= MAX_BRIEFING_CHARS
+        notes({"event": "tool_call", "tool": "open_ticket", "output": "word " * 100 + str(i)})
+    text = brief(notes)
+    # about 20 s of speech while the caller is on hold, always ending with the connection
+    assert len(text) <= MAX_BRIEFING_CHARS <= 400
+    assert text.endswith(" " + CLOSING) and "Order 88123" in text
+    assert "word word..." in text and "wor..." not in text  # cut between words
+
+
+def test_a_long_summary_is_cut_but_the_person_still_hears_they_are_being_connected():
+    text = briefing_text(
+        human_name="Nina Park",
+        persona_name="Alex",
+        company="BrightCart",
+        context={},
+        reason="the caller asked for a person",
+        summary="It broke. " * 80,
+        notes=RoomNotes(),
+    )
+    assert len(text) <= MAX_BRIEFING_CHARS and text.endswith("... " + CLOSING)

@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MAX_LINES = 20  # a briefing is a few sentences: the newest tool calls
-MAX_BRIEFING_CHARS = 1200  # about a minute of speech
+# The caller waits on hold while the person listens: 20-30 s of speech at the offline voice's
+# 12-15 characters a second.
+MAX_BRIEFING_CHARS = 360
+DONE_SAID = 2  # the newest things done, each cut to DONE_CHARS
+DONE_CHARS = 60
+CLOSING = "Connecting you now."
 
 
 @dataclass
@@ -37,9 +42,7 @@ _FLOOR_TOOLS = frozenset({"hand_over", "end_conversation", "next_speaker", "tran
 
 
 def _did(tool: str, output: Any) -> str:
-    text = " ".join(str(output or "").split())
-    if len(text) > 160:
-        text = text[:157] + "..."
+    text = _cut(" ".join(str(output or "").split()), DONE_CHARS)
     return f"{tool.replace('_', ' ')}: {text}" if text else tool.replace("_", " ")
 
 
@@ -53,8 +56,11 @@ def _caller(context: Mapping[str, Any], notes: RoomNotes) -> str:
     contact = context.get("contact")
     if contact and str(contact) not in parts:
         parts.append(f"contact {contact}")
-    if notes.phone_number:
-        parts.append(f"calling from {notes.phone_number}")
+    digits = [c for c in notes.phone_number if c.isdigit()]
+    if digits:
+        # a whole number read out takes ~5 s (eSpeak says "+15550003101" as one number); the
+        # person's phone shows it, the briefing names its last four digits one by one
+        parts.append("on a number ending " + " ".join(digits[-4:]))
     return ", ".join(parts) or "a caller we have no name for"
 
 
@@ -70,17 +76,23 @@ def briefing_text(
 ) -> str:
     """The briefing, spoken to the person who won the call before the caller hears them."""
     lines = [
-        f"Hello {human_name}, this is {persona_name}"
-        + (f" at {company}" if company else "")
-        + ", with a call for you.",
+        f"{human_name}, a call from {persona_name}" + (f" at {company}." if company else "."),
         f"The caller is {_caller(context, notes)}.",
-        f"They need a person because: {reason.rstrip('.')}.",
+        f"They need a person: {reason.rstrip('.')}.",
         f"Summary: {summary.rstrip('.')}.",
     ]
     if notes.done:
-        lines.append("What was done so far: " + "; ".join(notes.done[-4:]) + ".")
+        lines.append("What was done so far: " + "; ".join(notes.done[-DONE_SAID:]) + ".")
     else:
         lines.append("Nothing was done for them yet.")
-    lines.append("Connecting you now.")
-    text = " ".join(lines)
-    return text if len(text) <= MAX_BRIEFING_CHARS else text[: MAX_BRIEFING_CHARS - 3] + "..."
+    # what is cut is the end of what was said before the closing: the person always hears
+    # that they are being connected
+    body = _cut(" ".join(lines), MAX_BRIEFING_CHARS - len(CLOSING) - 1)
+    return f"{body} {CLOSING}"
+
+
+def _cut(text: str, limit: int) -> str:
+    """`text`, or its words up to `limit` characters and "..." (never a word in half)."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 3].rsplit(" ", 1)[0].rstrip(",;:") + "..."
