@@ -9,7 +9,7 @@ Run from the project root: `python -m bench.room_overhead [--quick] [--voice bot
    not be asked" and leaves it to livekit's registration retries, so the worker runs as it would
    while its server is away: main process, multiprocessing's resource tracker, livekit's
    forkserver and the idle job processes livekit keeps prewarmed (`num_idle_processes`: the
-   worker's `IDLE_PROCESSES`, half the cores by default). Once each of them has prewarmed
+   worker's `IDLE_PROCESSES`, one by default). Once each of them has prewarmed
    (livekit's "process initialized") and `--settle` seconds have passed, every process of the
    tree is read from /proc/<pid>/smaps_rollup. `openai`: a (fake, never used) OPENAI_API_KEY, so
    prewarm loads what a production job process loads; `offline`: no key, prewarm also loads the

@@ -104,8 +104,8 @@ class Settings(BaseSettings):
     # before the worker gives up and exits 1, so a supervisor restarts it. livekit's default.
     worker_connect_retries: int = Field(default=16, ge=0, le=1000)
     # Job processes livekit keeps prewarmed for the next rooms (`start`; `dev` keeps none).
-    # Unset: livekit's default, one per core (see workers.multi.build_server for the trade-off).
-    idle_processes: int | None = Field(default=None, ge=0, le=64)
+    # One, not livekit's one per core: see workers.multi.build_server for why.
+    idle_processes: int = Field(default=1, ge=0, le=64)
     # How the persona that hears humans detects a human talking over it: `vad` (its own VAD,
     # in-process) or `adaptive` (livekit's ML detector, served by LiveKit's hosted inference
     # gateway: the worker then reaches a host besides LIVEKIT_URL). livekit-agents picks

@@ -24,6 +24,7 @@ from livekit.protocol import models
 
 from config.catalog import Catalog
 from tests.conftest import SCENARIOS_DIR, CliResult
+from tests.loopback_app import served
 from workers.dispatch import main
 from workers.job.plan import parse_job_metadata
 
@@ -85,15 +86,9 @@ async def livekit() -> AsyncIterator[FakeLiveKit]:
     fake = FakeLiveKit()
     app = web.Application()
     app.router.add_post("/{tail:.*}", fake.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    fake.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with served(app) as port:
+        fake.url = f"http://127.0.0.1:{port}"
         yield fake
-    finally:
-        await runner.cleanup()
 
 
 def dispatch_env(url: str | None) -> dict[str, str]:

@@ -213,9 +213,11 @@ def test_the_main_process_loads_no_model_and_job_processes_get_them_preloaded():
     assert {"agents.models", "agents.offline", "workers.job.runner"} <= set(multi.JOB_PRELOAD)
 
 
-def test_the_prewarmed_pool_is_livekits_unless_idle_processes_is_set(no_livekit_env, monkeypatch):
-    """IDLE_PROCESSES sizes livekit's pool of prewarmed job processes (`start`; `dev` keeps
-    none); unset, livekit's own default stands."""
+def test_the_prewarmed_pool_is_one_process_unless_idle_processes_says_otherwise(
+    no_livekit_env, monkeypatch
+):
+    """IDLE_PROCESSES sizes livekit's pool of prewarmed job processes: one by default, not
+    livekit's one per core (`start`; `dev` keeps none whatever it says)."""
     from livekit.agents.worker import ServerEnvOption
 
     given: dict[str, Any] = {}
@@ -227,15 +229,16 @@ def test_the_prewarmed_pool_is_livekits_unless_idle_processes_is_set(no_livekit_
             super().__init__(worker, **kwargs)
 
     monkeypatch.setattr(multi, "MultiPersonaServer", Recorded)
-    settings = Settings()
-    multi.build_server(settings, load_catalog(settings.catalog_path))
-    assert "num_idle_processes" not in given
-    monkeypatch.setenv("IDLE_PROCESSES", "1")
-    settings = Settings()
-    multi.build_server(settings, load_catalog(settings.catalog_path))
-    option = given["num_idle_processes"]
-    assert ServerEnvOption.getvalue(option, False) == 1  # start
-    assert ServerEnvOption.getvalue(option, True) == 0  # dev
+    for env, start in ((None, 1), ("3", 3), ("0", 0)):
+        if env is None:
+            monkeypatch.delenv("IDLE_PROCESSES", raising=False)
+        else:
+            monkeypatch.setenv("IDLE_PROCESSES", env)
+        settings = Settings()
+        multi.build_server(settings, load_catalog(settings.catalog_path))
+        option = given["num_idle_processes"]
+        assert ServerEnvOption.getvalue(option, False) == start  # start
+        assert ServerEnvOption.getvalue(option, True) == 0  # dev
 
 
 def test_the_dev_key_alone_signs_without_pyjwts_short_key_warning():

@@ -104,15 +104,15 @@ def build_server(
         # the job processes' counters (workers/room/room_metrics.py): livekit puts this in the
         # environment before its forkserver starts, so every job process writes there
         kwargs["prometheus_multiproc_dir"] = str(metrics_dir(settings))
-    if settings.idle_processes is not None:
-        # Unset: livekit's one per core. Fewer saves each one's models (~97 MB PSS, ~186 MB
-        # offline: bench.room_overhead), but livekit counts a room being launched, while no
-        # room runs, as load_threshold / idle processes: with one, the worker reports itself
-        # full until that room's process has started, and another room offered meanwhile
-        # goes elsewhere (or nowhere).
-        kwargs["num_idle_processes"] = ServerEnvOption(
-            dev_default=0, prod_default=settings.idle_processes
-        )
+    # One prewarmed job process by default, not livekit's one per core: each holds a room's
+    # models (~97 MB PSS, ~186 MB with the offline voice: bench.room_overhead), and the pool
+    # starts the next one as soon as a room takes it, so a second only helps a room offered
+    # within that start-up. Offers made while a room launches are still taken: availability
+    # is our own load (MultiPersonaServer._get_effective_load), not livekit's per-process
+    # estimate.
+    kwargs["num_idle_processes"] = ServerEnvOption(
+        dev_default=0, prod_default=settings.idle_processes
+    )
     server = MultiPersonaServer(
         worker,
         setup_fnc=prewarm,

@@ -15,6 +15,7 @@ import pytest
 from livekit import api
 
 from config.settings import PROJECT_ROOT
+from tests.catalogs import tim_alone_once
 from tests.live.harness import (
     SHORT_CHECKIN,
     WorkerProcess,
@@ -33,15 +34,7 @@ pytestmark = pytest.mark.live
 def one_room_catalog(tmp: Path) -> Path:
     """The shipped catalog with freight-dispatch staffed by tim alone, one room at a time
     (dana, its backup and the tenant's default, inactive)."""
-    data = json.loads((PROJECT_ROOT / "config" / "catalog.json").read_text())
-    for p in data["personas"]:
-        if p["id"] == "tim":
-            p["max_concurrent"] = 1
-        if p["id"] == "dana":
-            p["active"] = False
-    for c in data["campaigns"]:
-        if c["id"] == "freight-dispatch":
-            c["assignments"] = [{"persona": "tim", "priority": "primary"}]
+    data = tim_alone_once(json.loads((PROJECT_ROOT / "config" / "catalog.json").read_text()))
     path = tmp / "catalog.json"
     path.write_text(json.dumps(data))
     return path

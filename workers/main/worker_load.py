@@ -273,6 +273,23 @@ class MultiPersonaServer(AgentServer):
         # it and exits 0, so the command reads it here to exit non-zero.
         self.run_error: Exception | None = None
 
+    def _get_effective_load(self) -> float:
+        """The load livekit compares with `load_threshold` before it answers an offer
+        (`_is_available`) and in the status it reports (`_update_worker_status`): ours alone.
+
+        Private API (livekit-agents 1.8.9, tests/test_worker_availability.py fails loudly if it
+        changes). livekit adds, for each room accepted but not yet launched (`_reserved_slots`,
+        taken before our request_fnc runs), an estimate of its load: `load_threshold /
+        num_idle_processes` while no room runs, so with one prewarmed process the worker reads
+        as full while its first room launches and a room offered meanwhile goes elsewhere or
+        nowhere. No estimate is needed here: our load (`Worker.load`, re-read by livekit just
+        before each answer) counts a room's personas from the moment the selector casts it,
+        synchronously inside request_fnc and before accept; a room not cast yet has no known
+        cost (it depends on its scenario), and the selector refuses, under its lock, a cast
+        that does not fit, so offers racing each other cannot overbook the personas. Adding
+        livekit's estimate would count each cast-but-not-launched room twice."""
+        return self._worker_load
+
     async def run(self, *, devmode: bool = False, unregistered: bool = False) -> None:
         try:
             await super().run(devmode=devmode, unregistered=unregistered)
