@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from livekit.agents import APIConnectionError, APIError
+
 # plugins register themselves on import, which livekit allows only on the main thread
-from livekit.agents.llm import LLM, FallbackAdapter
+from livekit.agents.llm import LLM, FallbackAdapter, RealtimeModelError
 from livekit.agents.stt import STT
 from livekit.agents.stt import FallbackAdapter as stt_fallback
 from livekit.agents.tts import TTS
@@ -28,7 +30,13 @@ from agents.endpoints import (
     require_endpoint,
 )
 from agents.espeak_tts import EspeakTTS
-from agents.fallback import ApologyLLM, conn_options, report_rejected_key, watch_key
+from agents.fallback import (
+    ApologyLLM,
+    ModelFailures,
+    conn_options,
+    report_rejected_key,
+    watch_key,
+)
 from agents.offline import offline_models
 from agents.session_models import SessionModels
 from agents.tool_schemas import OpenAILLM
@@ -167,16 +175,32 @@ def _stt(m: PipelineModels, endpoint: Endpoint, persona: str, clients: ModelClie
 
 
 class WatchedRealtimeModel(openai.realtime.RealtimeModel):
-    """The plugin's RealtimeModel, its sessions' errors checked for a rejected key."""
+    """The plugin's RealtimeModel, its sessions' errors checked for a rejected key, and its
+    failed responses counted in `failures` (livekit tells one with a recoverable `error`
+    event, and does not retry it); a lost socket it cannot get back closes the session."""
 
     def __init__(self, endpoint: Endpoint, persona: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._endpoint, self._persona = endpoint, persona
+        self.failures = ModelFailures()
 
     def session(self, *, turn_detection_disabled: bool = False) -> Any:
         session = super().session(turn_detection_disabled=turn_detection_disabled)
-        session.on("error", lambda ev: report_rejected_key(self._endpoint, self._persona, ev))
+        session.on("error", self._on_error)
         return session
+
+    def _on_error(self, ev: Any) -> None:
+        report_rejected_key(self._endpoint, self._persona, ev)
+        # a failed response or a refused request (APIError); not a lost socket being retried
+        # (APIConnectionError), whose response livekit finishes after reconnecting
+        error = getattr(ev, "error", None)
+        if (
+            isinstance(ev, RealtimeModelError)
+            and ev.recoverable
+            and isinstance(error, APIError)
+            and not isinstance(error, APIConnectionError)
+        ):
+            self.failures.failed(repr(error))
 
 
 def build_text_models(persona: Persona, settings: Settings) -> SessionModels:
