@@ -17,7 +17,10 @@ from pydantic import SecretStr
 
 from agents.retry_after import openai_client
 from config.catalog import Persona, PipelineModels
+from config.logging import get_logger
 from config.settings import Settings
+
+log = get_logger("agents.endpoints")
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 DEFAULT_HOST = "api.openai.com"
@@ -46,14 +49,52 @@ class Endpoint:
             kwargs["base_url"] = self.base_url
         return kwargs
 
-    def client_kwargs(self) -> dict[str, Any]:
-        """`client` for an HTTP OpenAI plugin (LLM, TTS, STT): one that honours Retry-After."""
-        client = openai_client(
+    def client_kwargs(self, clients: ModelClients | None = None) -> dict[str, Any]:
+        """`client` for an HTTP OpenAI plugin (LLM, TTS, STT): one that honours Retry-After;
+        `clients`' one for this endpoint when given (the room's), else a new one."""
+        if clients is not None:
+            return {"client": clients.client(self)}
+        return {"client": self.new_client()}
+
+    def new_client(self) -> Any:
+        return openai_client(
             api_key=self.key.get_secret_value(),
             base_url=self.base_url,
             max_wait_s=self.retry_after_max_s,
         )
-        return {"client": client}
+
+
+class ModelClients:
+    """The HTTP clients of one room's OpenAI plugins: one per server and key, shared by every
+    plugin of every persona of the room (one connection pool: a connection one persona's
+    request opened serves the next persona's), closed when the room ends. The plugins never
+    close a client they were given."""
+
+    def __init__(self) -> None:
+        self._clients: dict[tuple[str | None, str, float], Any] = {}
+        self.closed = False
+
+    def client(self, endpoint: Endpoint) -> Any:
+        if self.closed:
+            raise RuntimeError("the room's model clients are closed")
+        key = (endpoint.base_url, endpoint.key_env, endpoint.retry_after_max_s)
+        if key not in self._clients:
+            self._clients[key] = endpoint.new_client()
+        return self._clients[key]
+
+    def all(self) -> list[Any]:
+        return list(self._clients.values())
+
+    async def aclose(self) -> None:
+        """Close every client (idempotent); a failure to close one is logged, never raised."""
+        if self.closed:
+            return
+        self.closed = True
+        for client in self._clients.values():
+            try:
+                await client.close()
+            except Exception as e:  # a broken connection must not fail the room's teardown
+                log.warning("model_client_close_failed", error=repr(e))
 
 
 def key_env_of(persona: Persona) -> str:

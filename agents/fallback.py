@@ -3,10 +3,12 @@
 A pipeline persona's LLM, TTS and STT each run behind livekit's FallbackAdapter: its own model
 (retried as MODEL_MAX_RETRY / MODEL_TIMEOUT_S / MODEL_RETRY_INTERVAL_S say), then the catalog's
 `fallback` model if there is one, then, last, the offline voice: eSpeak NG speaks the line the
-LLM wrote, and when no LLM answers, the `ApologyLLM` says a short apology. A persona the
-scenario requires cannot go on without its model: its apology ends the conversation (it calls
-`end_conversation` with the reason "model_failed", and the room ends `model_failed`); an
-optional one apologises and the floor goes on.
+LLM wrote, and when no LLM answers, the `ApologyLLM` says a short apology. A realtime persona's
+response that fails (livekit does not retry one: it reconnects only a lost socket) is told by
+its model's recoverable `error` events; the floor then says the apology in the offline voice
+(`say_apology`). Either way the persona's `ModelFailures` counts it, and the floor reads that,
+by type, never from what was said: a persona the scenario requires cannot go on without its
+model, and the room ends `model_failed`; an optional one apologises and the floor goes on.
 
 A request refused for its key (HTTP 401) is reported once per key variable and server, with
 the variable's name and the host, never the key.
@@ -15,13 +17,17 @@ the variable's name and the host, never the key.
 from __future__ import annotations
 
 import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
+from livekit import rtc
 from livekit.agents import llm
 from livekit.agents.types import APIConnectOptions, NotGivenOr
 
 from agents.endpoints import Endpoint
+from agents.espeak_tts import EspeakTTS
 from agents.scripted_llm import Reply, ScriptedLLM
+from config.catalog import Persona
 from config.logging import get_logger
 from config.settings import Settings
 
@@ -41,15 +47,34 @@ def conn_options(settings: Settings) -> APIConnectOptions:
     )
 
 
+def apology(*, required: bool) -> str:
+    return APOLOGY_REQUIRED if required else APOLOGY_OPTIONAL
+
+
+class ModelFailures:
+    """How often a persona's models have failed a turn: every pipeline model in turn (its
+    apology model answered), or a realtime response. The floor compares the count before and
+    after a turn."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last = ""
+
+    def failed(self, why: str) -> None:
+        self.count += 1
+        self.last = why
+
+
 class ApologyLLM(ScriptedLLM[Reply]):
-    """The last LLM of a persona's fallback chain: always answers, with a short apology; for
-    a required persona, after calling end_conversation (if it is offered)."""
+    """The last LLM of a persona's fallback chain: always answers, with a short apology,
+    counted in its `failures`."""
 
     def __init__(self, persona_id: str, *, required: bool) -> None:
         super().__init__(model="apology", provider="offline")
         self._persona = persona_id
         self._required = required
         self._count = 0
+        self.failures = ModelFailures()
 
     def _reply(
         self,
@@ -59,21 +84,41 @@ class ApologyLLM(ScriptedLLM[Reply]):
         tool_choice: NotGivenOr[llm.ToolChoice],
     ) -> Reply:
         self._count += 1
-        rid = f"apology-{self._persona}-{self._count}"
-        if not self._required:
-            return Reply(rid, text=APOLOGY_OPTIONAL)
-        call_id = f"{rid}-end"
-        ended = any(
-            i.type == "function_call_output" and i.call_id == call_id for i in chat_ctx.items
+        self.failures.failed("every model failed")
+        return Reply(
+            f"apology-{self._persona}-{self._count}", text=apology(required=self._required)
         )
-        offered = any(t.id == "end_conversation" for t in tools)
-        if ended or not offered:
-            return Reply(rid, text=APOLOGY_REQUIRED)
-        self._count -= 1  # the same id once the tool has run, to find its output
-        end = llm.FunctionToolCall(
-            name="end_conversation", arguments=f'{{"reason": "{MODEL_FAILED}"}}', call_id=call_id
-        )
-        return Reply(rid, tool_calls=(end,))
+
+
+def model_failures(model: Any) -> ModelFailures | None:
+    """The failure count of a session's LLM (a pipeline's fallback chain, or a realtime model
+    built by agents/models.py); None for a model that keeps none (the offline model)."""
+    for m in reversed(chain(model)):
+        failures = getattr(m, "failures", None)
+        if isinstance(failures, ModelFailures):
+            return failures
+    return None
+
+
+async def _offline_audio(text: str, persona: Persona) -> AsyncIterator[rtc.AudioFrame]:
+    tts = EspeakTTS(voice=persona.voice, key=persona.id)
+    try:
+        async with tts.synthesize(text) as stream:
+            async for ev in stream:
+                yield ev.frame
+    finally:
+        await tts.aclose()
+
+
+async def say_apology(session: Any, persona: Persona, *, required: bool) -> str:
+    """Say the apology in `persona`'s offline voice on its AgentSession (a realtime persona's,
+    whose model cannot say anything now); the text said. RuntimeError if the session is
+    closed."""
+    text = apology(required=required)
+    # not added to the realtime model's context: the floor relays it to the others
+    handle = session.say(text, audio=_offline_audio(text, persona), add_to_chat_ctx=False)
+    await handle
+    return text
 
 
 # ---- a rejected key, reported once ----------------------------------------------------------

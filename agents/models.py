@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from livekit.agents import APIConnectionError, APIError
+
 # plugins register themselves on import, which livekit allows only on the main thread
-from livekit.agents.llm import LLM, FallbackAdapter
+from livekit.agents.llm import LLM, FallbackAdapter, RealtimeModelError
 from livekit.agents.stt import STT
 from livekit.agents.stt import FallbackAdapter as stt_fallback
 from livekit.agents.tts import TTS
@@ -19,11 +21,25 @@ from livekit.agents.vad import VAD
 from livekit.plugins import openai, silero
 from openai.types.realtime.realtime_audio_input_turn_detection import ServerVad
 
-from agents.endpoints import Endpoint, endpoint_for, endpoint_of, models_choice, require_endpoint
+from agents.endpoints import (
+    Endpoint,
+    ModelClients,
+    endpoint_for,
+    endpoint_of,
+    models_choice,
+    require_endpoint,
+)
 from agents.espeak_tts import EspeakTTS
-from agents.fallback import ApologyLLM, conn_options, report_rejected_key, watch_key
+from agents.fallback import (
+    ApologyLLM,
+    ModelFailures,
+    conn_options,
+    report_rejected_key,
+    watch_key,
+)
 from agents.offline import offline_models
 from agents.session_models import SessionModels
+from agents.tool_schemas import OpenAILLM
 from config.catalog import Persona, PipelineModels
 from config.settings import Settings
 
@@ -54,6 +70,7 @@ def build_models(
     vad: VAD | None = None,
     hears_humans: bool = True,
     required: bool = True,
+    clients: ModelClients | None = None,
 ) -> SessionModels:
     """Voice models for `persona` on its OpenAI-compatible server: one realtime model, or a
     pipeline. ValueError naming the variable when its key is not set.
@@ -67,7 +84,10 @@ def build_models(
     session sends, and a persona without audio input sends none.
 
     A pipeline's LLM, TTS and STT fall back as agents/fallback.py says (`required`: whether
-    the scenario needs this persona, so whether its apology ends the conversation)."""
+    the scenario needs this persona, so whether its apology ends the conversation).
+
+    `clients`: the room's HTTP clients (the room closes them when it ends); without, each
+    plugin gets a client of its own, never closed."""
     endpoint = require_endpoint(persona, settings)
     m = persona.model
     options = conn_options(settings)
@@ -95,9 +115,9 @@ def build_models(
         fallback_endpoint = endpoint_of(m.fallback, settings)
         if fallback_endpoint is not None:
             tiers.append((m.fallback, fallback_endpoint))
-    llms: list[LLM] = [_llm(t, e, persona.id) for t, e in tiers]
+    llms: list[LLM] = [_llm(t, e, persona.id, clients) for t, e in tiers]
     llms.append(ApologyLLM(persona.id, required=required))
-    ttss: list[TTS] = [_tts(t, e, persona.id, persona.voice) for t, e in tiers]
+    ttss: list[TTS] = [_tts(t, e, persona.id, persona.voice, clients) for t, e in tiers]
     ttss.append(EspeakTTS(voice=persona.voice, key=persona.id))  # the offline voice, last
     models = SessionModels(
         llm=FallbackAdapter(
@@ -116,7 +136,7 @@ def build_models(
             "process's silero VAD (silero.VAD.load() in the worker's setup_fnc)"
         )
     models.vad = vad
-    stts: list[STT] = [_stt(t, e, persona.id) for t, e in tiers]
+    stts: list[STT] = [_stt(t, e, persona.id, clients) for t, e in tiers]
     models.stt = (
         stts[0]
         if len(stts) == 1
@@ -131,43 +151,63 @@ def build_models(
     return models
 
 
-def _llm(m: PipelineModels, endpoint: Endpoint, persona: str) -> LLM:
-    plugin = openai.LLM(model=m.llm, temperature=m.temperature, **endpoint.client_kwargs())
+def _llm(m: PipelineModels, endpoint: Endpoint, persona: str, clients: ModelClients | None) -> LLM:
+    kwargs = endpoint.client_kwargs(clients)
+    plugin = OpenAILLM(model=m.llm, temperature=m.temperature, **kwargs)
     watch_key(plugin, endpoint, persona)
     return plugin
 
 
-def _tts(m: PipelineModels, endpoint: Endpoint, persona: str, voice: str) -> TTS:
+def _tts(
+    m: PipelineModels, endpoint: Endpoint, persona: str, voice: str, clients: ModelClients | None
+) -> TTS:
     # pcm: no decoding in the job process, and the fastest first audio OpenAI offers
-    plugin = openai.TTS(model=m.tts, voice=voice, response_format="pcm", **endpoint.client_kwargs())
+    kwargs = endpoint.client_kwargs(clients)
+    plugin = openai.TTS(model=m.tts, voice=voice, response_format="pcm", **kwargs)
     watch_key(plugin, endpoint, persona)
     return plugin
 
 
-def _stt(m: PipelineModels, endpoint: Endpoint, persona: str) -> STT:
-    plugin = openai.STT(model=m.stt, **endpoint.client_kwargs())
+def _stt(m: PipelineModels, endpoint: Endpoint, persona: str, clients: ModelClients | None) -> STT:
+    plugin = openai.STT(model=m.stt, **endpoint.client_kwargs(clients))
     watch_key(plugin, endpoint, persona)
     return plugin
 
 
 class WatchedRealtimeModel(openai.realtime.RealtimeModel):
-    """The plugin's RealtimeModel, its sessions' errors checked for a rejected key."""
+    """The plugin's RealtimeModel, its sessions' errors checked for a rejected key, and its
+    failed responses counted in `failures` (livekit tells one with a recoverable `error`
+    event, and does not retry it); a lost socket it cannot get back closes the session."""
 
     def __init__(self, endpoint: Endpoint, persona: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._endpoint, self._persona = endpoint, persona
+        self.failures = ModelFailures()
 
     def session(self, *, turn_detection_disabled: bool = False) -> Any:
         session = super().session(turn_detection_disabled=turn_detection_disabled)
-        session.on("error", lambda ev: report_rejected_key(self._endpoint, self._persona, ev))
+        session.on("error", self._on_error)
         return session
+
+    def _on_error(self, ev: Any) -> None:
+        report_rejected_key(self._endpoint, self._persona, ev)
+        # a failed response or a refused request (APIError); not a lost socket being retried
+        # (APIConnectionError), whose response livekit finishes after reconnecting
+        error = getattr(ev, "error", None)
+        if (
+            isinstance(ev, RealtimeModelError)
+            and ev.recoverable
+            and isinstance(error, APIError)
+            and not isinstance(error, APIConnectionError)
+        ):
+            self.failures.failed(repr(error))
 
 
 def build_text_models(persona: Persona, settings: Settings) -> SessionModels:
     """Text only (the simulation with a key): the persona's pipeline LLM, also for realtime
     personas, whose realtime model would need audio."""
     endpoint = require_endpoint(persona, settings)
-    return SessionModels(llm=_llm(persona.model, endpoint, persona.id))
+    return SessionModels(llm=_llm(persona.model, endpoint, persona.id, None))
 
 
 def room_models(
@@ -178,18 +218,22 @@ def room_models(
     hears_humans: bool,
     vad: VAD | None,
     settings: Settings,
+    clients: ModelClients | None = None,
 ) -> SessionModels:
     """The one switch, per persona of a LiveKit room: with its key set, the catalog's models
     on its OpenAI-compatible server (STT and VAD only for the persona that hears humans);
     without, the offline model speaking the scenario's script with the offline voice (eSpeak
-    NG), and for the persona that hears humans, VAD + pocketsphinx."""
+    NG), and for the persona that hears humans, VAD + pocketsphinx. `clients`: the room's
+    HTTP clients, which the room closes when it ends."""
     if endpoint_for(persona, settings) is None:
         return offline_models(
             persona, scenario, cast_names, voice=True, hears_humans=hears_humans, vad=vad
         )
     # whether the room can go on without this persona, should its models all fail
     required = next((s.required for s in scenario.cast if s.role == persona.role), True)
-    return build_models(persona, settings, vad=vad, hears_humans=hears_humans, required=required)
+    return build_models(
+        persona, settings, vad=vad, hears_humans=hears_humans, required=required, clients=clients
+    )
 
 
 def room_models_choice(personas: Iterable[Persona], settings: Settings) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
+import ssl
 import time
 from typing import Any
 
@@ -76,11 +78,21 @@ class RetryAfterTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The process's TLS settings for model servers, made once: httpx builds a new one for each
+    transport, loading the system's CA certificates again (47 ms each on the test machine,
+    blocking the event loop: a pipeline persona has three plugins)."""
+    return httpx.create_ssl_context()
+
+
 def openai_client(*, api_key: str, base_url: str | None, max_wait_s: float) -> Any:
     """An OpenAI client as the plugins build their own (no SDK retries, their timeouts and
     limits), over a transport that honours Retry-After."""
     limits = httpx.Limits(max_connections=50, max_keepalive_connections=50, keepalive_expiry=120)
-    transport = RetryAfterTransport(httpx.AsyncHTTPTransport(limits=limits), max_wait_s=max_wait_s)
+    transport = RetryAfterTransport(
+        httpx.AsyncHTTPTransport(verify=tls_context(), limits=limits), max_wait_s=max_wait_s
+    )
     return openai.AsyncClient(
         api_key=api_key,
         base_url=base_url,

@@ -191,6 +191,24 @@ async def test_end_conversation_ends_the_room(catalog, tmp_path, scenarios_dir):
     room.assert_released()
 
 
+async def test_a_model_giving_the_reason_model_failed_ends_the_room_as_end_conversation(
+    catalog, tmp_path, scenarios_dir
+):
+    """`model_failed` is the floor's own finding (agents/fallback.py's count, by type): a
+    model cannot end a room that way by choosing the words."""
+    responders = {
+        "dispatcher": [
+            say("Hi Chris."),
+            call("end_conversation", reason="model_failed"),
+            say("Bye!"),
+        ]
+    }
+    room = Room(catalog, tmp_path, _scenario("dispatch_checkin", scenarios_dir), responders)
+    result = await room.run()
+    assert result.reason == "end_conversation" and result.detail == "model_failed"
+    room.assert_released()
+
+
 async def test_loop_guard_ends_a_repeating_room(catalog, tmp_path, scenarios_dir):
     responders = {"driver": lambda c: say("Copy that.")}
     scenario = _scenario("dispatch_checkin", scenarios_dir, loop_guard=2, max_turns=50)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from livekit.agents import RunResult
 
+from agents.espeak_tts import SAMPLE_RATE as OFFLINE_RATE
 from agents.fallback import APOLOGY_REQUIRED, MODEL_FAILED, chain
 from config.logging import configure_logging
 from config.scenario import load_scenario
@@ -218,20 +219,25 @@ async def test_a_realtime_socket_closed_mid_response_reconnects_and_the_room_goe
     ]
 
 
-async def test_a_realtime_response_that_fails_leaves_a_silent_turn_and_the_room_goes_on(
+async def test_a_failed_realtime_response_is_apologised_for_in_the_offline_voice(
     catalog, catalog_data, scenarios_dir, tmp_path
 ) -> None:
     """livekit does not retry a failed realtime response (it reconnects only a lost socket):
-    that turn says nothing, and the floor goes on to the next persona."""
-    result, _, events, server = await _room(
+    the persona says the apology in its offline voice (eSpeak, 22.05 kHz, not the realtime
+    model's 24 kHz), and, required, the room ends `model_failed`, as for a pipeline persona."""
+    result, stage, events, server = await _room(
         catalog, catalog_data, scenarios_dir, tmp_path,
         [("realtime", Fault("status", 500), 1, "chris")], mode="realtime",
     )  # fmt: skip
     assert server.faults.pending("realtime", "chris") == 0
-    assert result.reason == "end_conversation"
+    assert result.reason == MODEL_FAILED and "every model failed" in result.detail
     lines = _lines(events)
-    assert lines[1] == ("chris", "")
-    assert [p for p, _ in lines] == ["tim", "chris", "tim", "chris", "tim"]
+    assert lines[1] == ("chris", APOLOGY_REQUIRED)
+    assert [p for p, _ in lines] == ["tim", "chris"]
+    rates = {f.sample_rate for f in stage.audio["chris"].frames}
+    assert OFFLINE_RATE in rates  # the apology, spoken by eSpeak in the room
+    # the other persona heard it through the floor's relay
+    assert any(APOLOGY_REQUIRED in text for text in server.relayed["tim"])
 
 
 async def test_a_realtime_persona_with_a_rejected_key_is_reported_once_and_the_room_ends(
@@ -254,29 +260,25 @@ async def test_a_realtime_persona_with_a_rejected_key_is_reported_once_and_the_r
 
 
 @pytest.mark.parametrize("required", [True, False])
-async def test_the_apology_ends_the_conversation_only_for_a_required_persona(
-    required, catalog
-) -> None:
-    """The last LLM of every pipeline chain, through a real AgentSession: a required persona
-    calls end_conversation (reason model_failed) and then apologises; an optional one only
-    apologises, so the floor goes on."""
+async def test_the_apology_model_apologises_and_counts_the_failure(required, catalog) -> None:
+    """The last LLM of every pipeline chain, through a real AgentSession: it apologises and
+    counts the failure (which the floor reads, by type); it asks the floor for nothing."""
     from agents import RecordingFloor, RoomData, build_agent
-    from agents.fallback import APOLOGY_OPTIONAL, ApologyLLM
-    from agents.persona import EndRequest
+    from agents.fallback import APOLOGY_OPTIONAL, ApologyLLM, model_failures
     from tests.fakes import cast_of, offline_session, scenario_for
 
     cast = cast_of(catalog, "tim", "chris")
     room = RoomData(scenario_for("freight-dispatch", *cast), catalog)
     floor = RecordingFloor()
     agent = build_agent(catalog.persona("chris"), room_data=room, cast=cast, floor=floor)
-    session = offline_session(ApologyLLM("chris", required=required))
+    apology = ApologyLLM("chris", required=required)
+    assert model_failures(apology) is apology.failures
+    session = offline_session(apology)
     async with asyncio.timeout(10):
         await session.start(agent)
         result: RunResult[Any] = await session.run(user_input="Tim (dispatcher): where are you?")
         await session.aclose()
     said = [e.item.text_content for e in result.events if e.item.type == "message"]
-    if required:
-        assert floor.requests == [EndRequest("chris", MODEL_FAILED)]
-        assert said == [APOLOGY_REQUIRED]
-    else:
-        assert floor.requests == [] and said == [APOLOGY_OPTIONAL]
+    assert floor.requests == []
+    assert said == [APOLOGY_REQUIRED if required else APOLOGY_OPTIONAL]
+    assert apology.failures.count == 1

@@ -16,6 +16,7 @@ from typing import Any
 
 from livekit.agents import AutoSubscribe, JobContext
 
+from agents.endpoints import ModelClients
 from agents.models import SessionModels, room_models, room_models_choice
 from config.catalog import Catalog, Persona
 from config.logging import bind_context, get_logger
@@ -191,6 +192,7 @@ async def _run_joined(
     listeners = list(room_listeners())  # one room per job process: short GC pauses
     if tracing is not None:
         listeners.append(RoomTrace(tracing, capture_content=settings.otel_capture_content))
+    clients = ModelClients()  # the plugins' HTTP clients, closed when the room ends
     try:
         result = await run_room(
             room=room,
@@ -200,7 +202,7 @@ async def _run_joined(
                 room, job_id=ctx.job.id, job_identity=ctx.room.local_participant.identity
             ),
             stage=stage,
-            models_for=_models_for(ctx, settings, plan),
+            models_for=_models_for(ctx, settings, plan, clients),
             transcripts_dir=settings.transcripts_dir,
             job_id=ctx.job.id,
             listeners=listeners,
@@ -209,6 +211,7 @@ async def _run_joined(
             transfer=transfer,
         )
     finally:
+        await clients.aclose()  # after run_room: its stage has closed every session
         if tracing is not None:
             await asyncio.to_thread(tracing.shutdown)  # sends the room's last spans
     log.info(
@@ -237,7 +240,9 @@ def seat_giver(job_id: str, own_leases: list[Releasable]) -> Callable[[Seat], No
     return give_back
 
 
-def _models_for(ctx: JobContext, settings: Settings, plan: JobPlan) -> ModelsFor:
+def _models_for(
+    ctx: JobContext, settings: Settings, plan: JobPlan, clients: ModelClients
+) -> ModelsFor:
     vad = ctx.proc.userdata.get("vad")
     names, lead = plan.cast_names(), plan.lead_role()
 
@@ -249,6 +254,7 @@ def _models_for(ctx: JobContext, settings: Settings, plan: JobPlan) -> ModelsFor
             hears_humans=p.role == lead,
             vad=vad,
             settings=settings,  # the key is unwrapped only at the plugin
+            clients=clients,
         )
 
     return models_for

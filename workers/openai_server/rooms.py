@@ -15,6 +15,7 @@ from livekit.agents import AgentSession
 from livekit.agents.voice import io
 from livekit.plugins import silero
 
+from agents.endpoints import ModelClients
 from agents.models import room_models
 from agents.session_models import SessionModels
 from config.catalog import Catalog, Persona, parse_catalog
@@ -131,8 +132,11 @@ async def run_served_room(
     models_for: Any = None,
     listeners: Sequence[Listener] = (),
     selector: Selector | None = None,
+    clients: ModelClients | None = None,
 ) -> tuple[RoomResult, Any, list[dict[str, Any]]]:
-    """Cast and run the room as a job does (room_models per persona), leases released."""
+    """Cast and run the room as a job does (room_models per persona, the plugins' HTTP
+    clients `clients` closed when it ends), leases released."""
+    clients = clients if clients is not None else ModelClients()
     stage = stage or SpeakingStage(scenario.human_lines)
     cast = (selector or Selector(catalog)).cast(scenario)
     names = {m.slot.role: m.persona.name for m in cast.members}
@@ -141,7 +145,13 @@ async def run_served_room(
 
     def models(p: Persona) -> SessionModels:
         return room_models(
-            p, scenario, names, hears_humans=p.role == lead, vad=vad, settings=settings
+            p,
+            scenario,
+            names,
+            hears_humans=p.role == lead,
+            vad=vad,
+            settings=settings,
+            clients=clients,
         )
 
     try:
@@ -156,5 +166,6 @@ async def run_served_room(
             listeners=listeners,
         )
     finally:
+        await clients.aclose()
         cast.release()
     return result, stage, read_transcript(result.transcript_path)

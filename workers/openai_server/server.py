@@ -188,8 +188,10 @@ class OpenAIServer:
             delta = base64.b64encode(chunk).decode()
             await response.write(sse({"type": "speech.audio.delta", "audio": delta}))
         usage = {"input_tokens": len(text.split()), "output_tokens": size // 960}
+        # OpenAI ends a speech stream with speech.audio.done, no [DONE]: the plugin stops
+        # reading at a [DONE], leaving the body unfinished, so its client would drop the
+        # connection and make a new one for every sentence (measured: one per request)
         await response.write(sse({"type": "speech.audio.done", "usage": usage}))
-        await response.write(sse("[DONE]"))
         await response.write_eof()
         return response
 

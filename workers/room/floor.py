@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from livekit.agents import NOT_GIVEN, AgentSession, llm, utils
 from livekit.agents.voice import SpeechHandle
 
-from agents.fallback import MODEL_FAILED
+from agents.fallback import model_failures, say_apology
 from agents.instructions import format_human_line
 from agents.persona import (
     EndRequest,
@@ -397,6 +397,8 @@ class Floor:
         """Ask one persona to speak; relay what it said. None when its model failed."""
         self._current = speaker
         errors_before = len(speaker.errors)
+        failures = model_failures(speaker.session.llm)  # counted by type (agents/fallback.py)
+        failed_before = failures.count if failures is not None else 0
         started = time.time()
         handle: SpeechHandle | None = None
         try:
@@ -417,6 +419,15 @@ class Floor:
         text = _spoken_text(items)
         if failure is None and len(speaker.errors) > errors_before:
             failure = RuntimeError(speaker.errors[-1])
+        model_failed = failures is not None and failures.count > failed_before
+        if model_failed and failure is None and not text and not speaker.closed:
+            # a realtime response failed, nothing said: the apology, in the offline voice
+            try:
+                text = await say_apology(
+                    speaker.session, speaker.persona, required=speaker.seat.slot.required
+                )
+            except RuntimeError as e:  # the session is closing after all
+                failure, speaker.closed = e, True
         if failure is not None and not text:
             self._failed(speaker, failure)
             return None
@@ -430,6 +441,8 @@ class Floor:
         if text:
             await self._relay(f"{speaker.label}: {text}", exclude=speaker)
         self._loop_guard(speaker, text)
+        if model_failed and speaker.seat.slot.required:  # it cannot go on: neither can the room
+            self._end(EndReason.MODEL_FAILED, f"{speaker.label}: every model failed", speaker.id)
         return text
 
     def _utterance(
@@ -559,11 +572,7 @@ class Floor:
         requests, self._requests = self._requests, []
         for req in requests:
             if isinstance(req, EndRequest):
-                if req.reason == MODEL_FAILED:  # the apology of agents/fallback.py
-                    detail = f"{speaker.label}: every model failed"
-                    self._end(EndReason.MODEL_FAILED, detail, req.persona)
-                else:
-                    self._end(EndReason.END_CONVERSATION, req.reason, req.persona)
+                self._end(EndReason.END_CONVERSATION, req.reason, req.persona)
                 return HUMANS, None  # not reached: the loop stops on the ending
         for req in requests:
             if isinstance(req, HandOverRequest):
