@@ -1,8 +1,10 @@
 """One capacity shared by every worker on one Redis (`CAPACITY_URL`).
 
-A claim is one Lua script, atomic on the server. A lease is a member of its persona's sorted
-set, scored by its expiry: a persona's count is its live members, so the leases of a worker
-that dies (kill -9) vanish when they expire; the owner pushes the expiry back every
+A claim is one Lua script, atomic on the server. A lease is a member of one sorted set, scored
+by its expiry, and counted in its persona's field of a hash that every script keeps equal to
+its persona's members; each script first drops the expired members with their counts, so the
+leases of a worker that dies (kill -9) vanish when they expire, and a claim reads every count
+it needs in one command. The owner pushes the expiry back every
 `CAPACITY_REFRESH_S` (`LeaseRefresher`). Lease ids are chosen by the client, so a claim retried
 after its reply was lost counts once, and a claim whose reply never came is given back by the
 next refresh (the refresher's next check, within a second).
@@ -58,25 +60,60 @@ from workers.capacity.store import (
 log = get_logger("workers.capacity.redis_store")
 
 # Every script reads the server's clock, so workers' clocks never matter. A lease is live while
-# its score (expiry, ms) is above now. Scripts prune expired members before they count.
+# its score (expiry, ms) is above now.
 _NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Numbers go to Redis as strings made once: Redis formats a Lua number with %.17g each time.
+local function int(x) return string.format('%d', x) end
 """
 
-_COUNT = """
-local function live(key) return redis.call('ZCOUNT', key, '(' .. now, '+inf') end
+# The layout: every lease is a member of one sorted set (`leases`), scored by its expiry and
+# named "<bytes of the persona id>:<persona id>:<lease id>" (see `_member`); a hash (`counts`)
+# holds each persona's number of members. Every script that changes one changes the other, so
+# a count is its persona's members, expired or not; `sweep` drops the expired ones (a dead
+# worker's) with their counts before any script reads a count. A claim then reads every count
+# it needs in one HMGET, whatever the number of personas it watches.
+_SWEEP = """
+local function owner(member)
+  local colon = string.find(member, ':', 1, true)
+  return string.sub(member, colon + 1, colon + tonumber(string.sub(member, 1, colon - 1)))
+end
+local function sweep(leases, counts)
+  local upto = int(now)
+  local gone = redis.call('ZRANGEBYSCORE', leases, '-inf', upto)
+  if #gone == 0 then return end
+  redis.call('ZREMRANGEBYSCORE', leases, '-inf', upto)
+  local by = {}
+  for _, member in ipairs(gone) do
+    local pid = owner(member)
+    by[pid] = (by[pid] or 0) + 1
+  end
+  for pid, k in pairs(by) do redis.call('HINCRBY', counts, pid, int(-k)) end
+end
+-- HMGET of ARGV[from..to], in parts: Lua's unpack takes at most a few thousand values.
+local function hmget(key, from, to)
+  if to - from < 4000 then return redis.call('HMGET', key, unpack(ARGV, from, to)) end
+  local out = {}
+  for a = from, to, 4000 do
+    local part = redis.call('HMGET', key, unpack(ARGV, a, math.min(to, a + 3999)))
+    for i = 1, #part do out[#out + 1] = part[i] end
+  end
+  return out
+end
 """
 
-# KEYS: rooms keys..., rr hash last. ARGV: pool keys (hash fields).
+# KEYS: leases, counts, rr hash. ARGV: k, k persona ids, then pool keys (rr hash fields).
+# Missing counts and positions come back as nil (0).
 _SNAPSHOT = (
     _NOW
-    + _COUNT
+    + _SWEEP
     + """
-local counts = {}
-for i = 1, #KEYS - 1 do counts[i] = live(KEYS[i]) end
-local cursors = {}
-if #ARGV > 0 then cursors = redis.call('HMGET', KEYS[#KEYS], unpack(ARGV)) end
+sweep(KEYS[1], KEYS[2])
+local k = tonumber(ARGV[1])
+local counts, cursors = {}, {}
+if k > 0 then counts = hmget(KEYS[2], 2, 1 + k) end
+if #ARGV > 1 + k then cursors = hmget(KEYS[3], 2 + k, #ARGV) end
 return {counts, cursors}
 """
 )
@@ -96,105 +133,128 @@ local function settled(key, window)
 end
 """
 
-# KEYS: rr hash, the settled marker, the n claimed leases' rooms keys, then the watched rooms
-# keys. ARGV: ttl_ms, n, m, w, settle_ms, s, n x (lease id, cap), m x (pool key, seen, new),
-# w watched pool keys, s counts the claimer saw of the watched personas (s is 0 or their
-# number). Refused while the store settles: {-1, epoch, ms left}. With seen counts, the claim
-# also stands only if every watched persona's count is still what the claimer chose from:
-# then the choice is the one a fresh snapshot would have given, and a cast is one round trip.
+# KEYS: rr hash, the settled marker, leases, counts. ARGV: ttl_ms, settle_ms, n, m, w, k, check,
+# then n lease members, n caps, n persona ids, k watched persona ids (the ids right after the
+# claimed ones: one HMGET reads both), k counts the claimer saw of the watched personas (when
+# check is 1), m + w pool keys (the m moved, then the w watched), m positions seen, m new.
+# Refused while the store settles: {-1, epoch, ms left}. With check, the claim also stands only
+# if every watched persona's count is still what the claimer chose from: then the choice is the
+# one a fresh snapshot would have given, and a cast is one round trip. Refused: {0, epoch,
+# counts, positions}, as read (the claimed ones first, then the watched ones).
 _CLAIM = (
     _NOW
-    + _COUNT
+    + _SWEEP
     + _SETTLED
     + """
-local ttl, n, m, w = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local epoch = settled(KEYS[2], tonumber(ARGV[5]))
+local ttl, n, m = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local w, k, check = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
+local epoch = settled(KEYS[2], tonumber(ARGV[2]))
 if epoch > now then return {-1, epoch, epoch - now} end
-local s = tonumber(ARGV[6])
-local function lease(i) return KEYS[2 + i], ARGV[5 + 2 * i], tonumber(ARGV[6 + 2 * i]) end
-local base = 6 + 2 * n
--- A retry of a claim that went through (its reply was lost): every lease is there already.
+sweep(KEYS[3], KEYS[4])
+local members, caps, ids = 8, 8 + n, 8 + 2 * n
+local seen = ids + n + k
+local pools = seen + (check and k or 0)
+local at, to = pools + m + w, pools + 2 * m + w
+local expiry = int(now + ttl)
+-- A retry of a claim that went through (its reply was lost): every lease is there, live.
 local again = n > 0
-for i = 1, n do
-  local key, id = lease(i)
-  local score = redis.call('ZSCORE', key, id)
-  if not score or tonumber(score) <= now then again = false break end
+for i = 0, n - 1 do
+  if not redis.call('ZSCORE', KEYS[3], ARGV[members + i]) then again = false break end
 end
+if again then
+  for i = 0, n - 1 do redis.call('ZADD', KEYS[3], expiry, ARGV[members + i]) end
+  return {1, epoch}
+end
+local counts, cursors = {}, {}
+if n + k > 0 then counts = hmget(KEYS[4], ids, seen - 1) end
+if m + w > 0 then cursors = hmget(KEYS[1], pools, pools + m + w - 1) end
 local ok = true
-if not again then
-  local pending = {}
-  for i = 1, n do
-    local key, id, cap = lease(i)
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-    pending[key] = (pending[key] or 0) + 1
-    if redis.call('ZCARD', key) + pending[key] > cap then ok = false break end
-  end
-  for j = 1, m do
-    if not ok then break end
-    local seen = redis.call('HGET', KEYS[1], ARGV[base + 3 * j - 2]) or '0'
-    if tonumber(seen) ~= tonumber(ARGV[base + 3 * j - 1]) then ok = false end
+-- Counts and positions are compared as written (canonical integers), with no conversion.
+if check then
+  for j = 1, k do
+    if (counts[n + j] or '0') ~= ARGV[seen + j - 1] then ok = false break end
   end
 end
-local counts = nil
-if ok and not again and s > 0 then
-  counts = {}
-  local at = base + 3 * m + w
-  for k = 1, s do
-    counts[k] = live(KEYS[2 + n + k])
-    if counts[k] ~= tonumber(ARGV[at + k]) then ok = false end
-  end
-end
-if not ok then
-  if not counts then
-    counts = {}
-    for i = 3 + n, #KEYS do counts[#counts + 1] = live(KEYS[i]) end
-  end
-  local cursors = {}
-  if w > 0 then
-    cursors = redis.call('HMGET', KEYS[1], unpack(ARGV, base + 3 * m + 1, base + 3 * m + w))
-  end
-  return {0, epoch, counts, cursors}
-end
+local rooms = {}
 for i = 1, n do
-  local key, id = lease(i)
-  redis.call('ZADD', key, now + ttl, id)
+  if not ok then break end
+  local pid = ARGV[ids + i - 1]
+  rooms[pid] = (rooms[pid] or tonumber(counts[i]) or 0) + 1
+  if rooms[pid] > tonumber(ARGV[caps + i - 1]) then ok = false end
 end
-if not again then
-  for j = 1, m do redis.call('HSET', KEYS[1], ARGV[base + 3 * j - 2], ARGV[base + 3 * j]) end
+for j = 1, m do
+  if not ok then break end
+  if (cursors[j] or '0') ~= ARGV[at + j - 1] then ok = false end
+end
+if not ok then return {0, epoch, counts, cursors} end
+if n > 0 then
+  local added, set = {}, {}
+  for i = 0, n - 1 do
+    added[2 * i + 1] = expiry
+    added[2 * i + 2] = ARGV[members + i]
+  end
+  redis.call('ZADD', KEYS[3], unpack(added))
+  for pid, r in pairs(rooms) do
+    set[#set + 1] = pid
+    set[#set + 1] = int(r)
+  end
+  redis.call('HSET', KEYS[4], unpack(set))
+end
+if m > 0 then
+  local moved = {}
+  for j = 0, m - 1 do
+    moved[2 * j + 1] = ARGV[pools + j]
+    moved[2 * j + 2] = ARGV[to + j]
+  end
+  redis.call('HSET', KEYS[1], unpack(moved))
 end
 return {1, epoch}
 """
 )
 
-# KEYS: rooms keys; ARGV: lease ids, one per key.
+# KEYS: leases, counts. ARGV: (lease member, persona id) pairs.
 _RELEASE = """
-for i = 1, #KEYS do redis.call('ZREM', KEYS[i], ARGV[i]) end
-return #KEYS
+for i = 1, #ARGV, 2 do
+  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+    redis.call('HINCRBY', KEYS[2], ARGV[i + 1], -1)
+  end
+end
+return #ARGV / 2
 """
 
-# KEYS: the settled marker, n rooms keys of this worker's leases, then d rooms keys of leases to
-# give back (claims whose answer never came). ARGV: ttl_ms, settle_ms, n, n x (lease id, cap),
-# d lease ids. A lease Redis no longer has (expired while this worker could not refresh it, or
-# Redis restarted empty) is taken again: its room still runs. Returns the epoch, the leases
-# taken again, and (index, live rooms) of each lease whose persona is now over its limit.
+# KEYS: the settled marker, leases, counts. ARGV: ttl_ms, settle_ms, n, then n lease members
+# of this worker, their n persona ids, their n caps, then (member, persona id) pairs of leases
+# to give back (claims whose answer never came). A lease Redis no longer has (expired while
+# this worker could not refresh it, or Redis restarted empty) is taken again: its room still
+# runs. Returns the epoch, the (1-based) indexes of the leases taken again, and (index, rooms)
+# of each lease whose persona is now over its limit.
 _REFRESH = (
     _NOW
+    + _SWEEP
     + _SETTLED
     + """
 local ttl, n = tonumber(ARGV[1]), tonumber(ARGV[3])
 local epoch = settled(KEYS[1], tonumber(ARGV[2]))
-for k = 2 + n, #KEYS do redis.call('ZREM', KEYS[k], ARGV[2 + n + k]) end
+local expiry = int(now + ttl)
+sweep(KEYS[2], KEYS[3])
+for a = 4 + 3 * n, #ARGV, 2 do
+  if redis.call('ZREM', KEYS[2], ARGV[a]) == 1 then
+    redis.call('HINCRBY', KEYS[3], ARGV[a + 1], -1)
+  end
+end
 local restored, over = {}, {}
 for i = 1, n do
-  local key, id = KEYS[1 + i], ARGV[2 + 2 * i]
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  if not redis.call('ZSCORE', key, id) then restored[#restored + 1] = id end
-  redis.call('ZADD', key, now + ttl, id)
+  if redis.call('ZADD', KEYS[2], expiry, ARGV[3 + i]) == 1 then
+    restored[#restored + 1] = i
+    redis.call('HINCRBY', KEYS[3], ARGV[3 + n + i], 1)
+  end
 end
-for i = 1, n do
-  local key, cap = KEYS[1 + i], tonumber(ARGV[3 + 2 * i])
-  local rooms = redis.call('ZCARD', key)
-  if rooms > cap then over[#over + 1] = {i, rooms} end
+if n > 0 then
+  local rooms = hmget(KEYS[3], 4 + n, 3 + 2 * n)
+  for i = 1, n do
+    local r = tonumber(rooms[i]) or 0
+    if r > tonumber(ARGV[3 + 2 * n + i]) then over[#over + 1] = {i, r} end
+  end
 end
 return {epoch, restored, over}
 """
@@ -203,15 +263,11 @@ return {epoch, restored, over}
 # KEYS: the settled marker; ARGV: settle_ms. The epoch (see _SETTLED).
 _EPOCH = _NOW + _SETTLED + "return settled(KEYS[1], tonumber(ARGV[1]))"
 
-# KEYS: rooms keys. Every live lease with its expiry, and now.
+# KEYS: leases. Now, then every live lease (member, expiry, ...).
 _LEASES = (
     _NOW
     + """
-local out = {now}
-for i = 1, #KEYS do
-  out[i + 1] = redis.call('ZRANGEBYSCORE', KEYS[i], '(' .. now, '+inf', 'WITHSCORES')
-end
-return out
+return {now, redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES')}
 """
 )
 
@@ -294,6 +350,8 @@ class RedisStore:
         self._retry_after_s = retry_after_s
         self._prefix = prefix
         self._rr = f"{prefix}:rr"
+        self._leases = f"{prefix}:leases"
+        self._counts = f"{prefix}:counts"
         # Claims wait this long after Redis came back empty (see _SETTLED). 0 suits a Redis
         # only this process uses (tools, benchmarks); a worker passes `settle_window()`.
         self._settled_key = f"{prefix}:settled"
@@ -302,6 +360,7 @@ class RedisStore:
         self.worker_id = worker_id or _default_worker_id()
         self._errors: tuple[type[Exception], ...] = (redis.RedisError, OSError)
         self._broken: tuple[type[Exception], ...] = (redis.ConnectionError,)
+        self._no_script = redis.exceptions.NoScriptError
         self._no_retry: tuple[type[Exception], ...] = (
             redis.TimeoutError,
             redis.AuthenticationError,
@@ -328,9 +387,6 @@ class RedisStore:
         self._down = False
 
     # -- keys and calls ---------------------------------------------------------------------
-
-    def _key(self, persona_id: str) -> str:
-        return f"{self._prefix}:rooms:{persona_id}"
 
     def _call(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run one script, bounded: CapacityStoreUnavailable on any failure, at once while a
@@ -362,10 +418,9 @@ class RedisStore:
             )
 
     def _run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        run = self._scripts[script]
         for attempt in (1, 2):
             try:
-                reply = run(keys=keys, args=args)
+                reply = self._eval(self._scripts[script], keys, args)
             except self._errors as exc:
                 # A broken pooled connection (Redis restarted) deserves one fresh try; a
                 # timeout does not: Redis is slow, and waiting twice is what we must not do.
@@ -380,6 +435,27 @@ class RedisStore:
                 self._recovered()
                 return reply
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _eval(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """EVALSHA of a registered script on a pooled connection, packed here in one pass:
+        redis-py's command path (its packer, retries, observability) costs more client time
+        than the script costs Redis. Loads the script when Redis lost it (restarted)."""
+        pool = self._client.connection_pool
+        packed = [pack_command(b"EVALSHA", script.sha, len(keys), *keys, *args)]
+        conn = pool.get_connection()
+        try:  # redis-py's connection drops itself on a socket error or timeout
+            conn.send_packed_command(packed, check_health=False)
+            try:
+                return conn.read_response()
+            except self._no_script:
+                conn.send_packed_command(
+                    [pack_command(b"SCRIPT", b"LOAD", script.script)], check_health=False
+                )
+                conn.read_response()
+                conn.send_packed_command(packed, check_health=False)
+                return conn.read_response()
+        finally:
+            pool.release(conn)
 
     def _unavailable(self, exc: Exception) -> CapacityStoreUnavailable:
         self._down_until = time.monotonic() + self._retry_after_s
@@ -406,8 +482,8 @@ class RedisStore:
         return f"{self.worker_id}:{job_id or '-'}:{self._next()}"
 
     def snapshot(self, persona_ids: Sequence[str], pool_keys: Sequence[str]) -> Snapshot:
-        keys = [*map(self._key, persona_ids), self._rr]
-        counts, cursors = self._call("snapshot", keys, list(pool_keys))
+        keys = (self._leases, self._counts, self._rr)
+        counts, cursors = self._call("snapshot", keys, [len(persona_ids), *persona_ids, *pool_keys])
         return _snapshot(persona_ids, counts, pool_keys, cursors)
 
     def claim(
@@ -421,28 +497,28 @@ class RedisStore:
         # Chosen here, once: a retry after a lost reply sends the same ids (counted once).
         lease_ids = tuple(self.lease_id(job_id) for _ in personas)
         ids, keys = watch
-        checked = len(ids) if seen is not None else 0
+        n, m = len(personas), len(moves)
         args: list[Any] = [
             self._ttl_ms,
-            len(personas),
-            len(moves),
-            len(keys),
             self._settle_ms,
-            checked,
+            n,
+            m,
+            len(keys),
+            len(ids),
+            0 if seen is None else 1,
         ]
-        for lease_id, persona in zip(lease_ids, personas, strict=True):
-            args += (lease_id, persona.cap)
-        for pool, cursor in moves:
-            args += (pool.key, pool.cursor, cursor)
-        args += keys
+        pids = [p.id for p in personas]
+        args += map(_member, pids, lease_ids)
+        args += [p.cap for p in personas]
+        args += pids
+        args += ids
         if seen is not None:
             args += seen
-        redis_keys = [
-            self._rr,
-            self._settled_key,
-            *(self._key(p.id) for p in personas),
-            *map(self._key, ids),
-        ]
+        args += [pool.key for pool, _ in moves]
+        args += keys
+        args += [pool.cursor for pool, _ in moves]
+        args += [cursor for _, cursor in moves]
+        redis_keys = (self._rr, self._settled_key, self._leases, self._counts)
         if self._down:
             self._cooling()
             self._put_back()
@@ -458,7 +534,7 @@ class RedisStore:
         if reply[0] == -1:
             raise self._settling(lost_ours, int(reply[2]) / 1000)
         if reply[0] == 0:
-            raise ClaimRefused(_snapshot(ids, reply[2], keys, reply[3]))
+            raise ClaimRefused(_snapshot(ids, reply[2][n:], keys, reply[3][m:]))
         with self._lock:
             for lease_id, persona in zip(lease_ids, personas, strict=True):
                 self._mine[lease_id] = (persona.id, persona.cap)
@@ -481,7 +557,10 @@ class RedisStore:
             for lease_id, _ in leases:
                 self._mine.pop(lease_id, None)
         if leases:
-            self._call("release", [self._key(pid) for _, pid in leases], [i for i, _ in leases])
+            args: list[str] = []
+            for lease_id, pid in leases:
+                args += (_member(pid, lease_id), pid)
+            self._call("release", (self._leases, self._counts), args)
 
     def refresh(self) -> Refreshed:
         """Push back the expiry of every lease this store holds, take back any Redis lost,
@@ -503,13 +582,12 @@ class RedisStore:
             mine = list(self._mine.items())
             doubtful = list(self._doubtful.items())
         args: list[Any] = [self._ttl_ms, self._settle_ms, len(mine)]
-        keys = [self._settled_key]
-        for lease_id, (pid, cap) in mine:
-            args += (lease_id, cap)
-            keys.append(self._key(pid))
+        args += (_member(pid, lease_id) for lease_id, (pid, _) in mine)
+        args += (pid for _, (pid, _) in mine)
+        args += (cap for _, (_, cap) in mine)
         for lease_id, pid in doubtful:
-            args.append(lease_id)
-            keys.append(self._key(pid))
+            args += (_member(pid, lease_id), pid)
+        keys = (self._settled_key, self._leases, self._counts)
         epoch, restored, over = self._run("refresh", keys, args)
         self._saw_epoch(epoch)
         with self._lock:
@@ -517,7 +595,7 @@ class RedisStore:
                 self._doubtful.pop(lease_id, None)
         return Refreshed(
             len(mine),
-            list(restored),
+            [mine[int(i) - 1][0] for i in restored],
             {mine[int(i) - 1][1][0]: (int(rooms), mine[int(i) - 1][1][1]) for i, rooms in over},
         )
 
@@ -527,12 +605,12 @@ class RedisStore:
 
     def leases(self, persona_ids: Sequence[str]) -> dict[str, dict[str, float]]:
         """Every live lease per persona, any worker's: lease id -> seconds to its expiry."""
-        reply = self._call("leases", [self._key(pid) for pid in persona_ids], [])
-        now = int(reply[0])
-        out: dict[str, dict[str, float]] = {}
-        for pid, flat in zip(persona_ids, reply[1:], strict=True):
-            pairs = zip(flat[::2], flat[1::2], strict=True)
-            out[pid] = {lease_id: (float(score) - now) / 1000 for lease_id, score in pairs}
+        now, flat = self._call("leases", (self._leases,), [])
+        out: dict[str, dict[str, float]] = {pid: {} for pid in persona_ids}
+        for member, score in zip(flat[::2], flat[1::2], strict=True):
+            pid, lease_id = _owner(member)
+            if pid in out:
+                out[pid][lease_id] = (float(score) - int(now)) / 1000
         return out
 
     def describe(self) -> str:
@@ -545,10 +623,34 @@ class RedisStore:
         return f"RedisStore({self._shown!r}, worker_id={self.worker_id!r})"
 
 
+def pack_command(*parts: str | bytes | int) -> bytes:
+    """One Redis command in the wire protocol (RESP), as redis-py's packer writes it: each
+    part is bytes, or a str or int sent as its UTF-8 text."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        raw = part if isinstance(part, bytes) else str(part).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(out)
+
+
+def _member(persona_id: str, lease_id: str) -> str:
+    """A lease's name in the leases set: its persona's id (prefixed by its length in bytes, so
+    any id parses back) and the lease id."""
+    return f"{len(persona_id.encode())}:{persona_id}:{lease_id}"
+
+
+def _owner(member: str) -> tuple[str, str]:
+    """(persona id, lease id) of a lease's name in the leases set (see `_member`)."""
+    size, _, rest = member.partition(":")
+    raw = rest.encode()
+    end = int(size)
+    return raw[:end].decode(), raw[end + 1 :].decode()
+
+
 def _snapshot(
     persona_ids: Sequence[str], counts: Sequence[Any], pool_keys: Sequence[str], cursors: Any
 ) -> Snapshot:
     return Snapshot(
-        {pid: int(n) for pid, n in zip(persona_ids, counts, strict=True)},
+        {pid: int(n or 0) for pid, n in zip(persona_ids, counts, strict=True)},
         {key: int(c or 0) for key, c in zip(pool_keys, cursors or (), strict=True)},
     )
