@@ -141,6 +141,7 @@ async def _run_plan(
         api_secret=livekit.api_secret.get_secret_value() if livekit else "",
     )
     # the stage subscribes the persona that hears humans to their audio, and nothing else
+    log.info("job_connecting")
     joining = asyncio.ensure_future(ctx.connect(auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE))
     ender = RoomEnder(stage, joining)
     stop = job_stop_requested(ctx)
@@ -182,6 +183,7 @@ async def _run_joined(
             raise
         log.info("job_stopped_while_joining")
         return None
+    log.info("job_connected")
     log.info("room_models", **room_models_choice(plan.personas.values(), settings))
     tracing = configure_tracing(
         settings.otel_exporter_otlp_endpoint,

@@ -309,6 +309,7 @@ class LiveKitStage(Stage):
             subscribe=listens,  # only the listener needs the humans' audio
         )
         await self._connect(room, self._url, token)
+        log.info("persona_connected", persona=seat.persona.id)
         room.on("disconnected", lambda reason: self._persona_dropped(seat, reason))
         return room
 
