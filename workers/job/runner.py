@@ -143,6 +143,8 @@ async def _run_plan(
     # the stage subscribes the persona that hears humans to their audio, and nothing else
     log.info("job_connecting")
     joining = asyncio.ensure_future(ctx.connect(auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE))
+    # the other personas connect meanwhile, each on its own connection
+    stage.join_early(_others(plan, room, ctx.job.id), listener=_listener(plan))
     ender = RoomEnder(stage, joining)
     stop = job_stop_requested(ctx)
     if stop is not None:  # drain timeout, job terminated: the floor ends now, by its rules
@@ -221,6 +223,18 @@ async def _run_joined(
         transcript=str(result.transcript_path),
     )
     return result
+
+
+def _others(plan: JobPlan, room: str, job_id: str) -> list[Seat]:
+    """The seats of the personas that join on connections of their own (all but the job's)."""
+    own = plan.job_member.persona_id
+    return [s for s in plan.seats(room, job_id=job_id) if s.persona.id != own]
+
+
+def _listener(plan: JobPlan) -> str:
+    """The persona that hears the humans (the lead role's)."""
+    lead = plan.lead_role()
+    return next(m.persona_id for m in plan.members if m.role == lead)
 
 
 def seat_giver(job_id: str, own_leases: list[Releasable]) -> Callable[[Seat], None]:
