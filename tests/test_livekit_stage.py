@@ -144,6 +144,9 @@ class FakeRoom:
     async def disconnect(self) -> None:
         self.disconnected = True
 
+    def isconnected(self) -> bool:
+        return self.connected and not self.disconnected
+
 
 class FakeCtx:
     def __init__(self) -> None:
@@ -156,6 +159,32 @@ class FakeCtx:
 
     def make_session_report(self, session):
         raise AssertionError("no session was started")
+
+
+def _stage_with(ctx: FakeCtx, connect) -> LiveKitStage:
+    return LiveKitStage(
+        ctx,  # type: ignore[arg-type]  # FakeCtx stands in for the JobContext
+        url="ws://x",
+        api_key=KEY,
+        api_secret=SECRET,
+        campaign="mixed-ops",
+        connect=connect,
+        room_factory=FakeRoom,  # type: ignore[arg-type]  # FakeRoom stands in for rtc.Room
+    )
+
+
+def _seat(catalog: Catalog, pid: str, role: str) -> Seat:
+    return Seat(catalog.persona(pid), CastSlot(role=role), "test", persona_identity(pid, "room-9"))
+
+
+def _cast(seats: list[Seat], listener: str = "tim") -> StageCast:
+    return StageCast(
+        seats=seats,
+        agents={s.persona.id: None for s in seats},  # type: ignore[misc]  # never started
+        models_for=lambda p: pytest.fail("no session expected"),
+        own="tim",
+        listener=listener,
+    )
 
 
 async def test_failed_join_tears_down_every_connection(catalog: Catalog) -> None:
@@ -171,29 +200,14 @@ async def test_failed_join_tears_down_every_connection(catalog: Catalog) -> None
         room.connected = True
         connected.append(identity)
 
-    stage = LiveKitStage(
-        ctx,  # type: ignore[arg-type]  # FakeCtx stands in for the JobContext
-        url="ws://x",
-        api_key=KEY,
-        api_secret=SECRET,
-        campaign="mixed-ops",
-        connect=connect,
-        room_factory=FakeRoom,  # type: ignore[arg-type]  # FakeRoom stands in for rtc.Room
-    )
+    stage = _stage_with(ctx, connect)
     assert ctx.shutdown_callbacks == [stage.close]  # extra rooms close when the job shuts down
-
-    def seat(pid: str, role: str) -> Seat:
-        return Seat(
-            catalog.persona(pid), CastSlot(role=role), "test", persona_identity(pid, "room-9")
-        )
-
-    seats = [seat("tim", "dispatcher"), seat("alex", "support"), seat("maria", "driver")]
-    cast = StageCast(
-        seats=seats,
-        agents={s.persona.id: None for s in seats},  # type: ignore[misc]  # never started
-        models_for=lambda p: pytest.fail("no session expected"),
-        own="tim",
-        listener="tim",
+    cast = _cast(
+        [
+            _seat(catalog, "tim", "dispatcher"),
+            _seat(catalog, "alex", "support"),
+            _seat(catalog, "maria", "driver"),
+        ]
     )
     with pytest.raises(StageError, match="maria"):
         async with asyncio.timeout(5):
@@ -202,6 +216,86 @@ async def test_failed_join_tears_down_every_connection(catalog: Catalog) -> None
     assert len(extra) == 2 and all(r.disconnected for r in extra)
     assert connected == ["agent_alex_room-9"]
     assert not ctx.room.disconnected  # the job's own room belongs to the framework
+
+
+async def test_a_persona_joined_early_is_taken_up_by_open_not_joined_again(
+    catalog: Catalog,
+) -> None:
+    """join_early connects the other personas while the job's own connection is being made;
+    open uses those connections (one connect each), and only joins the ones not started."""
+    FakeRoom.instances.clear()
+    ctx = FakeCtx()
+    connects: list[str] = []
+    listening: dict[str, bool] = {}
+    first = asyncio.Event()
+
+    async def connect(room, url, token):
+        claims = api.TokenVerifier(KEY, SECRET).verify(token)
+        connects.append(claims.identity)
+        first.set()
+        listening[claims.identity] = bool(claims.video and claims.video.can_subscribe)
+        if "maria" in claims.identity:
+            raise ConnectionError("server refused the join")  # ends open before any session
+        room.connected = True
+
+    stage = _stage_with(ctx, connect)
+    tim, alex, maria = (
+        _seat(catalog, "tim", "dispatcher"),
+        _seat(catalog, "alex", "support"),
+        _seat(catalog, "maria", "driver"),
+    )
+    stage.join_early([alex], listener="alex")
+    async with asyncio.timeout(5):
+        await first.wait()  # connecting before open is even called
+    cast = _cast([tim, alex, maria], listener="alex")
+    with pytest.raises(StageError, match="maria"):
+        async with asyncio.timeout(5):
+            await stage.open(cast, StageEvents.ignored())
+    assert connects == ["agent_alex_room-9", "agent_maria_room-9"]  # alex once, early
+    assert listening["agent_alex_room-9"] is True  # joined as the listener it is
+    assert all(r.disconnected for r in FakeRoom.instances[1:])
+
+
+async def test_an_early_join_the_room_never_takes_up_is_cancelled_and_disconnected(
+    catalog: Catalog,
+) -> None:
+    FakeRoom.instances.clear()
+    ctx = FakeCtx()
+    started = asyncio.Event()
+
+    async def connect(room, url, token):
+        started.set()
+        await asyncio.Event().wait()  # a server that never answers
+
+    stage = _stage_with(ctx, connect)
+    stage.join_early([_seat(catalog, "alex", "support")], listener="tim")
+    async with asyncio.timeout(5):
+        await started.wait()
+        await stage.close()  # the job ended while still joining
+    early = FakeRoom.instances[1]
+    assert early.disconnected and not early.connected
+
+
+async def test_a_persona_that_lost_its_early_connection_fails_the_open(catalog: Catalog) -> None:
+    FakeRoom.instances.clear()
+    ctx = FakeCtx()
+    connected = asyncio.Event()
+
+    async def connect(room, url, token):
+        room.connected = True
+        connected.set()
+
+    stage = _stage_with(ctx, connect)
+    alex = _seat(catalog, "alex", "support")
+    stage.join_early([alex], listener="tim")
+    async with asyncio.timeout(5):
+        await connected.wait()
+    FakeRoom.instances[1].connected = False  # the server dropped it before the room opened
+    with pytest.raises(StageError, match="alex lost its connection"):
+        async with asyncio.timeout(5):
+            await stage.open(
+                _cast([_seat(catalog, "tim", "dispatcher"), alex]), StageEvents.ignored()
+            )
 
 
 def test_is_human_skips_agents_and_persona_identities():

@@ -6,6 +6,7 @@ program. The environment helpers it uses live in workers/main/livekit_check.py."
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 from livekit.agents import cli
 
 from config.catalog import load_catalog
-from config.settings import Settings
+from config.settings import PROJECT_ROOT, Settings
 from workers import multi
 from workers.main.livekit_check import export_livekit_env, missing_livekit
 from workers.main.worker_load import MultiPersonaServer
@@ -258,3 +259,19 @@ def test_the_dev_key_alone_signs_without_pyjwts_short_key_warning():
 
     assert warned("devkey", "secret") == []
     assert warned("prodkey", "short") == ["InsecureKeyLengthWarning"]
+
+
+def test_prewarm_starts_livekits_native_client_before_any_job():
+    """The job's first connection must not pay for the FFI client starting: prewarm starts it
+    (through livekit's private singleton, checked here in a fresh process)."""
+    code = (
+        "from livekit.rtc._ffi_client import FfiClient\n"
+        "from workers.multi import start_rtc\n"
+        "assert FfiClient._instance is None, 'started on import'\n"
+        "start_rtc()\n"
+        "assert isinstance(FfiClient._instance, FfiClient)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr

@@ -164,7 +164,18 @@ def prewarm(proc: JobProcess) -> None:
     if settings.openai_key() is None:
         warm_offline_voice()
     proc.userdata["catalog"] = load_catalog(settings.catalog_path)
+    start_rtc()
     freeze_heap()
+
+
+def start_rtc() -> None:
+    """Start livekit's native client (the FFI library and its threads) in prewarm, not on the
+    job's first connection: the room waits for that one, and for the personas' joining with
+    it. livekit starts it lazily, at first use, through this private singleton
+    (tests/test_multi_cli.py fails loudly if that changes)."""
+    from livekit.rtc._ffi_client import FfiClient
+
+    FfiClient.instance  # noqa: B018  # the property starts it
 
 
 def freeze_heap() -> None:

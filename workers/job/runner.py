@@ -142,7 +142,10 @@ async def _run_plan(
         api_secret=livekit.api_secret.get_secret_value() if livekit else "",
     )
     # the stage subscribes the persona that hears humans to their audio, and nothing else
+    log.info("job_connecting")
     joining = asyncio.ensure_future(ctx.connect(auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE))
+    # the other personas connect meanwhile, each on its own connection
+    stage.join_early(_others(plan, room, ctx.job.id), listener=_listener(plan))
     ender = RoomEnder(stage, joining)
     stop = job_stop_requested(ctx)
     if stop is not None:  # drain timeout, job terminated: the floor ends now, by its rules
@@ -183,6 +186,7 @@ async def _run_joined(
             raise
         log.info("job_stopped_while_joining")
         return None
+    log.info("job_connected")
     log.info("room_models", **room_models_choice(plan.personas.values(), settings))
     tracing = configure_tracing(
         settings.otel_exporter_otlp_endpoint,
@@ -222,6 +226,18 @@ async def _run_joined(
         transcript=str(result.transcript_path),
     )
     return result
+
+
+def _others(plan: JobPlan, room: str, job_id: str) -> list[Seat]:
+    """The seats of the personas that join on connections of their own (all but the job's)."""
+    own = plan.job_member.persona_id
+    return [s for s in plan.seats(room, job_id=job_id) if s.persona.id != own]
+
+
+def _listener(plan: JobPlan) -> str:
+    """The persona that hears the humans (the lead role's)."""
+    lead = plan.lead_role()
+    return next(m.persona_id for m in plan.members if m.role == lead)
 
 
 def seat_giver(job_id: str, own_leases: list[Releasable]) -> Callable[[Seat], None]:

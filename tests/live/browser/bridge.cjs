@@ -1,6 +1,7 @@
 // One headless Chromium (the system's, never a downloaded one) driven by puppeteer-core, for
 // the Python tests: one JSON command per stdin line, one JSON answer per stdout line.
 //   {"id", "op": "launch", "executable", "wav"?}  {"id", "op": "goto", "url"}
+//   {"id", "op": "newPage"}  (the page closed, a new one in a fresh context: no cache, no storage)
 //   {"id", "op": "eval", "js"}  (an expression; promises are awaited)
 //   {"id", "op": "click"|"focus", "selector"}  {"id", "op": "type", "selector", "text"}
 //   {"id", "op": "press", "key"}  {"id", "op": "screenshot", "path", "width", "height"}
@@ -13,9 +14,16 @@ const puppeteer = require(path.join(__dirname, "../../../workers/web/client/node
 
 let browser = null;
 let page = null;
+let context = null; // newPage's, closed with its page
 
 function send(obj) {
   process.stdout.write(`${JSON.stringify(obj)}\n`);
+}
+
+function watch(p) {
+  page = p;
+  page.on("console", (m) => send({ console: m.text() }));
+  page.on("pageerror", (e) => send({ console: `pageerror: ${e.message}` }));
 }
 
 const ops = {
@@ -28,10 +36,14 @@ const ops = {
     ];
     if (wav) args.push(`--use-file-for-fake-audio-capture=${wav}%noloop`);
     browser = await puppeteer.launch({ executablePath: executable, headless: true, args });
-    page = await browser.newPage();
-    page.on("console", (m) => send({ console: m.text() }));
-    page.on("pageerror", (e) => send({ console: `pageerror: ${e.message}` }));
+    watch(await browser.newPage());
     return (await browser.version());
+  },
+  async newPage() {
+    await page.close();
+    if (context) await context.close();
+    context = await browser.createBrowserContext();
+    watch(await context.newPage());
   },
   async goto({ url }) {
     await page.goto(url, { waitUntil: "load" });

@@ -279,6 +279,8 @@ class LiveKitStage(Stage):
         self._outputs: list[Any] = []  # persona voice outputs, closed after their sessions
         self._voice_of: dict[str, Any] = {}  # persona id -> its voice output
         self._persona_rooms: dict[str, rtc.Room] = {}  # persona id -> its connection
+        # persona id -> (seat, listens, its connection under way): joins started early
+        self._early: dict[str, tuple[Seat, bool, asyncio.Task[rtc.Room]]] = {}
         self._listener_room: rtc.Room | None = None
         self._left: set[str] = set()  # personas that left the room (after a hand-over)
         self._reports: dict[str, dict[str, Any]] = {}  # persona id -> SessionReport.to_dict()
@@ -309,7 +311,33 @@ class LiveKitStage(Stage):
             subscribe=listens,  # only the listener needs the humans' audio
         )
         await self._connect(room, self._url, token)
+        log.info("persona_connected", persona=seat.persona.id)
         room.on("disconnected", lambda reason: self._persona_dropped(seat, reason))
+        return room
+
+    def join_early(self, seats: Sequence[Seat], *, listener: str) -> None:
+        """Start these personas' own connections now, while the job's is still being made:
+        `open` takes them up, so the room has its cast a connection's time sooner. Any it does
+        not take up is disconnected by `close`."""
+        loop = asyncio.get_running_loop()
+        for seat in seats:
+            listens = seat.persona.id == listener
+            task = loop.create_task(self._join(seat, listens=listens))
+            self._early[seat.persona.id] = (seat, listens, task)
+
+    async def _joined(self, seat: Seat, *, listens: bool) -> rtc.Room:
+        """The persona's connection: the one `join_early` started for this seat, else a new
+        one."""
+        early = self._early.get(seat.persona.id)
+        if early is None or (early[0].identity, early[1]) != (seat.identity, listens):
+            if early is not None:  # another seat now (not expected): start over
+                del self._early[seat.persona.id]
+                early[2].cancel()
+            return await self._join(seat, listens=listens)
+        room = await early[2]  # still in _early meanwhile: close cancels it
+        del self._early[seat.persona.id]
+        if not room.isconnected():  # dropped before the room opened: nobody was told
+            raise StageError(f"{seat.persona.id} lost its connection before the room opened")
         return room
 
     def _persona_dropped(self, seat: Seat, reason: Any) -> None:
@@ -367,7 +395,7 @@ class LiveKitStage(Stage):
         drop_unread_streams(self._ctx.room, hosts_session=True)
         try:
             joined = await asyncio.gather(
-                *(self._join(s, listens=s.persona.id == cast.listener) for s in rest),
+                *(self._joined(s, listens=s.persona.id == cast.listener) for s in rest),
                 return_exceptions=True,
             )
             rooms = {own.persona.id: self._ctx.room, **started_or_raise(rest, joined)}
@@ -596,6 +624,10 @@ class LiveKitStage(Stage):
     async def close(self, *_: Any) -> None:
         self._stopping = True  # the disconnects that follow are ours
         self._closing()
+        joins, self._early = [e[2] for e in self._early.values()], {}
+        for join in joins:  # joins started early that the room never took up
+            join.cancel()
+        await asyncio.gather(*joins, return_exceptions=True)
         self.humans.close()
         for task in self._chat_tasks:
             task.cancel()

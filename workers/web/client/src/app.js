@@ -8,6 +8,14 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const AUDIBLE_RMS = 0.01; // a level well above the silence of a muted or idle voice track
 
+// Milestones of the way to the first persona audio, performance.now() (0 at navigation
+// start), each set once: what tests/live/browser/first_audio.py splits its figure by.
+const marks = {};
+function mark(name) {
+  if (!(name in marks)) marks[name] = performance.now();
+}
+mark("script");
+
 const page = {
   room: null,
   roomName: "",
@@ -57,6 +65,7 @@ async function loadScenarios() {
   const select = $("scenario");
   try {
     const { scenarios } = await callApi("GET", "/api/v1/scenarios");
+    mark("scenarios");
     select.replaceChildren(
       ...scenarios.map((s) => {
         const opt = new Option(`${s.name} (${s.roles.join(", ")})`, s.name);
@@ -85,18 +94,12 @@ async function join(event) {
     $("display-name").focus();
     return;
   }
-  audioCtx = audioCtx || new AudioContext(); // inside the click: allowed to play
-  audioCtx.resume().catch(() => {});
   $("join").disabled = true;
   try {
     const identity = slug(name);
-    let grant;
-    if (params.get("room")) {
-      grant = await callApi("POST", `/api/v1/rooms/${encodeURIComponent(params.get("room"))}/join`, {
-        identity,
-        name,
-      });
-    } else {
+    let path = `/api/v1/rooms/${encodeURIComponent(params.get("room"))}/join`;
+    let body = { identity, name };
+    if (!params.get("room")) {
       const inline = $("inline-scenario").value.trim();
       let scenario = $("scenario").value || params.get("scenario") || "";
       if (inline) {
@@ -106,8 +109,17 @@ async function join(event) {
           throw new Error(`The scenario JSON does not parse: ${e.message}`);
         }
       }
-      grant = await callApi("POST", "/api/v1/rooms/create", { scenario, identity, name });
+      path = "/api/v1/rooms/create";
+      body = { scenario, identity, name };
     }
+    mark("apiSent");
+    const granting = callApi("POST", path, body);
+    // Inside the click, so allowed to play; made once the request is on its way, as the
+    // browser's audio service may take a moment to start.
+    audioCtx = audioCtx || new AudioContext();
+    audioCtx.resume().catch(() => {});
+    const grant = await granting;
+    mark("apiAnswered");
     await enterRoom(grant);
   } catch (e) {
     showError(e.message);
@@ -133,6 +145,7 @@ async function enterRoom(grant) {
   room.registerTextStreamHandler("lk.transcription", readTranscription);
   await room.connect(grant.url, grant.token, { autoSubscribe: true });
   page.joinedAt = performance.now();
+  mark("connected");
   for (const p of room.remoteParticipants.values()) {
     addIfPersona(p);
     for (const pub of p.trackPublications.values()) {
@@ -155,6 +168,7 @@ function isPersona(p) {
 
 function addIfPersona(p) {
   if (!isPersona(p) || page.tiles.has(p.identity)) return;
+  mark("personaSeen");
   const el = document.createElement("li");
   el.className = "tile";
   el.dataset.persona = p.identity;
@@ -201,6 +215,7 @@ function removeTile(identity) {
 
 function trackSubscribed(track, _pub, participant) {
   if (track.kind !== Track.Kind.Audio) return;
+  if (isPersona(participant)) mark("trackSubscribed");
   const audio = track.attach(); // plays it (and Chrome feeds WebAudio only from a played stream)
   audio.dataset.identity = participant.identity;
   document.body.append(audio);
@@ -226,6 +241,7 @@ function meterTick() {
     if (rms > AUDIBLE_RMS && tile.firstAudioMs === null) {
       tile.firstAudioMs = performance.now();
       if (page.firstAudioMs === null) page.firstAudioMs = tile.firstAudioMs;
+      mark("firstAudio");
     }
     const pct = Math.min(100, Math.round(rms * 400));
     tile.meterEl.firstChild.style.width = `${pct}%`;
@@ -339,6 +355,8 @@ function snapshot() {
     left: page.left,
     joinedAtMs: page.joinedAt,
     firstAudioMs: page.firstAudioMs,
+    timeOrigin: performance.timeOrigin, // epoch ms of navigation start: to align others' clocks
+    marks: { ...marks },
     micEnabled: !!room?.localParticipant.isMicrophoneEnabled,
     tiles: [...page.tiles.entries()].map(([identity, t]) => ({
       identity,
@@ -383,6 +401,9 @@ if (params.get("room")) {
   $("link-room").textContent = params.get("room");
   $("join").textContent = "Join room";
 }
-// a link with autojoin=1 (tests, figures) joins once the scenario list is in
+// A link with autojoin=1 (tests, figures) joins at once when it names the scenario or the room
+// (the list fills the picker meanwhile), else once the scenario list is in.
 const ready = params.get("room") ? Promise.resolve() : loadScenarios();
-if (params.get("autojoin") === "1") ready.then(() => join());
+if (params.get("autojoin") === "1") {
+  (params.get("scenario") || params.get("room") ? Promise.resolve() : ready).then(() => join());
+}
