@@ -40,9 +40,9 @@ __all__ = [
 # voices): much below ~0.4 s a caller's line would reach the floor in pieces.
 END_OF_SPEECH_SILENCE_S = 0.45
 # The offline voice's humans speak eSpeak, whose pauses inside a line are short dips that silero
-# does not follow all the way down. With the silence counted only below a low probability
+# does not follow all the way down. With the silence counted only below a probability of 0.1
 # (livekit's default: 0.35, activation - 0.15), the longest pause inside a line counts 9 of
-# silero's 32 ms windows (0.29 s; 20 lines of the scenarios and the latency bench, 13 voices,
+# silero's 32 ms windows (0.29 s; the 33 lines of the scenarios and the latency bench, 13 voices,
 # 4 window alignments; 12 windows at 0.35), so 10 windows end the speech: 0.43 s after its
 # last sound (p50; was 0.55 s with 15 windows at 0.35). Real speech dips less cleanly, so a
 # worker with a key keeps livekit's threshold and the longer silence.

@@ -29,6 +29,9 @@ Per line, all wall-clock times on this one machine:
   speech in it (livekit's own scheduling between those stages, the audio output and the
   WebRTC path; eSpeak's leading silence too);
 - `total`: speech end -> first audible answer frame.
+
+`extra_lines_heard` / `extra_answers`: `human` records / answers beyond the lines spoken (a
+line split at a pause, or heard twice, is heard and answered more than once).
 """
 
 from __future__ import annotations
