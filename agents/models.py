@@ -55,11 +55,26 @@ __all__ = [
 # longest pause inside a line measured 0.39 s (sentence ends; the scenarios' human lines in two
 # voices): much below ~0.4 s a caller's line would reach the floor in pieces.
 END_OF_SPEECH_SILENCE_S = 0.45
+# The offline voice's humans speak eSpeak, whose pauses inside a line are short dips that silero
+# does not follow all the way down. With the silence counted only below a probability of 0.1
+# (livekit's default: 0.35, activation - 0.15), the longest pause inside a line counts 9 of
+# silero's 32 ms windows (0.29 s; the 33 lines of the scenarios and the latency bench, 13 voices,
+# 4 window alignments; 12 windows at 0.35), so 10 windows end the speech: 0.43 s after its
+# last sound (p50; was 0.55 s with 15 windows at 0.35). Real speech dips less cleanly, so a
+# worker with a key keeps livekit's threshold and the longer silence.
+OFFLINE_END_OF_SPEECH_SILENCE_S = 0.3  # 10 windows: silero counts whole windows (>= 0.3 s)
+OFFLINE_DEACTIVATION_THRESHOLD = 0.1
 
 
-def load_vad() -> VAD:
+def load_vad(*, offline: bool = False) -> VAD:
     """The process's silero VAD (load it once, in the worker's setup_fnc), ending speech after
-    END_OF_SPEECH_SILENCE_S."""
+    END_OF_SPEECH_SILENCE_S; `offline` (a worker with no key: its humans are heard by the
+    offline ear) tuned for eSpeak's speech instead."""
+    if offline:
+        return silero.VAD.load(
+            min_silence_duration=OFFLINE_END_OF_SPEECH_SILENCE_S,
+            deactivation_threshold=OFFLINE_DEACTIVATION_THRESHOLD,
+        )
     return silero.VAD.load(min_silence_duration=END_OF_SPEECH_SILENCE_S)
 
 

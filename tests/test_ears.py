@@ -126,6 +126,7 @@ async def test_two_people_speaking_at_once_are_both_heard_each_as_themselves(vad
     assert sorted(set(heard.speaking)) == ["jamie", "sam"]
     for times in heard.heard:  # when each line was heard, in order, for the transcript
         assert times["speech_end"] <= times["vad_end"] <= times["final"], times
+        assert times["sound_end"] <= times["vad_end"], times  # the last sound came first
 
 
 async def test_three_people_in_turn_are_heard_in_the_order_they_finished(vad):

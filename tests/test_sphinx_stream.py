@@ -26,7 +26,7 @@ Kind = lk_stt.SpeechEventType
 
 @pytest.fixture(scope="module")
 def vad() -> VAD:
-    return load_vad()  # the worker's: END_OF_SPEECH_SILENCE_S
+    return load_vad(offline=True)  # a keyless worker's: the offline ear's
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from livekit.protocol import agent as agent_pb
 from livekit.protocol import models
 from structlog.testing import capture_logs
 
+from agents.models import OFFLINE_END_OF_SPEECH_SILENCE_S
 from config.catalog import Catalog
 from config.settings import Settings
 from tests.conftest import SCENARIOS_DIR
@@ -260,6 +261,7 @@ print(json.dumps({
     "frozen_after": gc.get_freeze_count(),
     "catalog_walked_by_gc": id(userdata["catalog"]) in tracked,
     "vad_walked_by_gc": id(userdata["vad"]) in tracked,
+    "vad_silence_s": userdata["vad"].min_silence_duration,
 }))
 """
 
@@ -272,6 +274,8 @@ def test_prewarm_ends_by_freezing_what_it_built(program):
     probe = json.loads(program.stdout.strip().splitlines()[-1])
     assert probe["frozen_after"] > probe["frozen_before"]
     assert probe["catalog_walked_by_gc"] is False and probe["vad_walked_by_gc"] is False
+    # no key here: the VAD is the offline ear's, tuned for eSpeak (tests/test_vad_end.py)
+    assert probe["vad_silence_s"] == OFFLINE_END_OF_SPEECH_SILENCE_S
 
 
 PRELOAD_PROBE = """

@@ -160,8 +160,9 @@ def prewarm(proc: JobProcess) -> None:
     # Job processes get the same renderer (their output goes straight to stderr).
     configure_logging(settings.log_format, settings.log_level)
     quiet_dev_key_warning(settings.livekit_credentials())
-    proc.userdata["vad"] = load_vad()
-    if settings.openai_key() is None:
+    offline = settings.openai_key() is None
+    proc.userdata["vad"] = load_vad(offline=offline)
+    if offline:
         warm_offline_voice()
     proc.userdata["catalog"] = load_catalog(settings.catalog_path)
     start_rtc()

@@ -17,7 +17,7 @@ from tests.live.harness import API_KEY, API_SECRET, URL
 
 pytestmark = pytest.mark.live
 
-STAGES = {"vad", "stt", "floor", "llm", "tts", "transport", "total"}
+STAGES = {"way_in", "vad", "stt", "floor", "llm", "tts", "transport", "total"}
 
 
 def test_the_answer_latency_bench_splits_every_answer_by_stage():
@@ -36,11 +36,13 @@ def test_the_answer_latency_bench_splits_every_answer_by_stage():
     r = json.loads(line)
     assert r["bench"] == "answer_latency" and r["params"] == {"lines": 3, "people": 1}
     assert (r["lines_answered"], r["lines_missing"]) == (3, 0), r["per_line"]
+    # each line heard as one line and answered once: none split, none heard twice
+    assert (r["extra_lines_heard"], r["extra_answers"]) == (0, 0), r
     assert set(r["stages"]) == STAGES
     for stage in STAGES:  # every stage measured for every line
         assert r["stages"][stage]["n"] == 3, (stage, r["stages"][stage])
     for row in r["per_line"]:
         # the parts before the persona was asked never exceed the whole, and all are >= 0
         assert 0 <= row["vad"] and 0 <= row["stt"] and 0 <= row["floor"]
-        assert row["vad"] + row["stt"] + row["floor"] < row["total"], row
+        assert row["way_in"] + row["vad"] + row["stt"] + row["floor"] < row["total"], row
     assert len(r["loadavg_before"]) == 3

@@ -46,12 +46,14 @@ class SilenceGate:
 
     def __init__(self) -> None:
         self.in_speech = False
+        self.last_sound = 0.0  # wall clock: when the last frame that was not quiet came
         self._quiet_us = 0  # whole microseconds: 100 frames of 10 ms are exactly 1 s
 
     def passes(self, frame: rtc.AudioFrame) -> bool:
         samples = np.frombuffer(frame.data, dtype=np.int16)
         if samples.size and int(np.abs(samples.astype(np.int32)).max()) > QUIET_PEAK:
             self._quiet_us = 0
+            self.last_sound = time.time()
             return True
         self._quiet_us += frame.samples_per_channel * 1_000_000 // max(frame.sample_rate, 1)
         return self.in_speech or self._quiet_us <= QUIET_HOLD_S * 1_000_000
@@ -59,8 +61,9 @@ class SilenceGate:
 
 class HeardLine(Protocol):
     """A finished line: who said it, the text, and `heard`: when the ear heard it (wall-clock
-    seconds: `speech_end`, the VAD's estimate of the end of speech; `vad_end`, when the VAD
-    said so; `final`, when the transcript was ready)."""
+    seconds: `sound_end`, when the line's last frame with sound in it reached the ear;
+    `speech_end`, the VAD's estimate of the end of speech; `vad_end`, when the VAD said so;
+    `final`, when the transcript was ready)."""
 
     def __call__(self, identity: str, text: str, *, heard: Mapping[str, float]) -> None: ...
 
@@ -145,6 +148,8 @@ class Ears:
                 elif event.type == stt.SpeechEventType.END_OF_SPEECH:
                     gate.in_speech = False
                     heard = {"vad_end": round(time.time(), 3)}
+                    if gate.last_sound:
+                        heard["sound_end"] = round(gate.last_sound, 3)
                     if event.speech_end_time is not None:
                         heard["speech_end"] = round(event.speech_end_time, 3)
                 elif event.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
