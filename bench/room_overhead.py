@@ -44,7 +44,9 @@ from typing import Any
 from bench._memory import Memory, role_of, tree, tree_report
 from bench.process_model import FAKE_KEY, ROOT, run_project
 
-AIM_IDLE_WORKER_PSS_MB = 300.0
+# issue 27's aims: a worker with a key <= 300 MB PSS, the keyless offline one <= 400 MB (it
+# holds the offline voice's models: silero, pocketsphinx, eSpeak)
+AIM_IDLE_WORKER_PSS_MB = {"openai": 300.0, "offline": 400.0}
 AIM_ROOM_USS_GROWTH_MB = 40.0  # one 4-persona room's job process above an idle one
 EXIT_CANNOT_RUN = 77
 READY_TIMEOUT_S = 120.0
@@ -164,7 +166,10 @@ def idle_worker(voice: str, settle_s: float) -> dict[str, Any]:
         "idle_job_processes": idle_jobs,
         "registration_retrying": retrying,  # it ran with no server, as meant
         **report,
-        "aim": {"pss_mb_max": AIM_IDLE_WORKER_PSS_MB, "reached": pss <= AIM_IDLE_WORKER_PSS_MB},
+        "aim": {
+            "pss_mb_max": AIM_IDLE_WORKER_PSS_MB[voice],
+            "reached": pss <= AIM_IDLE_WORKER_PSS_MB[voice],
+        },
     }
 
 
@@ -225,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             "idle_worker": idle,
             "room_job_process": rooms,
             "aims": {
-                "idle_worker_pss_mb_max": AIM_IDLE_WORKER_PSS_MB,
+                "idle_worker_pss_mb_max": {v: AIM_IDLE_WORKER_PSS_MB[v] for v in voices},
                 "idle_worker_reached": {v: idle[v]["aim"]["reached"] for v in voices},
                 f"room_of_{biggest}_uss_growth_mb_max": AIM_ROOM_USS_GROWTH_MB,
                 f"room_of_{biggest}_uss_growth_reached": {
