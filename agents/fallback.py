@@ -56,13 +56,22 @@ class ModelFailures:
     apology model answered), or a realtime response. The floor compares the count before and
     after a turn."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, retries: int = 0, retry_interval_s: float = 0.0) -> None:
         self.count = 0
         self.last = ""
+        # a realtime response that failed is asked for again this many times (livekit retries
+        # a pipeline's requests itself, not a realtime response): the connection options'
+        self.retries = retries
+        self.retry_interval_s = retry_interval_s
 
     def failed(self, why: str) -> None:
         self.count += 1
         self.last = why
+
+    def retry_delay_s(self, attempt: int) -> float:
+        """The wait before retry `attempt` (1, 2, ...): at once for the first, as livekit's
+        connection options do (0.1 s), then the options' retry interval."""
+        return 0.1 if attempt <= 1 else self.retry_interval_s
 
 
 class ApologyLLM(ScriptedLLM[Reply]):

@@ -197,7 +197,11 @@ class WatchedRealtimeModel(openai.realtime.RealtimeModel):
     def __init__(self, endpoint: Endpoint, persona: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._endpoint, self._persona = endpoint, persona
-        self.failures = ModelFailures()
+        options = kwargs.get("conn_options")
+        self.failures = ModelFailures(
+            retries=options.max_retry if options is not None else 0,
+            retry_interval_s=options.retry_interval if options is not None else 0.0,
+        )
 
     def session(self, *, turn_detection_disabled: bool = False) -> Any:
         session = super().session(turn_detection_disabled=turn_detection_disabled)

@@ -219,17 +219,37 @@ async def test_a_realtime_socket_closed_mid_response_reconnects_and_the_room_goe
     ]
 
 
-async def test_a_failed_realtime_response_is_apologised_for_in_the_offline_voice(
+async def test_a_failed_realtime_response_is_asked_for_again_and_the_room_goes_on(
     catalog, catalog_data, scenarios_dir, tmp_path
 ) -> None:
     """livekit does not retry a failed realtime response (it reconnects only a lost socket):
-    the persona says the apology in its offline voice (eSpeak, 22.05 kHz, not the realtime
-    model's 24 kHz), and, required, the room ends `model_failed`, as for a pipeline persona."""
-    result, stage, events, server = await _room(
+    the floor asks for it again, as the connection options say (FAST: one retry), and the
+    persona's own line is said: no apology, the room ends as it would have."""
+    result, _stage, events, server = await _room(
         catalog, catalog_data, scenarios_dir, tmp_path,
         [("realtime", Fault("status", 500), 1, "chris")], mode="realtime",
     )  # fmt: skip
-    assert server.faults.pending("realtime", "chris") == 0
+    assert server.faults.pending("realtime", "chris") == 0  # it failed once
+    retries = [e for e in events if e["event"] == "model_retry"]
+    assert [(e["persona"], e["attempt"]) for e in retries] == [("chris", 1)]
+    assert result.reason == "end_conversation"
+    normal = await _normal(catalog, catalog_data, scenarios_dir, tmp_path)
+    assert _lines(events) == normal
+    assert all(APOLOGY_REQUIRED not in text for _, text in normal)
+
+
+async def test_a_failed_realtime_response_is_apologised_for_in_the_offline_voice(
+    catalog, catalog_data, scenarios_dir, tmp_path
+) -> None:
+    """A realtime response that fails on every retry too: the persona says the apology in
+    its offline voice (eSpeak, 22.05 kHz, not the realtime model's 24 kHz), and, required,
+    the room ends `model_failed`, as for a pipeline persona."""
+    result, stage, events, server = await _room(
+        catalog, catalog_data, scenarios_dir, tmp_path,
+        [("realtime", Fault("status", 500), 2, "chris")], mode="realtime",
+    )  # fmt: skip
+    assert server.faults.pending("realtime", "chris") == 0  # the response and its one retry
+    assert [e["attempt"] for e in events if e["event"] == "model_retry"] == [1]
     assert result.reason == MODEL_FAILED and "every model failed" in result.detail
     lines = _lines(events)
     assert lines[1] == ("chris", APOLOGY_REQUIRED)

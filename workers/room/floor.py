@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from livekit.agents import NOT_GIVEN, AgentSession, llm, utils
 from livekit.agents.voice import SpeechHandle
 
-from agents.fallback import model_failures, say_apology
+from agents.fallback import ModelFailures, model_failures, say_apology
 from agents.instructions import format_human_line
 from agents.persona import (
     EndRequest,
@@ -401,10 +401,20 @@ class Floor:
         failed_before = failures.count if failures is not None else 0
         started = time.time()
         handle: SpeechHandle | None = None
+        attempt = 0
         try:
-            handle = speaker.session.generate_reply(instructions=instructions or NOT_GIVEN)
-            await handle
-            failure = handle.exception()
+            while True:
+                handle = speaker.session.generate_reply(instructions=instructions or NOT_GIVEN)
+                await handle
+                failure = handle.exception()
+                if not _response_failed(failures, failed_before, handle, failure, attempt):
+                    break
+                # a realtime response failed, nothing said: asked again, as the options say
+                attempt += 1
+                assert failures is not None
+                self._emit("model_retry", persona=speaker.id, attempt=attempt, error=failures.last)
+                await asyncio.sleep(failures.retry_delay_s(attempt))
+                failed_before = failures.count
         except RuntimeError as e:  # the session is closed or closing: it cannot take a turn
             handle, failure = None, e
             speaker.closed = True
@@ -743,3 +753,20 @@ class Floor:
 
     def chat_ctx_of(self, persona_id: str) -> llm.ChatContext:
         return self._by_id[persona_id].agent.chat_ctx
+
+
+def _response_failed(
+    failures: ModelFailures | None,
+    failed_before: int,
+    handle: SpeechHandle,
+    failure: BaseException | None,
+    attempt: int,
+) -> bool:
+    """A realtime response failed with nothing said, and it may be asked for again."""
+    return (
+        failures is not None
+        and failures.count > failed_before
+        and failure is None
+        and not _spoken_text(list(handle.chat_items))
+        and attempt < failures.retries
+    )
