@@ -120,7 +120,8 @@ async def test_ring_legs_on_the_sip_service_two_answer_at_once_one_wins(
 ):
     """The ringing itself, on livekit-sip with SIP-URI people (the trunk given inline): both
     phones answer at once, exactly one claim wins, the other answered leg is hung up (its
-    phone gets a BYE) within 1 s of the win; a third phone that only rings is cancelled."""
+    phone gets a BYE) within 1 s of the win; a third phone that only rings is cancelled. (A leg
+    the win cancels before livekit-sip dialled it never rings its phone.)"""
     nina, omar = CATALOG.human_by_id["nina"], CATALOG.human_by_id["omar"]
     rosa = CATALOG.human_by_id["rosa"].model_copy(update={"skills": ("support",)})
     phones = [
@@ -158,33 +159,56 @@ async def test_ring_legs_on_the_sip_service_two_answer_at_once_one_wins(
         ring_timeout_s=15,
     )
     with calls_ended(*phones):
-        async with asyncio.timeout(WAIT_S):
-            result = await transfer.run(
-                persona="alex", skill="support", briefing=lambda h: "hi", tts=None
+        try:
+            async with asyncio.timeout(WAIT_S):
+                result = await transfer.run(
+                    persona="alex", skill="support", briefing=lambda h: "hi", tts=None
+                )
+            assert isinstance(result, Connected)
+            await events.until(
+                lambda ev: (
+                    len([e for e in named(ev, "ring_leg") if e["status"] == "cancelled"]) >= 2
+                ),
+                WAIT_S,
             )
-        assert isinstance(result, Connected)
-        await events.until(
-            lambda ev: len([e for e in named(ev, "ring_leg") if e["status"] == "cancelled"]) >= 2,
-            WAIT_S,
-        )
-        winner = result.human.id
-        loser = ({"nina", "omar"} - {winner}).pop()
-        assert [e["human"] for e in named(events, "call_claimed")] == [winner]
-        # the loser answered too (its claim refused, then a BYE), or was still ringing (CANCEL)
-        answered = {e["human"] for e in named(events, "ring_leg") if e["status"] == "answered"}
-        lost = [e["human"] for e in named(events, "claim_lost")]
-        assert lost == ([loser] if loser in answered else []), (answered, lost)
-        cancelled = {e["human"]: e for e in named(events, "ring_leg") if e["status"] == "cancelled"}
-        assert set(cancelled) == {loser, "rosa"}
-        assert all(e["after_win_s"] < 1.0 for e in cancelled.values()), cancelled
-        losing_phone = phones[0] if loser == "nina" else phones[1]
-        await losing_phone.result(30)  # off the line (BYE, or CANCEL before it answered)
-        assert await phones[2].result(30) == 0, phones[2].output()  # CANCEL answered
-        winning_phone = phones[1] if loser == "nina" else phones[0]
-        assert winning_phone.proc.poll() is None  # the winner is still on the line
-        await transfer.aclose()
-        assert await winning_phone.result(30) == 0, winning_phone.output()
+            winner = result.human.id
+            loser = ({"nina", "omar"} - {winner}).pop()
+            assert [e["human"] for e in named(events, "call_claimed")] == [winner]
+            # the loser answered too (its claim refused, then a BYE), or was still ringing (CANCEL)
+            answered = {e["human"] for e in named(events, "ring_leg") if e["status"] == "answered"}
+            lost = [e["human"] for e in named(events, "claim_lost")]
+            assert lost == ([loser] if loser in answered else []), (answered, lost)
+            cancelled = {
+                e["human"]: e for e in named(events, "ring_leg") if e["status"] == "cancelled"
+            }
+            assert set(cancelled) == {loser, "rosa"}
+            # a leg hung up before livekit-sip dialled it (see below) returns only at
+            # livekit-sip's join timeout: the bound is on the legs whose phone rang
+            rang = {"nina": rung(tmp_path, NINA), "omar": rung(tmp_path, OMAR)}
+            rang["rosa"] = rung(tmp_path, 5083)
+            late = {h: e for h, e in cancelled.items() if rang[h] and e["after_win_s"] >= 1.0}
+            assert not late, cancelled
+            losing_phone = phones[0] if loser == "nina" else phones[1]
+            # On a loaded machine livekit-sip may not have dialled a losing leg yet when the win
+            # removes it (its log: join-failed): that phone never rings, and nothing is to hang up.
+            if rang[loser]:
+                await losing_phone.result(30)  # off the line (BYE, or CANCEL before it answered)
+            if rang["rosa"]:
+                assert await phones[2].result(30) == 0, phones[2].output()  # CANCEL answered
+            winning_phone = phones[1] if loser == "nina" else phones[0]
+            assert winning_phone.proc.poll() is None  # the winner is still on the line
+            await transfer.aclose()
+            assert await winning_phone.result(30) == 0, winning_phone.output()
+        finally:  # before the phones go: no call of this test may outlive it (a BYE
+            # retransmitted to a port the next test's phone listens on ends that phone)
+            await transfer.aclose()
     await desk.aclose()
+
+
+def rung(directory: Path, port: int) -> bool:
+    """Whether the person's phone at `port` (tests.live.phone.person_phone) got an INVITE."""
+    trace = directory / f"person-{port}-msg.log"
+    return trace.exists() and "INVITE sip:" in trace.read_text(errors="replace")
 
 
 async def test_a_person_rings_then_answers_is_briefed_then_talks_with_the_caller(
