@@ -270,8 +270,13 @@ def test_prewarm_starts_livekits_native_client_before_any_job():
         "assert FfiClient._instance is None, 'started on import'\n"
         "start_rtc()\n"
         "assert isinstance(FfiClient._instance, FfiClient)\n"
+        "print('started', flush=True)\n"
+        # out without the interpreter's teardown: livekit's native library, torn down while
+        # its runtime is still starting (this process ends at once), can abort with a Rust
+        # panic (seen once in CI); a job process lives on after prewarm
+        "import os; os._exit(0)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0 and done.stdout.strip() == "started", done.stderr
