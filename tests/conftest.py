@@ -9,9 +9,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -241,3 +242,19 @@ def program(request: pytest.FixtureRequest) -> CliResult:
     finally:
         shutil.rmtree(started.cwd, ignore_errors=True)
     return CliResult(started.proc.returncode, out or "", err)
+
+
+@pytest.fixture
+async def openai_server(catalog, scenarios_dir, monkeypatch) -> AsyncIterator[Any]:
+    """The local OpenAI-compatible server answering dispatch_checkin's tim and chris, its key
+    in the environment the served catalog names (imported here: only these tests need it)."""
+    from config.scenario import load_scenario
+    from workers.openai_server import OpenAIServer
+    from workers.openai_server.rooms import KEY_ENV, brains_for
+
+    scenario = load_scenario("dispatch_checkin", scenarios_dir=scenarios_dir)
+    served = OpenAIServer(brains_for(catalog, scenario, "tim", "chris"))
+    await served.start()
+    monkeypatch.setenv(KEY_ENV, served.key)
+    yield served
+    await served.stop()

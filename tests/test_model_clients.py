@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
@@ -17,19 +16,9 @@ from agents.retry_after import tls_context
 from config.scenario import load_scenario
 from config.settings import Settings
 from workers.openai_server import OpenAIServer
-from workers.openai_server.rooms import KEY_ENV, brains_for, run_served_room, served_catalog
+from workers.openai_server.rooms import KEY_ENV, run_served_room, served_catalog
 
 TIMEOUT_S = 90
-
-
-@pytest.fixture
-async def server(catalog, scenarios_dir, monkeypatch) -> AsyncIterator[OpenAIServer]:
-    scenario = load_scenario("dispatch_checkin", scenarios_dir=scenarios_dir)
-    served = OpenAIServer(brains_for(catalog, scenario, "tim", "chris"))
-    await served.start()
-    monkeypatch.setenv(KEY_ENV, served.key)
-    yield served
-    await served.stop()
 
 
 def _connections(server: OpenAIServer, monkeypatch) -> Counter[tuple[str, object]]:
@@ -79,13 +68,15 @@ async def test_closed_clients_are_not_handed_out_again() -> None:
 
 
 @pytest.mark.integration
-async def test_speech_requests_of_a_persona_reuse_one_connection(server, monkeypatch) -> None:
+async def test_speech_requests_of_a_persona_reuse_one_connection(
+    openai_server, monkeypatch
+) -> None:
     """A TTS request reads its stream to the end, so its keep-alive connection serves the next
     sentence: no new connection (on a real server, a new TLS handshake) per sentence."""
-    seen = _connections(server, monkeypatch)
+    seen = _connections(openai_server, monkeypatch)
     clients = ModelClients()
     tts = openai.TTS(
-        voice="alloy", response_format="pcm", **_endpoint(server).client_kwargs(clients)
+        voice="alloy", response_format="pcm", **_endpoint(openai_server).client_kwargs(clients)
     )
     try:
         for text in ("Tim here.", "What is your location?", "Thanks, drive safe."):
@@ -101,11 +92,11 @@ async def test_speech_requests_of_a_persona_reuse_one_connection(server, monkeyp
 @pytest.mark.integration
 @pytest.mark.parametrize("mode", ["pipeline"])
 async def test_a_room_closes_its_model_clients_when_it_ends(
-    mode, server, catalog, catalog_data, scenarios_dir, tmp_path, monkeypatch
+    mode, openai_server, catalog, catalog_data, scenarios_dir, tmp_path, monkeypatch
 ) -> None:
-    seen = _connections(server, monkeypatch)
+    seen = _connections(openai_server, monkeypatch)
     scenario = load_scenario("dispatch_checkin", scenarios_dir=scenarios_dir)
-    served = served_catalog(catalog_data, server, {"tim": mode, "chris": mode})
+    served = served_catalog(catalog_data, openai_server, {"tim": mode, "chris": mode})
     clients = ModelClients()
     async with asyncio.timeout(TIMEOUT_S):
         result, _, _ = await run_served_room(

@@ -7,7 +7,6 @@ exactly what the server said."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -23,16 +22,6 @@ from workers.room.stage.local import LocalStage
 
 pytestmark = pytest.mark.integration
 TIMEOUT_S = 90
-
-
-@pytest.fixture
-async def server(catalog, scenarios_dir, monkeypatch) -> AsyncIterator[OpenAIServer]:
-    scenario = load_scenario("dispatch_checkin", scenarios_dir=scenarios_dir)
-    served = OpenAIServer(brains_for(catalog, scenario, "tim", "chris"))
-    await served.start()
-    monkeypatch.setenv(KEY_ENV, served.key)
-    yield served
-    await served.stop()
 
 
 def _lines(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -58,10 +47,10 @@ async def _offline_room(catalog, scenario, tmp_path):
 
 @pytest.mark.parametrize("mode", ["pipeline", "realtime"])
 async def test_dispatch_checkin_on_the_served_models_goes_as_on_the_offline_model(
-    mode, server, catalog, catalog_data, scenarios_dir, tmp_path
+    mode, openai_server, catalog, catalog_data, scenarios_dir, tmp_path
 ) -> None:
     scenario = load_scenario("dispatch_checkin", scenarios_dir=scenarios_dir)
-    served = served_catalog(catalog_data, server, {"tim": mode, "chris": mode})
+    served = served_catalog(catalog_data, openai_server, {"tim": mode, "chris": mode})
     settings = Settings(_env_file=None)  # no OPENAI_API_KEY: each persona's own key variable
     async with asyncio.timeout(TIMEOUT_S):
         result, stage, events = await run_served_room(
@@ -75,13 +64,13 @@ async def test_dispatch_checkin_on_the_served_models_goes_as_on_the_offline_mode
     assert [p for p, _ in lines] == ["tim", "chris", "tim", "chris", "tim"]
     # each line in the transcript is exactly what the server said for that persona
     for persona in ("tim", "chris"):
-        assert [t for p, t in lines if p == persona] == server.said[persona]
+        assert [t for p, t in lines if p == persona] == openai_server.said[persona]
     # both personas spoke audio through their plugin (the server's eSpeak, 24 kHz)
     for persona in ("tim", "chris"):
         audio = stage.audio[persona]
         assert audio.seconds > 2.0, persona
         assert {f.sample_rate for f in audio.frames} == {24_000}
-    assert server.faults.requests.get("realtime" if mode == "realtime" else "chat", 0) >= 5
+    assert openai_server.faults.requests.get("realtime" if mode == "realtime" else "chat", 0) >= 5
 
 
 GATED_SCRIPT = {
